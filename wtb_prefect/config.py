@@ -1,0 +1,240 @@
+"""Configuration objects of the specification (section 4).
+
+Every class and field keeps the name and default of the specification; values
+are validated on construction and bad ones raise :class:`pydantic.ValidationError`
+whose message names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "EnvSpec",
+    "EnvironmentConfig",
+    "ExecutionConfig",
+    "FileTrackingConfig",
+    "NodeResourceConfig",
+    "RayConfig",
+    "parse_memory",
+]
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_memory(value: str | int | float) -> int:
+    """Parse a memory size ("512MB", "2GB", "1.5GiB", 1073741824) into bytes.
+
+    Decimal units (KB, MB, GB, TB) are powers of 1000 and binary units (KiB,
+    MiB, GiB, TiB) powers of 1024, as in Ray and Kubernetes.
+
+    Raises:
+        ValueError: the value is negative, empty or has an unknown unit.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"memory must be a size such as '512MB' or '2GiB', not {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"memory must not be negative, got {value!r}")
+        return int(value)
+    match = _MEMORY.match(str(value))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(
+            f"cannot parse memory {value!r}: write a number with a unit such as "
+            "'512MB', '2GB', '1.5GiB', or a plain number of bytes"
+        )
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FileTrackingConfig(_Config):
+    """FileTracker (DVC) integration configuration."""
+
+    enabled: bool = False
+    tracked_paths: list[str] = Field(default_factory=list)
+    ignore_patterns: list[str] = Field(
+        default_factory=lambda: ["*.pyc", "__pycache__/", "*.log", ".git/", "*.tmp"]
+    )
+    auto_commit: bool = True
+    commit_on: Literal["checkpoint", "node_complete", "manual"] = "checkpoint"
+    repository_path: str | None = None
+    snapshot_strategy: Literal["full", "incremental"] = "incremental"
+    max_snapshots: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _paths_when_enabled(self) -> FileTrackingConfig:
+        if self.enabled and not self.tracked_paths:
+            raise ValueError(
+                "file tracking is enabled but tracked_paths is empty: "
+                "list the folders to snapshot, e.g. tracked_paths=['./outputs/']"
+            )
+        return self
+
+
+class EnvSpec(_Config):
+    """A Python environment: interpreter version, dependencies and variables.
+
+    ``python_version`` defaults to None, meaning the running interpreter's
+    version (the Ray cluster can only run workers of its own Python).
+    """
+
+    python_version: str | None = None
+    dependencies: list[str] = Field(default_factory=list)
+    requirements_file: str | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("python_version")
+    @classmethod
+    def _version_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"3\.\d+(\.\d+)?", value):
+            raise ValueError(f"python_version must look like '3.11' or '3.11.7', not {value!r}")
+        return value
+
+
+class EnvironmentConfig(_Config):
+    """uv environment management at workflow, node or variant granularity."""
+
+    granularity: Literal["workflow", "node", "variant"] = "workflow"
+    use_current_env: bool = False
+    default_env: EnvSpec | None = None
+    node_environments: dict[str, EnvSpec] = Field(default_factory=dict)
+    variant_environments: dict[str, EnvSpec] = Field(default_factory=dict)
+    reuse_existing: bool = True
+    cleanup_on_exit: bool = False
+    uv_manager_url: str | None = None
+
+    @field_validator("variant_environments")
+    @classmethod
+    def _variant_keys(cls, value: dict[str, EnvSpec]) -> dict[str, EnvSpec]:
+        for key in value:
+            node, sep, variant = key.partition(":")
+            if not sep or not node or not variant:
+                raise ValueError(
+                    f"variant_environments key {key!r} must be 'node:variant' "
+                    "or '_workflow:variant'"
+                )
+        return value
+
+
+class NodeResourceConfig(_Config):
+    """Ray resources of one node: CPUs, GPUs, memory and custom resources."""
+
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    memory: str = "1GB"
+    custom_resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_parses(cls, value: Any) -> str:
+        parse_memory(value)
+        return str(value)
+
+    @field_validator("num_cpus", "num_gpus")
+    @classmethod
+    def _ray_quantity(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(
+                f"Ray accepts fractions only below 1: use a whole number above 1, got {value}"
+            )
+        return value
+
+    @field_validator("custom_resources")
+    @classmethod
+    def _custom_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in {"CPU", "GPU", "memory", "object_store_memory"}:
+                raise ValueError(
+                    f"custom_resources must not name {name!r}: use num_cpus, num_gpus or memory"
+                )
+            if amount < 0:
+                raise ValueError(f"custom_resources[{name!r}] must not be negative")
+        return value
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory request in bytes."""
+        return parse_memory(self.memory)
+
+    def ray_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``ray.remote`` that request these resources."""
+        options: dict[str, Any] = {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+        }
+        if self.memory_bytes:
+            options["memory"] = self.memory_bytes
+        if self.custom_resources:
+            options["resources"] = dict(self.custom_resources)
+        return options
+
+
+class RayConfig(_Config):
+    """Ray cluster connection and workflow-level concurrency.
+
+    ``address``: "auto" joins a running cluster if there is one and otherwise
+    starts a local one; "local" always starts a local one; "ray://host:port"
+    or "host:port" joins that cluster.
+    """
+
+    address: str = "auto"
+    max_concurrent_workflows: int = Field(default=10, ge=1)
+    object_store_memory: int | None = Field(default=None, ge=78643200)
+    max_retries: int = Field(default=3, ge=0)
+    retry_delay: float = Field(default=1.0, ge=0)
+
+
+class ExecutionConfig(_Config):
+    """How executions run: executor, Ray, per-node resources, checkpoints, timeouts.
+
+    ``checkpoint_storage="postgres"`` needs ``checkpoint_url`` (a PostgreSQL
+    connection string); "sqlite" writes to the project's state folder unless
+    ``checkpoint_url`` names a file.
+    """
+
+    batch_executor: Literal["ray", "threadpool", "sequential"] = "ray"
+    ray_config: RayConfig = Field(default_factory=RayConfig)
+    node_resources: dict[str, NodeResourceConfig] = Field(default_factory=dict)
+    default_node_resources: NodeResourceConfig = Field(default_factory=NodeResourceConfig)
+    checkpoint_strategy: Literal["per_node", "per_step", "manual"] = "per_node"
+    checkpoint_storage: Literal["memory", "sqlite", "postgres"] = "sqlite"
+    checkpoint_url: str | None = None
+    default_timeout: int = Field(default=300, gt=0)
+    node_timeouts: dict[str, float] = Field(default_factory=dict)
+    recursion_limit: int = Field(default=25, ge=1)
+
+    @model_validator(mode="after")
+    def _postgres_needs_url(self) -> ExecutionConfig:
+        if self.checkpoint_storage == "postgres" and not self.checkpoint_url:
+            raise ValueError(
+                "checkpoint_storage='postgres' needs checkpoint_url, e.g. "
+                "'postgresql://user@127.0.0.1:5432/db'"
+            )
+        return self

@@ -1,0 +1,169 @@
+"""Results of executions and batches, and their tables."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["BatchTestResult", "ErrorInfo", "ExecutionResult", "NodeRecord"]
+
+Status = Literal["completed", "failed", "paused", "running"]
+
+
+@dataclass
+class ErrorInfo:
+    """Why an execution or a node failed."""
+
+    type: str
+    message: str
+    node: str | None = None
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        where = f" in node {self.node!r}" if self.node else ""
+        return f"{self.type}{where}: {self.message}"
+
+
+@dataclass
+class NodeRecord:
+    """One run of one node inside an execution."""
+
+    node: str
+    implementation: str
+    version: str
+    started_at: float
+    duration_s: float
+    status: Literal["completed", "failed"]
+    output: Any = None
+    error: ErrorInfo | None = None
+    task_run_id: str | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ExecutionResult:
+    """The outcome of one execution (one LangGraph thread).
+
+    ``final_state`` is exactly what ``graph.invoke`` returned; for a failed
+    or paused execution it is the state of the last checkpoint.
+    """
+
+    execution_id: str
+    project: str
+    variant: dict[str, str]
+    variant_label: str
+    status: Status
+    initial_state: dict[str, Any]
+    final_state: Any = None
+    error: ErrorInfo | None = None
+    nodes: list[NodeRecord] = field(default_factory=list)
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    case_id: str = ""
+    expected: Any = None
+    batch_id: str | None = None
+    flow_run_id: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the execution completed."""
+        return self.status == "completed"
+
+    @property
+    def node_timings(self) -> dict[str, float]:
+        """Seconds spent in each node (summed when a node ran more than once)."""
+        timings: dict[str, float] = {}
+        for record in self.nodes:
+            timings[record.node] = timings.get(record.node, 0.0) + record.duration_s
+        return timings
+
+    @property
+    def node_outputs(self) -> dict[str, list[Any]]:
+        """What each node returned, in order of its runs."""
+        outputs: dict[str, list[Any]] = {}
+        for record in self.nodes:
+            outputs.setdefault(record.node, []).append(record.output)
+        return outputs
+
+    def row(self) -> dict[str, Any]:
+        """A flat, table-friendly summary of this execution."""
+        return {
+            "variant": self.variant_label,
+            "case": self.case_id,
+            "status": self.status,
+            "latency_s": round(self.duration_s, 4),
+            **{f"node.{n}_s": round(t, 4) for n, t in self.node_timings.items()},
+            **{k: v for k, v in self.scores.items()},
+            "error": str(self.error) if self.error else "",
+            "execution_id": self.execution_id,
+        }
+
+
+@dataclass
+class BatchTestResult:
+    """Every (variant combination, test case) result of one batch."""
+
+    batch_id: str
+    project: str
+    results: list[ExecutionResult]
+    flow_run_id: str | None = None
+    started_at: float = 0.0
+    duration_s: float = 0.0
+
+    def __iter__(self) -> Iterator[ExecutionResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def failed(self) -> list[ExecutionResult]:
+        """The executions that did not complete."""
+        return [r for r in self.results if r.status != "completed"]
+
+    def by_variant(self) -> dict[str, list[ExecutionResult]]:
+        """Results grouped by variant combination label, in matrix order."""
+        groups: dict[str, list[ExecutionResult]] = {}
+        for result in self.results:
+            groups.setdefault(result.variant_label, []).append(result)
+        return groups
+
+    def get(self, variant_label: str, case_id: str) -> ExecutionResult:
+        """The result of one variant combination on one test case."""
+        for result in self.results:
+            if result.variant_label == variant_label and result.case_id == case_id:
+                return result
+        raise KeyError(f"no result for variant {variant_label!r} and case {case_id!r}")
+
+    def to_table(self) -> list[dict[str, Any]]:
+        """One row per execution (see :meth:`ExecutionResult.row`)."""
+        return [r.row() for r in self.results]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per variant combination: success rate, latency and mean scores."""
+        rows = []
+        for label, group in self.by_variant().items():
+            latencies = [r.duration_s for r in group if r.ok]
+            row: dict[str, Any] = {
+                "variant": label,
+                "cases": len(group),
+                "success_rate": round(sum(r.ok for r in group) / len(group), 4),
+                "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
+            }
+            score_names = sorted({k for r in group for k in r.scores})
+            for name in score_names:
+                values = [r.scores[name] for r in group if name in r.scores]
+                row[name] = round(statistics.fmean(values), 4) if values else None
+            rows.append(row)
+        return rows
+
+    def to_pandas(self) -> Any:
+        """The per-execution table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_table())

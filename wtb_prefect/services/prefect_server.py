@@ -1,0 +1,247 @@
+"""The embedded Prefect server: started, found, stopped and used by wtb_prefect.
+
+By default the server keeps its database in SQLite under the state folder
+(``WTB_HOME``, default ``./.wtb``); give ``WTB_PREFECT_DATABASE_URL`` (or
+``--database-url``) a PostgreSQL URL to use PostgreSQL instead. The server runs
+in its own process group and outlives the command that started it, so the
+Prefect UI stays open after a batch; ``wtb server stop`` ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from ..errors import ServiceError
+from ..settings import WTBSettings, get_settings
+
+__all__ = ["PrefectServer", "ServerInfo", "ensure_prefect_api", "use_prefect_api"]
+
+
+@dataclass
+class ServerInfo:
+    """What ``wtb server status`` reports about the embedded server."""
+
+    url: str
+    pid: int
+    port: int
+    database: str
+    log_file: str
+    running: bool = True
+
+    @property
+    def ui_url(self) -> str:
+        """The address of the Prefect UI."""
+        return self.url.removesuffix("/api")
+
+
+# A batch produces many short task runs. On a 2-core machine the server's
+# event pipeline, record by record, costs more CPU than the nodes themselves;
+# batching the recorders and switching off automations (triggers) and the
+# event stream cut its CPU per task run by about 3x. Set the same variables in
+# the environment to override any of them (e.g. to use automations).
+_SERVER_TUNING = {
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "50",
+}
+
+
+def _healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_database_url(url: str | None, folder: Path) -> str:
+    if not url:
+        return f"sqlite+aiosqlite:///{folder / 'prefect.db'}"
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+class PrefectServer:
+    """Start, find and stop the embedded Prefect server of a state folder.
+
+    Example:
+        ```python
+        server = PrefectServer()
+        info = server.start()          # or server.status() if one runs already
+        print(info.ui_url)             # http://127.0.0.1:4200
+        server.stop()
+        ```
+    """
+
+    def __init__(self, settings: WTBSettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.folder = self.settings.state_dir / "prefect"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.folder / "server.json"
+
+    def status(self) -> ServerInfo | None:
+        """The running server of this state folder, or None."""
+        if not self.state_file.exists():
+            return None
+        try:
+            info = ServerInfo(**json.loads(self.state_file.read_text()))
+        except (ValueError, TypeError):
+            return None
+        if not _healthy(info.url):
+            return None
+        return info
+
+    def start(self, port: int | None = None, database_url: str | None = None, timeout: float = 90.0) -> ServerInfo:
+        """Start the server (or return the one already running) and wait until it answers.
+
+        Raises:
+            ServiceError: it did not answer within ``timeout`` seconds; the
+                message quotes the end of its log.
+        """
+        running = self.status()
+        if running is not None:
+            return running
+        port = port or self.settings.prefect_port
+        if not _port_free(port):
+            port = _free_port()
+        database = _server_database_url(database_url or self.settings.prefect_database_url, self.folder)
+        log_file = self.folder / "server.log"
+        env = {**_SERVER_TUNING, **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}}
+        env.update(
+            PREFECT_HOME=str(self.folder / "home"),
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=database,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_SERVER_API_HOST="127.0.0.1",
+            PREFECT_SERVER_API_PORT=str(port),
+            PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
+        )
+        prefect_cli = Path(sys.executable).with_name("prefect")
+        command = [str(prefect_cli)] if prefect_cli.exists() else [sys.executable, "-m", "prefect"]
+        with open(log_file, "ab") as log:
+            process = subprocess.Popen(
+                [*command, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        info = ServerInfo(
+            url=f"http://127.0.0.1:{port}/api",
+            pid=process.pid,
+            port=port,
+            database=_redact(database),
+            log_file=str(log_file),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if _healthy(info.url, timeout=1.0):
+                self.state_file.write_text(json.dumps(asdict(info), indent=2))
+                return info
+            time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        tail = log_file.read_text(errors="replace")[-2000:]
+        raise ServiceError(
+            f"the Prefect server did not answer on port {port} within {timeout:.0f}s "
+            f"(database {info.database}). Last lines of {log_file}:\n{tail}\n"
+            "Fix: check the database URL, or free the port with `wtb server stop`"
+        )
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the server of this state folder; True if one was running."""
+        if not self.state_file.exists():
+            return False
+        try:
+            info = ServerInfo(**json.loads(self.state_file.read_text()))
+        except (ValueError, TypeError):
+            self.state_file.unlink(missing_ok=True)
+            return False
+        stopped = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(info.pid, signal.SIGTERM)
+            stopped = True
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                os.killpg(info.pid, 0)
+                time.sleep(0.2)
+            os.killpg(info.pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+
+def ensure_prefect_api(settings: WTBSettings | None = None) -> str:
+    """The Prefect API URL to use, starting the embedded server if nothing answers.
+
+    Order: ``WTB_PREFECT_API_URL``, then ``PREFECT_API_URL``, then the embedded
+    server of the state folder (started when ``WTB_AUTO_START_SERVER`` is true).
+
+    Raises:
+        ServiceError: a configured API does not answer, or none runs and
+            auto-start is off.
+    """
+    settings = settings or get_settings()
+    configured = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
+    if configured:
+        if _healthy(configured):
+            return configured
+        raise ServiceError(
+            f"the Prefect API at {configured} does not answer. Fix: start it "
+            "(`wtb server start`), or unset PREFECT_API_URL to use the embedded server"
+        )
+    server = PrefectServer(settings)
+    info = server.status()
+    if info is None:
+        if not settings.auto_start_server:
+            raise ServiceError("no Prefect server is running. Fix: `wtb server start`")
+        info = server.start()
+    return info.url
+
+
+@contextlib.contextmanager
+def use_prefect_api(api_url: str) -> Iterator[str]:
+    """Point Prefect (this process, its threads, subprocesses and Ray workers) at ``api_url``."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    # The environment variable is left set on purpose: a process talks to one
+    # Prefect API, and Ray workers and subprocesses started later inherit it.
+    os.environ["PREFECT_API_URL"] = api_url
+    with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield api_url

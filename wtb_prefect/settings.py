@@ -1,0 +1,52 @@
+"""Process-wide settings of wtb_prefect, read from ``WTB_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["WTBSettings", "get_settings"]
+
+
+class WTBSettings(BaseSettings):
+    """Where wtb_prefect keeps its state and which services it talks to.
+
+    Every field can be set by an environment variable of the same name with
+    the ``WTB_`` prefix, e.g. ``WTB_HOME=/tmp/wtb``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WTB_", extra="ignore")
+
+    home: Path = Field(default=Path(".wtb"), description="State folder: server DB, checkpoints, runs.")
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Use this Prefect API instead of the embedded server (PREFECT_API_URL also works).",
+    )
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="Database of the embedded Prefect server; None = SQLite under home.",
+    )
+    prefect_port: int = Field(default=4200, description="Port of the embedded Prefect server.")
+    auto_start_server: bool = Field(
+        default=True, description="Start the embedded Prefect server when none answers."
+    )
+
+    @property
+    def state_dir(self) -> Path:
+        """The absolute state folder, created on first use."""
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def project_dir(self, project_name: str) -> Path:
+        """The state folder of one project (checkpoints, execution index, ...)."""
+        path = self.state_dir / "projects" / project_name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def get_settings() -> WTBSettings:
+    """Read the settings from the environment now."""
+    return WTBSettings()
