@@ -1,0 +1,69 @@
+"""A run through WTB ends in exactly the state ``graph.invoke`` gives."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+import graphs
+from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
+
+CASES = [
+    ("linear_pydantic", graphs.rag_graph, {"query": "What is LangGraph?"}, None),
+    ("parallel_reducer", graphs.parallel_graph, {"x": 3, "results": []}, None),
+    ("conditional_even", graphs.conditional_graph, {"n": 12, "path": []}, None),
+    ("conditional_odd", graphs.conditional_graph, {"n": 7, "path": []}, None),
+    ("cycle", graphs.cycle_graph, {"count": 0, "log": []}, None),
+    ("send_fanout", graphs.send_graph, {"items": [1, 2, 3, 4], "squares": []}, None),
+    ("command_big", graphs.command_graph, {"value": 42, "trail": []}, None),
+    ("command_small", graphs.command_graph, {"value": 1, "trail": []}, None),
+    ("dataclass_state", graphs.dataclass_graph, {"name": "ab c1"}, None),
+    ("messages_config", graphs.messages_graph, {"messages": [HumanMessage(content="hi", id="h1")]}, None),
+    ("subgraph_node", graphs.subgraph_graph, {"text": "  many   spaced words  "}, None),
+]
+
+
+def _project(name: str, factory, executor: str = "ray") -> WorkflowProject:
+    return WorkflowProject(
+        name=name,
+        graph_factory=factory,
+        execution=ExecutionConfig(
+            batch_executor=executor,
+            default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB"),
+            ray_config=RayConfig(max_retries=0),
+        ),
+    )
+
+
+@pytest.mark.parametrize(("name", "factory", "state", "_"), CASES, ids=[c[0] for c in CASES])
+def test_run_matches_graph_invoke(bench, name, factory, state, _):
+    expected = factory().invoke(state)
+    bench.register_project(_project(f"eq_{name}", factory))
+    result = bench.run(project=f"eq_{name}", initial_state=state)
+    assert result.status == "completed", result.error
+    assert result.final_state == expected
+    dispatched = {record.node for record in result.nodes}
+    assert dispatched, "no node ran as a task"
+    assert all(record.task_run_id for record in result.nodes), "every node must be a Prefect task run"
+
+
+def test_batch_matches_graph_invoke_per_case(bench):
+    """A batch over several cases gives each case the state graph.invoke gives it."""
+    cases = [{"n": n, "path": []} for n in (1, 2, 3, 10)]
+    bench.register_project(_project("eq_batch", graphs.conditional_graph))
+    batch = bench.run_batch_test(project="eq_batch", variant_matrix=[{}], test_cases=cases, parallelism=4)
+    graph = graphs.conditional_graph()
+    assert len(batch) == 4
+    for index, case in enumerate(cases):
+        result = batch.get("default", str(index))
+        assert result.final_state == graph.invoke(case)
+
+
+@pytest.mark.parametrize("executor", ["threadpool", "sequential"])
+def test_other_executors_match_graph_invoke(bench, executor):
+    state = {"items": [3, 5], "squares": []}
+    bench.register_project(_project(f"eq_{executor}", graphs.send_graph, executor))
+    result = bench.run(project=f"eq_{executor}", initial_state=state)
+    assert result.status == "completed", result.error
+    assert result.final_state == graphs.send_graph().invoke(state)
+    assert [r.node for r in result.nodes].count("square") == 2
