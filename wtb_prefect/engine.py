@@ -27,6 +27,7 @@ from .compile import CompiledVariant, compile_variant
 from .config import NodeResourceConfig
 from .dispatch import ExecutionContext, Mode, set_current_execution
 from .errors import ConfigError, StateValidationError
+from .observers import BatchObserver, notify, observer_factories
 from .project import WorkflowProject
 from .registry import resolve_project
 from .resolution import parse_variant_choice
@@ -60,6 +61,7 @@ class BatchPlan:
     concurrency: int
     durability: str
     on_result: Callable[[ExecutionResult], None] | None = field(default=None, repr=False)
+    observers: list[BatchObserver] = field(default_factory=list, repr=False)
 
     def resource_requests(self) -> dict[str, NodeResourceConfig]:
         """Each dispatched node's Ray request, keyed by a readable name."""
@@ -195,6 +197,7 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         provenance=compiled.provenance(),
         started_at=time.time(),
     )
+    notify(plan.observers, "on_execution_start", plan, item)
     t0 = time.perf_counter()
     try:
         output = compiled.graph.invoke(item.case.input, config, durability=plan.durability)
@@ -222,6 +225,7 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         except Exception as exc:
             result.status = "failed"
             result.error = ErrorInfo(type(exc).__name__, f"evaluator failed: {exc}", None, traceback.format_exc())
+    notify(plan.observers, "on_execution_end", plan, item, result)
     return result
 
 
@@ -233,6 +237,8 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         connect_ray(plan.project.execution.ray_config)
         check_resources(plan.resource_requests())
     flow_ctx = FlowRunContext.get()
+    plan.observers = [o for o in (factory(plan) for factory in observer_factories()) if o is not None]
+    notify(plan.observers, "on_batch_start", plan)
     started = time.time()
     results: list[ExecutionResult | None] = [None] * len(plan.items)
     total = len(plan.items)
@@ -266,6 +272,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         table=batch.summary(),
         description=f"Variant comparison of batch {plan.batch_id} ({total} executions)",
     )
+    notify(plan.observers, "on_batch_end", plan, batch)
     logger = get_run_logger()
     failed = batch.failed
     logger.info(

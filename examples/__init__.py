@@ -1,0 +1,1 @@
+"""Example projects of wtb_prefect."""
