@@ -405,6 +405,21 @@ class WorkflowProject:
         self._versions.append(entry)
         self._current = len(self._versions) - 1
 
+    # ─── Project files (Appendix A.2) ───
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> WorkflowProject:
+        """Load a project from a YAML file; errors name the file, key and line."""
+        from .yaml_project import load_project
+
+        return load_project(path)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """This project as YAML text (written to ``path`` when given); every part must be importable."""
+        from .yaml_project import dump_project
+
+        return dump_project(self, path)
+
     # ─── Evaluators ───
 
     def register_evaluator(self, name: str, fn: Callable[..., Any]) -> None:
