@@ -1,0 +1,102 @@
+"""Which files are tracked: ``tracked_paths`` minus ``ignore_patterns`` (gitignore syntax)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pathspec
+
+from .errors import TrackedPathError
+
+__all__ = ["Selection"]
+
+
+def _normalize(raw: str, index: int, root: Path) -> str:
+    field = f"file_tracking.tracked_paths[{index}]"
+    if not isinstance(raw, str) or not raw.strip():
+        raise TrackedPathError(field, f"is {raw!r}", "give a path relative to the project root, e.g. './outputs/'")
+    candidate = Path(raw)
+    absolute = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    try:
+        rel = absolute.relative_to(root)
+    except ValueError:
+        raise TrackedPathError(
+            field,
+            f"{raw!r} resolves to {absolute}, outside the project root {root}",
+            "track only paths inside the project root, or set WorkflowProject(root=...) to a folder that contains it",
+        ) from None
+    if not absolute.exists():
+        raise TrackedPathError(
+            field,
+            f"{raw!r} does not exist (looked for {absolute})",
+            f"create it first (mkdir -p {absolute}) or remove it from tracked_paths",
+        )
+    return rel.as_posix()
+
+
+class Selection:
+    """The tracked part of a folder laid out like the project root.
+
+    Also implements dvc-data's ``Ignore`` protocol (``walk``/``find``), so DVC's
+    own tree building and checkout see exactly the tracked files.
+    """
+
+    def __init__(self, root: Path, tracked_paths: Sequence[str], ignore_patterns: Sequence[str]) -> None:
+        """Validate ``tracked_paths`` against ``root``.
+
+        Raises:
+            TrackedPathError: a path that is empty, outside ``root`` or missing.
+        """
+        self.root = Path(root).resolve()
+        normalized = [_normalize(p, i, self.root) for i, p in enumerate(tracked_paths)]
+        # "." tracks the whole root; otherwise drop paths nested in another tracked path.
+        self.paths: tuple[str, ...] = tuple(
+            sorted({p for p in normalized if not any(p != q and (q == "." or p.startswith(q + "/")) for q in normalized)})
+        )
+        self.spec = pathspec.GitIgnoreSpec.from_lines(list(ignore_patterns))
+
+    # ─── membership ───
+
+    def _covered(self, rel: str) -> bool:
+        return any(t == "." or rel == t or rel.startswith(t + "/") for t in self.paths)
+
+    def _ancestor(self, rel: str) -> bool:
+        return rel == "" or any(t != "." and t.startswith(rel + "/") for t in self.paths)
+
+    def keep_dir(self, rel: str) -> bool:
+        """Whether the walk descends into the directory ``rel`` (posix, relative)."""
+        if self._covered(rel):
+            return not self.spec.match_file(rel + "/")
+        return self._ancestor(rel)
+
+    def keep_file(self, rel: str) -> bool:
+        """Whether the file ``rel`` (posix, relative) is tracked."""
+        return self._covered(rel) and not self.spec.match_file(rel)
+
+    # ─── walking ───
+
+    def walk(self, fs: Any, path: str, **kwargs: Any) -> Iterator[tuple[str, list[str], list[str]]]:
+        """``os.walk`` of ``path`` restricted to the tracked files (dvc-data ``Ignore.walk``)."""
+        base = os.path.abspath(path)
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, base)
+            rel_dir = "" if rel_dir == "." else PurePosixPath(*Path(rel_dir).parts).as_posix()
+            prefix = f"{rel_dir}/" if rel_dir else ""
+            dirnames[:] = sorted(d for d in dirnames if self.keep_dir(prefix + d))
+            files = sorted(f for f in filenames if self.keep_file(prefix + f))
+            yield dirpath, dirnames, files
+
+    def find(self, fs: Any, path: str, **kwargs: Any) -> Iterator[str]:
+        """Every tracked file under ``path`` (dvc-data ``Ignore.find``)."""
+        for dirpath, _, files in self.walk(fs, path):
+            for name in files:
+                yield os.path.join(dirpath, name)
+
+    def files(self, base: Path) -> Iterator[str]:
+        """Relative posix paths of the tracked files under ``base``."""
+        base = Path(base)
+        for full in self.find(None, os.fspath(base)):
+            yield Path(full).relative_to(base).as_posix()
