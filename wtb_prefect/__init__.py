@@ -29,6 +29,7 @@ _EXPORTS = {
     "BatchTestResult": "results",
     "ExecutionResult": "results",
     "NodeRecord": "results",
+    "log_node_metrics": "node_metrics",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -48,4 +49,5 @@ if TYPE_CHECKING:
     from .config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig, RayConfig
     from .errors import WTBError
     from .project import WorkflowProject
+    from .node_metrics import log_node_metrics
     from .results import BatchTestResult, ExecutionResult, NodeRecord

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect_ray.context import remote_options
 
+from .node_scope import current_node_metrics, observe_node
 from .results import ErrorInfo, NodeRecord
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
@@ -175,6 +176,7 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                         error=ErrorInfo(type(exc).__name__, str(exc), plan.node, traceback.format_exc()),
                         task_run_id=task_run_id,
                         resources=plan.resources,
+                        metrics=current_node_metrics(),
                     )
                 )
             raise
@@ -190,10 +192,11 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                     output=output,
                     task_run_id=task_run_id,
                     resources=plan.resources,
+                    metrics=current_node_metrics(),
                 )
             )
         return output
 
     dispatched.__name__ = plan.node
     dispatched.__qualname__ = plan.node
-    return dispatched
+    return observe_node(plan, dispatched)  # span + metrics of the node run

@@ -9,6 +9,7 @@ gate does that on purpose through its own result check, not by raising here).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable
@@ -46,6 +47,24 @@ class BatchObserver:
 
 _factories: list[Callable[[BatchPlan], BatchObserver | None]] = []
 _lock = threading.Lock()
+# Integrations that register their observer factory when imported; imported on
+# the first batch, never by Ray workers or a bare ``import wtb_prefect``.
+_BUILTIN = ("wtb_prefect.tracing", "wtb_prefect.mlflow_tracking", "wtb_prefect.comparison")
+_builtins_loaded = False
+_load_lock = threading.Lock()
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    with _load_lock:
+        if _builtins_loaded:
+            return
+        for module in _BUILTIN:
+            try:
+                importlib.import_module(module)
+            except Exception:
+                logger.exception("integration %s could not be loaded; batches run without it", module)
+        _builtins_loaded = True
 
 
 def register_observer_factory(factory: Callable[[BatchPlan], BatchObserver | None]) -> None:
@@ -56,7 +75,8 @@ def register_observer_factory(factory: Callable[[BatchPlan], BatchObserver | Non
 
 
 def observer_factories() -> list[Callable[[BatchPlan], BatchObserver | None]]:
-    """The registered factories, in registration order."""
+    """The registered factories (built-in integrations first), in registration order."""
+    _load_builtins()
     with _lock:
         return list(_factories)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .comparison import ComparisonRow, Regression, ToleranceSpec
 
 __all__ = ["BatchTestResult", "ErrorInfo", "ExecutionResult", "NodeRecord"]
 
@@ -90,6 +93,30 @@ class ExecutionResult:
             outputs.setdefault(record.node, []).append(record.output)
         return outputs
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Every number recorded for this execution (see :mod:`wtb_prefect.evaluation`).
+
+        ``success`` and ``error`` (1.0 or 0.0), ``latency_s``,
+        ``node.<node>.latency_s``, what nodes reported with
+        :func:`wtb_prefect.log_node_metrics` as ``node.<node>.<name>`` and
+        summed as ``total.<name>``, and the evaluator scores.
+        """
+        metrics: dict[str, float] = {
+            "success": 1.0 if self.status == "completed" else 0.0,
+            "error": 1.0 if self.status == "failed" else 0.0,
+            "latency_s": self.duration_s,
+        }
+        for node, seconds in self.node_timings.items():
+            metrics[f"node.{node}.latency_s"] = seconds
+        for record in self.nodes:
+            for name, value in record.metrics.items():
+                key = f"node.{record.node}.{name}"
+                metrics[key] = metrics.get(key, 0.0) + value
+                metrics[f"total.{name}"] = metrics.get(f"total.{name}", 0.0) + value
+        metrics.update(self.scores)
+        return metrics
+
     def row(self) -> dict[str, Any]:
         """A flat, table-friendly summary of this execution."""
         return {
@@ -114,6 +141,8 @@ class BatchTestResult:
     flow_run_id: str | None = None
     started_at: float = 0.0
     duration_s: float = 0.0
+    tracking: dict[str, Any] = field(default_factory=dict)
+    """Where integrations recorded the batch: MLflow run ids, trace id, gate verdicts."""
 
     def __iter__(self) -> Iterator[ExecutionResult]:
         return iter(self.results)
@@ -161,6 +190,46 @@ class BatchTestResult:
                 row[name] = round(statistics.fmean(values), 4) if values else None
             rows.append(row)
         return rows
+
+    def compare(
+        self,
+        metric: str = "success",
+        baseline: str | dict[str, str] | None = None,
+        confidence: float = 0.95,
+    ) -> list[ComparisonRow]:
+        """Each variant combination against ``baseline`` on ``metric``.
+
+        Args:
+            metric: an evaluator name, ``success``/``error`` (or ``success_rate``/
+                ``error_rate``), ``latency_s``, ``node.<node>.latency_s``,
+                ``node.<node>.<name>`` or ``total.<name>`` of reported metrics.
+            baseline: a variant label or ``{node: variant}`` dict; None = the
+                first combination of the matrix.
+            confidence: level of the difference's interval; significance is a
+                Welch t-test p-value below ``1 - confidence``.
+
+        Raises:
+            ConfigError: an unknown metric or baseline.
+
+        Example:
+            ```python
+            for row in batch.compare(metric="accuracy", baseline={"retriever": "default"}):
+                print(row.variant, row.value, row.difference, row.p_value, row.significant)
+            ```
+        """
+        from .comparison import compare_variants
+
+        return compare_variants(self, metric, baseline, confidence)
+
+    def regressions(
+        self,
+        baseline: str | dict[str, str] | None,
+        tolerances: dict[str, ToleranceSpec] | list[str],
+    ) -> list[Regression]:
+        """The combinations worse than ``baseline`` beyond ``tolerances`` (see :func:`~wtb_prefect.comparison.check_regressions`)."""
+        from .comparison import check_regressions
+
+        return check_regressions(self, baseline, tolerances)
 
     def to_pandas(self) -> Any:
         """The per-execution table as a pandas DataFrame."""

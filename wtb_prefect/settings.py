@@ -32,6 +32,12 @@ class WTBSettings(BaseSettings):
     auto_start_server: bool = Field(
         default=True, description="Start the embedded Prefect server when none answers."
     )
+    mlflow_enabled: bool = Field(default=True, description="Record every batch in MLflow.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; None = MLFLOW_TRACKING_URI, else SQLite at <home>/mlflow.db.",
+    )
+    trace_console: bool = Field(default=False, description="Print OpenTelemetry spans to stdout.")
 
     @property
     def state_dir(self) -> Path:

@@ -13,7 +13,8 @@ from prefect.futures import PrefectConcurrentFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_ray.context import RemoteOptionsContext
 
-from ._worker import call as _call
+from ._worker import EXTRAS_ATTR
+from ._worker import call_observed as _call
 
 __all__ = ["WTBRayTaskRunner"]
 
@@ -47,17 +48,36 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
 
     @functools.wraps(fn)
     def on_ray(*args: Any, **kwargs: Any) -> Any:
+        from .node_scope import absorb_worker_extras, current_node_scope
         from .services.ray_cluster import connect_ray
 
         connect_ray()  # no-op once connected
-        ref = remote.remote(fn, args, kwargs)
+        scope = current_node_scope()
+        carrier = scope.carrier(_task_run_attributes()) if scope is not None else None
+        ref = remote.remote(fn, args, kwargs, carrier)
         try:
-            return ray.get(ref, timeout=timeout)
+            result, extras = ray.get(ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             ray.cancel(ref, force=True)
             raise TimeoutError(f"{getattr(fn, '__name__', 'task')} did not finish within {timeout}s") from None
+        except Exception as exc:
+            cause = getattr(exc, "cause", None)
+            absorb_worker_extras(getattr(exc, EXTRAS_ATTR, None) or getattr(cause, EXTRAS_ATTR, None))
+            raise
+        absorb_worker_extras(extras)
+        return result
 
     return on_ray
+
+
+def _task_run_attributes() -> dict[str, Any]:
+    """The Prefect task run (and attempt) this call belongs to, for the worker's span."""
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None or ctx.task_run is None:
+        return {}
+    return {"prefect.task_run.id": str(ctx.task_run.id), "prefect.task_run.attempt": ctx.task_run.run_count}
 
 
 class WTBRayTaskRunner(ThreadPoolTaskRunner):

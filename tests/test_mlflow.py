@@ -1,0 +1,165 @@
+"""MLflow records each batch: one parent run, one child run per variant combination."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import scored_graphs
+from wtb_prefect.mlflow_tracking import mlflow_ui_command, tracking_uri
+from wtb_prefect.stats import mean_ci, percentile
+
+
+def _runs(client: MlflowClient, project: str, batch_id: str):
+    experiment = client.get_experiment_by_name(project)
+    assert experiment is not None, f"no MLflow experiment named {project}"
+    return client.search_runs([experiment.experiment_id], f"tags.`wtb.batch_id` = '{batch_id}'")
+
+
+def _load_table(client: MlflowClient, run_id: str, name: str, tmp_path: Path) -> list[dict]:
+    local = client.download_artifacts(run_id, name, str(tmp_path))
+    data = json.loads(Path(local).read_text())
+    return [dict(zip(data["columns"], row)) for row in data["data"]]
+
+
+@pytest.fixture(scope="module")
+def qa_batch(ray_cluster):
+    from wtb_prefect import WTBTestBench
+
+    bench = WTBTestBench()
+    bench.register_project(scored_graphs.qa_project("mlflow_qa"))
+    return bench.run_batch_test(
+        project="mlflow_qa", variant_matrix=scored_graphs.MATRIX, test_cases=scored_graphs.CASES, parallelism=4
+    )
+
+
+def test_default_store_is_sqlite_under_wtb_home(wtb_home):
+    assert tracking_uri() == f"sqlite:///{wtb_home.resolve() / 'mlflow.db'}"
+    assert mlflow_ui_command().startswith(f"mlflow ui --backend-store-uri sqlite:///{wtb_home.resolve()}")
+
+
+def test_node_metrics_reach_the_node_records(qa_batch):
+    result = qa_batch.get("default", "paris")
+    assert result.ok, result.error
+    by_node = {r.node: r.metrics for r in result.nodes}
+    assert by_node["retriever"] == {"tokens": 6.0}  # "Paris is the capital of France."
+    assert by_node["answerer"] == {"tokens": 1.0, "cost": 0.75}  # two calls add up
+    assert result.metrics["total.tokens"] == 7.0
+    assert result.metrics["node.answerer.cost"] == 0.75
+    assert result.metrics["success"] == 1.0 and result.metrics["latency_s"] > 0
+
+
+def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path):
+    client = MlflowClient(tracking_uri())
+    runs = _runs(client, "mlflow_qa", qa_batch.batch_id)
+    parents = [r for r in runs if r.data.tags.get("wtb.kind") == "batch"]
+    children = [r for r in runs if r.data.tags.get("wtb.kind") == "variant"]
+    assert len(runs) == 4 and len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"] == qa_batch.flow_run_id
+    assert parent.data.params["test_cases"] == "4"
+    assert qa_batch.tracking["mlflow"]["parent_run_id"] == parent.info.run_id
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+
+    expected_accuracy = {"default": 1.0, "retriever=first": 0.25, "retriever=paris_rome": 0.5}
+    groups = qa_batch.by_variant()
+    for child in children:
+        label = child.data.tags["wtb.variant"]
+        results = groups[label]
+        params, metrics = child.data.params, child.data.metrics
+        # params name the combination and each node's provenance
+        assert params["variant"] == label == child.info.run_name
+        assert params["workflow_variant"] == "default"
+        assert params["variant.retriever"] == results[0].variant.get("retriever", "default")
+        assert params["variant.answerer"] == "default"
+        provenance = results[0].provenance["nodes"]
+        for node in ("retriever", "answerer"):
+            assert params[f"node.{node}.implementation"] == provenance[node]["implementation"]
+            assert params[f"node.{node}.version"] == provenance[node]["version"]
+            assert json.loads(params[f"node.{node}.resources"])["num_cpus"] == 0.25
+            assert params[f"node.{node}.environment"] == "current"
+        assert params["node.retriever.implementation"].startswith("scored_graphs.")
+        # metrics aggregate the evaluator results over the 4 cases
+        scores = [r.scores["exact_match"] for r in results]
+        assert len(scores) == 4
+        assert metrics["exact_match.mean"] == pytest.approx(expected_accuracy[label])
+        assert metrics["exact_match.mean"] == pytest.approx(statistics.fmean(scores))
+        ci = mean_ci(scores)
+        if label == "default":  # no spread: the interval is the mean
+            assert metrics["exact_match.ci95_low"] == metrics["exact_match.ci95_high"] == 1.0
+        else:
+            assert metrics["exact_match.ci95_low"] == pytest.approx(ci.low)
+            assert metrics["exact_match.ci95_high"] == pytest.approx(ci.high)
+            assert ci.low < ci.mean < ci.high
+        lengths = [r.scores["answer.length"] for r in results]
+        assert metrics["answer.length.mean"] == pytest.approx(statistics.fmean(lengths))
+        assert metrics["success_rate"] == 1.0 and metrics["error_rate"] == 0.0 and metrics["cases"] == 4
+        assert metrics["latency_s.p50"] == pytest.approx(percentile([r.duration_s for r in results], 50))
+        assert metrics["latency_s.p95"] == pytest.approx(percentile([r.duration_s for r in results], 95))
+        for node in ("retriever", "answerer"):
+            node_latency = [r.node_timings[node] for r in results]
+            assert metrics[f"node.{node}.latency_s.p95"] == pytest.approx(percentile(node_latency, 95))
+        assert metrics["node.answerer.cost.mean"] == pytest.approx(0.75)
+        assert metrics["total.tokens.mean"] == pytest.approx(statistics.fmean(r.metrics["total.tokens"] for r in results))
+        # the per-case results as an MLflow table
+        table = _load_table(client, child.info.run_id, "cases.json", tmp_path / label)
+        assert sorted(row["case"] for row in table) == ["berlin", "madrid", "paris", "rome"]
+        for row in table:
+            assert row["exact_match"] == groups[label][[r.case_id for r in results].index(row["case"])].scores["exact_match"]
+            assert row["status"] == "completed"
+    comparison = _load_table(client, parent.info.run_id, "comparison.json", tmp_path / "parent")
+    accuracy_rows = {r["variant"]: r for r in comparison if r["metric"] == "exact_match"}
+    assert accuracy_rows["retriever=first"]["difference"] == pytest.approx(-0.75)
+
+
+def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
+    from wtb_prefect import WTBTestBench
+
+    bench = WTBTestBench()
+    bench.register_project(scored_graphs.qa_project("mlflow_concurrent"))
+    matrices = {"a": [{}, {"retriever": "first"}], "b": [{"retriever": "paris_rome"}, {"retriever": "first"}]}
+    batches: dict[str, object] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(key: str) -> None:
+        try:
+            barrier.wait(timeout=60)
+            batches[key] = bench.run_batch_test(
+                project="mlflow_concurrent", variant_matrix=matrices[key], test_cases=scored_graphs.CASES, parallelism=4
+            )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in matrices]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=480)
+    assert not errors, errors
+    client = MlflowClient(tracking_uri())
+    spans = []
+    expected_accuracy = {"default": 1.0, "retriever=first": 0.25, "retriever=paris_rome": 0.5}
+    for key, batch in batches.items():
+        assert all(r.ok for r in batch), [str(r.error) for r in batch.failed]
+        runs = _runs(client, "mlflow_concurrent", batch.batch_id)
+        parent = next(r for r in runs if r.data.tags["wtb.kind"] == "batch")
+        children = [r for r in runs if r.data.tags["wtb.kind"] == "variant"]
+        assert len(runs) == 3
+        assert {c.data.params["variant"] for c in children} == {b.variant_label for b in batch}
+        assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+        assert parent.data.tags["prefect.flow_run_id"] == batch.flow_run_id
+        for child in children:
+            label = child.data.params["variant"]
+            assert child.data.metrics["exact_match.mean"] == pytest.approx(expected_accuracy[label])
+            assert child.data.metrics["cases"] == 4
+        spans.append((parent.info.start_time, parent.info.end_time))
+    # both batches really ran at once: their parent runs overlap in time
+    (s1, e1), (s2, e2) = spans
+    assert s1 < e2 and s2 < e1
