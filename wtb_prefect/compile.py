@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from ._introspect import build_graph, callable_name, source_hash
 from .dispatch import Mode, NodePlan, body_and_accepts, make_node_callable
+from .environments import prepare_node_environment
 from .project import DEFAULT, WorkflowProject
 from .resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
 
@@ -57,11 +59,19 @@ class CompiledVariant:
                     "implementation": plan.implementation,
                     "version": plan.version,
                     "resources": plan.resources,
-                    "environment": plan.environment,
+                    # spec, env key and resolved lock (None = the driver's environment)
+                    "environment": None if plan.environment is None else json.loads(plan.environment),
                 }
                 for name, plan in self.nodes.items()
             },
         }
+
+
+def _env_user(project: str, choice: VariantChoice, node: str) -> str:
+    """How an environment's audit names a node that uses it: ``project/node[:variant][@workflow]``."""
+    variant = choice.variant_of(node)
+    label = f"{project}/{node}" + (f":{variant}" if variant != DEFAULT else "")
+    return label + (f"@{choice.workflow}" if choice.workflow != DEFAULT else "")
 
 
 def compile_variant(
@@ -103,11 +113,17 @@ def compile_variant(
             continue
         func, accepts = body_and_accepts(override if override is not None else runnable)
         resources = resolve_resources(project, choice, name)
-        env = resolve_environment(project, choice, name)
+        # Built (or reused) here, before any work starts: a bad spec raises now.
+        node_env = prepare_node_environment(
+            project.environment,
+            resolve_environment(project, choice, name),
+            used_by=_env_user(project.name, choice, name),
+            mode=mode,
+        )
         options = resources.ray_options()
         options["max_retries"] = ray_config.max_retries  # re-run on worker death
-        if env is not None and env.env_vars:
-            options["runtime_env"] = {"env_vars": dict(env.env_vars)}
+        if node_env is not None and node_env.ray_runtime_env():
+            options["runtime_env"] = node_env.ray_runtime_env()
         plan = NodePlan(
             node=name,
             func=func,
@@ -119,7 +135,7 @@ def compile_variant(
             retries=ray_config.max_retries,
             retry_delay_s=ray_config.retry_delay,
             resources=resources.model_dump(),
-            environment=None if env is None else env.model_dump_json(),
+            environment=None if node_env is None else json.dumps(node_env.provenance()),
         )
         plans[name] = plan
         wrapper = RunnableCallable(
