@@ -1,8 +1,16 @@
-"""The ``wtb`` command line."""
+"""The ``wtb`` command line.
+
+Exit codes: 0 ok; 1 an execution failed; 2 bad input (nothing ran); 3 a
+regression against the baseline (``wtb batch --tolerance``).
+"""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,6 +21,10 @@ app = typer.Typer(help="wtb: test LangGraph workflows on Prefect and Ray.", no_a
 server_app = typer.Typer(help="The embedded Prefect server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 console = Console()
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_REGRESSION = 3
 
 
 @server_app.command("start")
@@ -92,6 +104,350 @@ def demo(
         console.print(f"[red]{len(batch.failed)} execution(s) failed[/red]")
         raise typer.Exit(1)
 
+
+# ─── Projects by reference, remembered per state folder ───
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _known_file() -> Path:
+    from .settings import get_settings
+
+    return get_settings().state_dir / "cli_projects.json"
+
+
+def _known() -> dict[str, dict[str, Any]]:
+    path = _known_file()
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(name: str, reference: str) -> None:
+    from .registry import is_yaml_path
+
+    if is_yaml_path(reference):
+        reference = str(Path(reference).expanduser().resolve())
+    known = _known()
+    known[name] = {"reference": reference, "cwd": os.getcwd(), "used_at": time.time()}
+    _known_file().write_text(json.dumps(known, indent=2))
+
+
+def _load(reference: str) -> Any:
+    """The project ``reference`` names (or a project name the CLI has used before)."""
+    import sys
+
+    from .errors import UnknownProjectError, WTBError
+    from .registry import resolve_project
+
+    remembered = _known().get(reference)
+    try:
+        try:
+            project = resolve_project(reference)
+        except UnknownProjectError:
+            if remembered is None:
+                raise
+            if remembered["cwd"] not in sys.path:
+                sys.path.insert(0, remembered["cwd"])
+            project = resolve_project(remembered["reference"])
+            reference = remembered["reference"]
+    except WTBError as exc:
+        raise _fail(str(exc)) from None
+    _remember(project.name, reference)
+    return project
+
+
+def _bench(*projects: Any) -> Any:
+    from .bench import WTBTestBench
+
+    bench = WTBTestBench()
+    for project in projects:
+        bench.register_project(project)
+    return bench
+
+
+def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``call``; a WTBError (bad input, found before any work) exits with code 2."""
+    from .errors import WTBError
+
+    try:
+        return call(*args, **kwargs)
+    except WTBError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _data(value: str, what: str) -> Any:
+    from .registry import load_data
+
+    return _guarded(load_data, value, what)
+
+
+def _variants(pairs: list[str] | None, workflow: str | None) -> dict[str, str]:
+    choice: dict[str, str] = {}
+    for pair in pairs or []:
+        node, sep, name = pair.partition("=")
+        if not sep or not node or not name:
+            raise _fail(f"--variant {pair!r}: write NODE=VARIANT (or _workflow=NAME)")
+        choice[node.strip()] = name.strip()
+    if workflow:
+        choice["_workflow"] = workflow
+    return choice
+
+
+def _json(value: Any) -> str:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+
+def _ui_link(flow_run_id: str | None) -> None:
+    api = os.environ.get("PREFECT_API_URL") or ""
+    if flow_run_id and api:
+        console.print(f"Flow run: {api.removesuffix('/api')}/runs/flow-run/{flow_run_id}")
+
+
+# ─── Running ───
+
+
+@app.command()
+def run(
+    project: str = typer.Argument(..., help="'package.module:attribute', a project YAML path, or a known name."),
+    case: str = typer.Option(..., "--case", "-c", help="Initial state: inline JSON or a JSON/YAML file."),
+    variant: list[str] = typer.Option(None, "--variant", "-v", help="NODE=VARIANT (repeatable)."),
+    workflow: str = typer.Option(None, "--workflow", "-w", help="Workflow variant."),
+) -> None:
+    """Run one execution and print its nodes and final state."""
+    proj = _load(project)
+    initial = _data(case, "--case")
+    if not isinstance(initial, dict):
+        raise _fail(f"--case must be one initial state (a JSON object), got {type(initial).__name__}")
+    choice = _variants(variant, workflow)
+    result = _guarded(_bench(proj).run, project=proj.name, initial_state=initial, variant_config=choice)
+    table = Table(title=f"{proj.name} [{result.variant_label}] {result.execution_id}: {result.status}")
+    for column in ("node", "implementation", "status", "seconds"):
+        table.add_column(column)
+    for record in result.nodes:
+        table.add_row(record.node, record.implementation, record.status, f"{record.duration_s:.3f}")
+    console.print(table)
+    console.print_json(_json(result.final_state))
+    _ui_link(result.flow_run_id)
+    if result.status == "failed":
+        raise _fail(f"execution failed: {result.error}", EXIT_FAILED)
+    if result.status == "paused":
+        console.print(f"paused; continue with: wtb resume {result.execution_id}")
+
+
+@app.command()
+def batch(
+    project: str = typer.Argument(..., help="'package.module:attribute', a project YAML path, or a known name."),
+    cases: str = typer.Option(..., "--cases", help="Test cases: a JSON/YAML file, inline JSON or module:attr."),
+    matrix: str = typer.Option(None, "--matrix", help="Variant matrix: a JSON/YAML file, inline JSON or module:attr."),
+    parallelism: int = typer.Option(None, "--parallelism", "-p", min=1, help="Executions at once."),
+    baseline: str = typer.Option(None, "--baseline", help="Variant label to compare against (default: the first)."),
+    tolerance: list[str] = typer.Option(
+        None, "--tolerance", help="METRIC=AMOUNT (e.g. answer_hit=0.05, latency_s=20%); a regression exits 3."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
+) -> None:
+    """Run every variant combination on every test case with a live progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    proj = _load(project)
+    variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
+    test_cases = _data(cases, "--cases")
+    check = None
+    if tolerance:
+        try:
+            from .comparison import check_regressions as check
+        except ImportError:
+            raise _fail("--tolerance needs wtb_prefect.comparison, which this installation lacks") from None
+    bench = _bench(proj)
+    failed = 0
+    total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(f"{proj.name}", total=total, failed=0)
+
+        def advance(result: Any) -> None:
+            nonlocal failed
+            failed += result.status == "failed"
+            progress.update(bar, advance=1, failed=failed)
+
+        result = _guarded(
+            bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
+            parallelism=parallelism, on_result=advance,
+        )
+    console.print(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
+    _ui_link(result.flow_run_id)
+    if output is not None:
+        output.write_text(_json([r.row() for r in result.results]))
+    if result.failed:
+        for r in result.failed[:5]:
+            console.print(f"[red]{r.execution_id}[/red] {r.status}: {r.error}", highlight=False)
+        raise _fail(f"{len(result.failed)} of {len(result)} executions did not complete", EXIT_FAILED)
+    if check is not None:
+        regressions = _guarded(check, result, baseline, tolerance)
+        if regressions:
+            for regression in regressions:
+                console.print(f"[red]regression[/red] {regression}", highlight=False)
+            raise _fail(f"{len(regressions)} regression(s) against the baseline", EXIT_REGRESSION)
+        console.print("[green]no regression[/green]")
+
+
+def _summary(result: Any, baseline: str | None) -> list[dict[str, Any]]:
+    try:
+        from .comparison import comparison_table as rows
+
+        return rows(result, baseline)
+    except ImportError:
+        return result.summary()
+
+
+# ─── Projects ───
+
+
+@app.command()
+def projects(
+    reference: str = typer.Argument(None, help="Show this project's nodes, variants and versions."),
+) -> None:
+    """List the projects this CLI has run (and saved project blocks), or show one project."""
+    if reference is not None:
+        proj = _load(reference)
+        table = Table(title=f"{proj.name} v{proj.version}: {proj.description}")
+        table.add_column("node")
+        table.add_column("variants")
+        for node in sorted(proj.all_nodes()):
+            table.add_row(node, ", ".join(["default", *proj.list_variants(node)[node]]))
+        table.add_row("_workflow", ", ".join(["default", *proj.list_workflow_variants()]))
+        console.print(table)
+        console.print(f"evaluators: {', '.join(proj.evaluators) or '-'}")
+        return
+    table = Table(title="projects")
+    for column in ("name", "reference", "last used"):
+        table.add_column(column)
+    for name, entry in sorted(_known().items()):
+        table.add_row(name, entry["reference"], time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["used_at"])))
+    for name, block_ref in _saved_project_blocks():
+        table.add_row(f"wtb-project/{name}", block_ref, "(Prefect block)")
+    console.print(table)
+
+
+def _saved_project_blocks() -> list[tuple[str, str]]:
+    """Saved ``wtb-project`` blocks, when a Prefect API answers (never starts a server)."""
+    from .services.prefect_server import PrefectServer
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        info = PrefectServer().status()
+        api = info.url if info else None
+    if not api:
+        return []
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            documents = client.read_block_documents_by_type("wtb-project")
+        return [(d.name, str(d.data.get("reference", ""))) for d in documents if d.name]
+    except Exception:  # no API, or the block type is not registered
+        return []
+
+
+# ─── Executions: list, inspect, pause, resume, rollback ───
+
+
+@app.command()
+def executions(
+    project: str = typer.Option(None, "--project", help="Only this project (name)."),
+    batch_id: str = typer.Option(None, "--batch", help="Only this batch."),
+    status: str = typer.Option(None, "--status", help="pending, running, paused, completed, failed or interrupted."),
+) -> None:
+    """List executions from the execution index of the state folder (WTB_HOME)."""
+    from .bench import WTBTestBench
+
+    records = _guarded(WTBTestBench().list_executions, project=project, batch_id=batch_id, status=status)
+    table = Table(title=f"executions ({len(records)})")
+    for column in ("execution_id", "project", "batch", "variant", "case", "status", "updated"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(r.execution_id, r.project, r.batch_id or "-", r.variant_label, r.case_id, r.status,
+                      time.strftime("%H:%M:%S", time.localtime(r.updated_at)))
+    console.print(table)
+
+
+def _control_bench(execution_id: str, project: str | None) -> Any:
+    """A bench that knows the execution's project (from --project or the CLI's memory)."""
+    from .bench import WTBTestBench
+
+    record = _guarded(WTBTestBench().get_execution, execution_id)
+    reference = project or (_known().get(record.project) or {}).get("reference")
+    if reference is None:
+        raise _fail(
+            f"execution {execution_id!r} belongs to project {record.project!r}, which this CLI has not run. "
+            "Fix: pass --project REF ('package.module:attribute' or a YAML path)"
+        )
+    return _bench(_load(reference)), record
+
+
+@app.command()
+def inspect(
+    execution_id: str = typer.Argument(..., help="An execution id (see wtb executions)."),
+    project: str = typer.Option(None, "--project", help="Project reference, if the CLI has not run it."),
+) -> None:
+    """Show an execution's record, its current state and its checkpoints."""
+    bench, record = _control_bench(execution_id, project)
+    console.print(f"[bold]{record.execution_id}[/bold]  project {record.project}  variant {record.variant_label}  "
+                  f"case {record.case_id}  status {record.status}", highlight=False)
+    if record.error:
+        console.print(f"[red]error:[/red] {record.error}", highlight=False)
+    console.print_json(_json(_guarded(bench.get_state, execution_id)))
+    table = Table(title="checkpoints (newest first)")
+    for column in ("checkpoint_id", "step", "nodes", "next", "created"):
+        table.add_column(column)
+    for cp in _guarded(bench.get_checkpoints, execution_id):
+        table.add_row(cp.checkpoint_id, str(cp.step), ", ".join(cp.nodes), ", ".join(cp.next),
+                      str(cp.created_at or ""))
+    console.print(table)
+
+
+@app.command()
+def pause(execution_id: str = typer.Argument(..., help="A running execution.")) -> None:
+    """Ask a running execution to stop at its next node boundary (from any process)."""
+    from .bench import WTBTestBench
+
+    _guarded(WTBTestBench().pause, execution_id)
+    console.print(f"pause requested for {execution_id}")
+
+
+@app.command()
+def resume(
+    execution_id: str = typer.Argument(..., help="A paused, failed or interrupted execution."),
+    project: str = typer.Option(None, "--project", help="Project reference, if the CLI has not run it."),
+) -> None:
+    """Continue an execution from its latest checkpoint."""
+    bench, _ = _control_bench(execution_id, project)
+    result = _guarded(bench.resume, execution_id)
+    console.print(f"{execution_id}: {result.status}; nodes run now: {[n.node for n in result.nodes]}")
+    console.print_json(_json(result.final_state))
+    if result.status == "failed":
+        raise _fail(f"execution failed: {result.error}", EXIT_FAILED)
+
+
+@app.command()
+def rollback(
+    execution_id: str = typer.Argument(..., help="An execution that is not running."),
+    checkpoint_id: str = typer.Argument(..., help="One of its checkpoints (see wtb inspect)."),
+    project: str = typer.Option(None, "--project", help="Project reference, if the CLI has not run it."),
+) -> None:
+    """Move an execution back to a checkpoint; `wtb resume` then runs again from there."""
+    bench, _ = _control_bench(execution_id, project)
+    _guarded(bench.rollback, execution_id, checkpoint_id)
+    console.print(f"{execution_id} rolled back to {checkpoint_id}; continue with: wtb resume {execution_id}")
 
 if __name__ == "__main__":
     app()

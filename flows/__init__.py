@@ -1,0 +1,1 @@
+"""Deployable Prefect flows of wtb_prefect (entrypoints of ``prefect.yaml``)."""

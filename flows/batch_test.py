@@ -1,0 +1,58 @@
+"""The deployable batch-test flow ``wtb-batch-test``.
+
+Entrypoint ``flows/batch_test.py:batch_test``. Its parameters are validated by
+pydantic, so the Prefect UI shows a form and a bad value fails before any work
+starts. The project is named by reference (``package.module:attribute``, a YAML
+path or ``wtb-project/<block>``); the matrix and the cases are given inline, as
+a JSON/YAML file path or as ``package.module:attribute``.
+
+    prefect deployment run 'wtb-batch-test/quickstart-on-demand' \
+        --param test_cases='[{"query": "What schedules tasks?", "expected": "ray"}]'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from wtb_prefect.engine import execute_plan, prepare_batch
+from wtb_prefect.registry import load_data, resolve_project
+from wtb_prefect.results import BatchTestResult
+from wtb_prefect.task_runner import WTBRayTaskRunner
+
+ProjectRef = Annotated[str, Field(min_length=1)]
+Matrix = list[dict[str, str]] | str | None
+Cases = list[dict[str, Any]] | str
+
+
+@flow(name="wtb-batch-test", task_runner=WTBRayTaskRunner(), persist_result=False, log_prints=True)
+def batch_test(
+    project: ProjectRef,
+    test_cases: Cases,
+    variant_matrix: Matrix = None,
+    parallelism: Annotated[int | None, Field(ge=1)] = None,
+) -> BatchTestResult:
+    """Run every variant combination on every test case; nodes are task runs on Ray.
+
+    Args:
+        project: 'package.module:attribute' (a WorkflowProject or a function returning one),
+            a project YAML path, or 'wtb-project/<block name>'.
+        test_cases: initial states (each may add 'expected' and 'case_id'); or a JSON/YAML
+            file path, or 'package.module:attribute'.
+        variant_matrix: variant combinations such as {"retriever": "bm25", "_workflow": "with_reranker"};
+            empty = the defaults only; or a JSON/YAML file path, or 'package.module:attribute'.
+        parallelism: executions at once; empty = the project's max_concurrent_workflows.
+    """
+    plan = prepare_batch(
+        resolve_project(project),
+        load_data(variant_matrix, "variant_matrix"),
+        load_data(test_cases, "test_cases"),
+        parallelism=parallelism,
+    )
+    return execute_plan(plan)
+
+
+if __name__ == "__main__":
+    batch_test.serve(name="wtb-batch-test-served")

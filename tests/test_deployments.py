@@ -1,0 +1,193 @@
+"""End to end: prefect.yaml deployments on a real server, a real process worker and Ray.
+
+Registers the deployments with ``prefect deploy --all``, starts ``prefect worker
+start``, runs ``prefect deployment run`` with parameters and checks the flow
+run's node task runs and its comparison artifact through the Prefect client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "wtb-local"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+pytestmark = pytest.mark.integration
+
+
+def _env(prefect_api: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=prefect_api,
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        PREFECT_WORKER_PREFETCH_SECONDS="2",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_CLI_COLORS="false",
+        COLUMNS="200",
+    )
+    return env
+
+
+def _prefect(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PREFECT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_api: str, ray_cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A copy of the repo's deployables, deployed with `prefect deploy --all`, and a running worker."""
+    work = tmp_path_factory.mktemp("deploy")
+    shutil.copy(REPO / "prefect.yaml", work / "prefect.yaml")
+    for folder in ("flows", "deployments", "examples", "blocks"):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(prefect_api)
+
+    created = _prefect(["work-pool", "create", POOL, "--type", "process"], work, env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    deploy = _prefect(["--no-prompt", "deploy", "--all"], work, env, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+
+    log = (work / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", POOL, "--limit", "2"],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        yield {"work": work, "env": env, "worker": worker, "log": work / "worker.log"}
+    finally:
+        # the worker and the flow-run processes it started share its process group
+        try:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+        log.close()
+
+
+def _run_deployment(deployed: dict, name: str, params: dict, timeout: float = 400) -> str:
+    args = ["deployment", "run", name]
+    for key, value in params.items():
+        args += ["--param", f"{key}={json.dumps(value)}"]
+    started = _prefect(args, deployed["work"], deployed["env"])
+    assert started.returncode == 0, started.stdout + started.stderr
+    return UUID.search(started.stdout).group(0)
+
+
+def _wait(flow_run_id: str, deployed: dict, timeout: float = 420):
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state and run.state.is_final():
+                return run
+            assert deployed["worker"].poll() is None, deployed["log"].read_text()[-3000:]
+            time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s:\n{deployed['log'].read_text()[-3000:]}")
+
+
+def _task_runs_and_artifacts(flow_run_id: str):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return tasks, artifacts
+
+
+def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        on_demand = client.read_deployment_by_name("wtb-batch-test/quickstart-on-demand")
+        nightly = client.read_deployment_by_name("wtb-batch-test/quickstart-nightly")
+        single = client.read_deployment_by_name("wtb-run/quickstart-run")
+    assert on_demand.work_pool_name == nightly.work_pool_name == single.work_pool_name == POOL
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert not on_demand.schedules
+    # the parameter form the UI shows comes from the flow's typed signature and docstring
+    properties = on_demand.parameter_openapi_schema["properties"]
+    assert set(properties) == {"project", "test_cases", "variant_matrix", "parallelism"}
+    assert "wtb-project/<block name>" in properties["project"]["description"]
+    assert on_demand.parameters["project"] == "examples.quickstart.project:build_project"
+
+
+def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) -> None:
+    cases = [
+        {"query": "How does Ray schedule tasks with CPUs and GPUs?", "expected": "ray"},
+        {"query": "Which tool tracks experiment metrics and parameters?", "expected": "mlflow"},
+    ]
+    matrix = [{}, {"retriever": "name_match"}]
+    flow_run_id = _run_deployment(
+        deployed, "wtb-batch-test/quickstart-on-demand", {"variant_matrix": matrix, "test_cases": cases}
+    )
+    run = _wait(flow_run_id, deployed)
+    assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
+    assert run.parameters["test_cases"] == cases
+
+    tasks, artifacts = _task_runs_and_artifacts(flow_run_id)
+    node_runs = [t for t in tasks if t.task_key.startswith(("retriever", "generator")) or t.name.split()[0] in
+                 {"retriever", "generator"}]
+    # 2 variants x 2 cases x (retriever, generator)
+    assert len(node_runs) == 8, [t.name for t in tasks]
+    assert all(t.state.is_completed() for t in node_runs)
+    assert sorted({t.name.split()[0].split("[")[0] for t in node_runs}) == ["generator", "retriever"]
+
+    tables = [a for a in artifacts if a.type == "table"]
+    assert [a.key for a in tables] == ["wtb-quickstart-qa-comparison"]
+    rows = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
+    assert {row["variant"] for row in rows} == {"default", "retriever=name_match"} or len(rows) == 2, rows
+
+
+def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None:
+    # the nightly deployment names a project YAML file and a matrix file; keep one case to stay short
+    case = [{"query": "Which installer builds virtual environments fast?", "expected": "uv"}]
+    flow_run_id = _run_deployment(deployed, "wtb-batch-test/quickstart-nightly", {"test_cases": case})
+    run = _wait(flow_run_id, deployed)
+    assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
+    matrix = yaml.safe_load((REPO / "deployments/quickstart/matrix.yaml").read_text())
+    tasks, artifacts = _task_runs_and_artifacts(flow_run_id)
+    rows = next(a for a in artifacts if a.type == "table").data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert len(rows) == len(matrix) == 4
+    # with_reranker variants add a reranker node run
+    assert sum(t.name.startswith("reranker") for t in tasks) == 2
+
+
+def test_invalid_parameter_is_rejected_before_any_run(deployed: dict) -> None:
+    result = _prefect(
+        ["deployment", "run", "wtb-batch-test/quickstart-on-demand", "--param", "parallelism=0"],
+        deployed["work"], deployed["env"],
+    )
+    assert result.returncode != 0
+    assert "parallelism" in (result.stdout + result.stderr)
+
+
+def test_nightly_files_match_the_example_module() -> None:
+    from examples.quickstart import project as quickstart
+    from wtb_prefect import WorkflowProject
+
+    folder = REPO / "deployments/quickstart"
+    assert yaml.safe_load((folder / "matrix.yaml").read_text()) == quickstart.VARIANT_MATRIX
+    assert yaml.safe_load((folder / "cases.yaml").read_text()) == quickstart.TEST_CASES
+    assert WorkflowProject.from_yaml(folder / "project.yaml").to_yaml() == quickstart.build_project().to_yaml()
