@@ -126,7 +126,7 @@ class PrefectServer:
             return None
         return info
 
-    def start(self, port: int | None = None, database_url: str | None = None, timeout: float = 90.0) -> ServerInfo:
+    def start(self, port: int | None = None, database_url: str | None = None, timeout: float = 180.0) -> ServerInfo:
         """Start the server (or return the one already running) and wait until it answers.
 
         Raises:
