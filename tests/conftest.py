@@ -37,7 +37,7 @@ def prefect_api(wtb_home: Path) -> Iterator[str]:
 
     os.environ.pop("PREFECT_API_URL", None)
     server = PrefectServer(get_settings())
-    info = server.start(port=_free_port())
+    info = server.start(port=_free_port(), timeout=300)  # a loaded 2-core machine needs minutes
     os.environ["PREFECT_API_URL"] = info.url
     yield info.url
     from prefect.logging.handlers import APILogHandler
