@@ -42,8 +42,10 @@ def prefect_api(wtb_home: Path) -> Iterator[str]:
     yield info.url
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()  # ship the last logs before the server goes away
-    server.stop()
+    try:
+        APILogHandler().flush()  # ship the last logs before the server goes away
+    finally:
+        server.stop()  # always: a server left running loads the shared machine
 
 
 @pytest.fixture(scope="session")
