@@ -9,8 +9,19 @@ from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from .engine import BatchPlan, batch_test_flow, prepare_batch, run_flow, use_prepared_plan
-from .errors import UnknownExecutionError, UnknownProjectError
+from .checkpoints import Checkpoint, find_checkpoint, list_checkpoints, rewind
+from .control import CHECKPOINT, PAUSE, request
+from .engine import (
+    BatchPlan,
+    batch_test_flow,
+    prepare_batch,
+    prepare_batch_resume,
+    prepare_resume,
+    run_flow,
+    use_prepared_plan,
+)
+from .errors import ConfigError, ExecutionStateError, UnknownExecutionError, UnknownProjectError
+from .executions import BatchRecord, ExecutionIndex, ExecutionRecord, open_index
 from .project import WorkflowProject
 from .registry import publish_project
 from .results import BatchTestResult, ExecutionResult
@@ -44,7 +55,7 @@ class WTBTestBench:
     def __init__(self, settings: WTBSettings | None = None) -> None:
         self.settings = settings or get_settings()
         self._projects: dict[str, WorkflowProject] = {}
-        self._executions: dict[str, tuple[str, Any]] = {}
+        self._graphs: dict[tuple[str, str, str], Any] = {}
 
     # ─── Project management ───
 
@@ -100,18 +111,27 @@ class WTBTestBench:
                 flow = flow.with_options(task_runner=ThreadPoolTaskRunner())
             result = flow(project=proj.name, initial_state=initial_state, variant_config=choice,
                           execution_id=execution_id)
-        self._remember(plan)
         return result
 
     def run_batch_test(
         self,
         project: str,
-        variant_matrix: list[dict[str, str]],
-        test_cases: list[dict[str, Any]],
+        variant_matrix: list[dict[str, str]] | None = None,
+        test_cases: list[dict[str, Any]] | None = None,
         parallelism: int | None = None,
         on_result: Callable[[ExecutionResult], None] | None = None,
+        resume: str | None = None,
     ) -> BatchTestResult:
         """Run every variant combination on every test case; one Prefect flow run.
+
+        Every batch and execution is recorded in the execution index
+        (``$WTB_HOME/executions.sqlite``) with its result as soon as it ends.
+        If the process running a batch dies (or is killed), finish the batch
+        later, from any process, with ``run_batch_test(project, resume=batch_id)``:
+        executions that completed or failed are not run again (their stored
+        results come back in the batch result), interrupted and paused ones
+        continue from their latest checkpoint, and the rest run. The batch id
+        is ``BatchTestResult.batch_id`` or one of ``list_batches(project)``.
 
         Args:
             project: name of a registered project.
@@ -121,13 +141,25 @@ class WTBTestBench:
             parallelism: executions at once; None = ``RayConfig.max_concurrent_workflows``.
             on_result: called with each execution's result as it finishes
                 (e.g. to drive a progress bar).
+            resume: the id of an earlier batch to finish (give no matrix nor cases).
 
         Raises:
             UnknownVariantError, UnknownNodeError, StateValidationError,
             ResourceUnsatisfiableError, ConfigError: before any work starts.
+            ExecutionStateError: ``resume`` names a batch that is still running.
         """
         proj = self.get_project(project)
-        plan = prepare_batch(proj, variant_matrix, test_cases, parallelism=parallelism, settings=self.settings)
+        if resume is not None:
+            if variant_matrix or test_cases:
+                raise ConfigError(
+                    "resume", "was given together with variant_matrix/test_cases",
+                    "give only resume=<batch id>; the batch's matrix and cases come from the execution index",
+                )
+            plan = prepare_batch_resume(proj, resume, parallelism=parallelism, settings=self.settings)
+        else:
+            plan = prepare_batch(
+                proj, variant_matrix or [], test_cases or [], parallelism=parallelism, settings=self.settings
+            )
         plan.on_result = on_result
         with self._services(plan):
             flow = batch_test_flow.with_options(flow_run_name=f"{proj.name}-batch-{plan.batch_id}")
@@ -135,25 +167,174 @@ class WTBTestBench:
                 flow = flow.with_options(task_runner=ThreadPoolTaskRunner())
             result = flow(
                 project=proj.name,
-                variant_matrix=variant_matrix,
-                test_cases=test_cases,
+                variant_matrix=plan.variant_matrix,
+                test_cases=plan.test_cases,
                 parallelism=parallelism,
                 batch_id=plan.batch_id,
             )
-        self._remember(plan)
         return result
+
+    # ─── Control ───
+
+    def pause(self, execution_id: str) -> None:
+        """Pause an execution at its next node boundary (LangGraph superstep).
+
+        The nodes that are running finish and their writes are checkpointed;
+        no further node starts. The run that executes it then returns a result
+        with status ``paused``. Works from any process: the request goes
+        through the execution index. Pausing a pending execution of a batch
+        pauses it right after it starts; pausing a paused one does nothing.
+
+        Raises:
+            UnknownExecutionError: no such execution.
+            ExecutionStateError: the execution already completed or failed,
+                or was interrupted (resume it instead).
+        """
+        record = self._record(execution_id)
+        if record.status == "paused":
+            return
+        if record.status not in ("running", "pending"):
+            raise ExecutionStateError(
+                f"cannot pause execution {execution_id!r}: it is {record.status}. "
+                + ("Fix: resume it with wtb.resume(execution_id)" if record.status == "interrupted"
+                   else "Fix: only running executions can be paused")
+            )
+        request(execution_id, PAUSE, self._index)
+
+    def checkpoint(self, execution_id: str) -> None:
+        """Take a checkpoint of a running execution at its next node boundary and go on.
+
+        This is how ``checkpoint_strategy="manual"`` executions are
+        checkpointed mid-run (with the other strategies every boundary is
+        already checkpointed, so it only adds a copy).
+
+        Raises:
+            UnknownExecutionError: no such execution.
+            ExecutionStateError: the execution is not running.
+        """
+        record = self._record(execution_id)
+        if record.status != "running":
+            raise ExecutionStateError(
+                f"cannot checkpoint execution {execution_id!r}: it is {record.status}, not running. "
+                "Fix: its latest checkpoint is already saved (see wtb.get_checkpoints)"
+            )
+        request(execution_id, CHECKPOINT, self._index)
+
+    def resume(self, execution_id: str) -> ExecutionResult:
+        """Continue a paused, failed or interrupted execution from its latest checkpoint.
+
+        Runs as a new ``wtb-run`` flow run in this process (the process that
+        started the execution may be gone; the project must be registered
+        with this bench). A failed node runs again; after a rollback, every
+        node after the rollback checkpoint runs again. Returns the result of
+        this run (its ``nodes`` are the nodes run now).
+
+        Raises:
+            UnknownExecutionError: no such execution.
+            ExecutionStateError: the execution completed already, or is running.
+            UnknownProjectError: its project is not registered with this bench.
+        """
+        record = self._record(execution_id)
+        if record.status == "completed":
+            raise ExecutionStateError(
+                f"cannot resume execution {execution_id!r}: it completed. "
+                "Fix: wtb.rollback(execution_id, checkpoint_id) first to run again from a checkpoint"
+            )
+        if record.status == "running":
+            raise ExecutionStateError(
+                f"cannot resume execution {execution_id!r}: it is running (process {record.owner_pid}). "
+                "Fix: wtb.pause(execution_id) first, or wait for it to end"
+            )
+        proj = self.get_project(record.project)
+        plan = prepare_resume(proj, record, settings=self.settings)
+        with self._services(plan):
+            flow = run_flow.with_options(flow_run_name=f"{proj.name}-resume-{execution_id[-12:]}")
+            if plan.mode != "ray":
+                flow = flow.with_options(task_runner=ThreadPoolTaskRunner())
+            return flow(project=proj.name, initial_state=plan.items[0].case.input,
+                        variant_config=record.variant, execution_id=execution_id, resume=True)
+
+    def rollback(self, execution_id: str, checkpoint_id: str) -> None:
+        """Move an execution back to one of its checkpoints (LangGraph time travel).
+
+        A copy of that checkpoint becomes the execution's latest one, so
+        ``get_state`` shows its state and ``resume`` runs again every node
+        after it. The execution's status becomes ``paused``. Older
+        checkpoints stay in the history.
+
+        Raises:
+            UnknownExecutionError: no such execution.
+            UnknownCheckpointError: the execution has no checkpoint of that id.
+            ExecutionStateError: the execution is running (pause it first).
+        """
+        record = self._record(execution_id)
+        if record.status == "running":
+            raise ExecutionStateError(
+                f"cannot roll back execution {execution_id!r}: it is running (process {record.owner_pid}). "
+                "Fix: wtb.pause(execution_id) first"
+            )
+        graph = self._graph(record)
+        new_id = rewind(graph, execution_id, checkpoint_id)
+        self._index.set_status(execution_id, "paused", checkpoint_id=new_id)
 
     # ─── Inspection ───
 
     def get_state(self, execution_id: str) -> dict[str, Any]:
-        """The current state values of an execution (from its latest checkpoint)."""
-        graph, config = self._thread(execution_id)
-        return dict(graph.get_state(config).values)
+        """The current state values of an execution (from its latest checkpoint).
 
-    def get_checkpoints(self, execution_id: str) -> list[Any]:
-        """Every checkpoint of an execution, newest first (LangGraph ``StateSnapshot`` objects)."""
-        graph, config = self._thread(execution_id)
-        return list(graph.get_state_history(config))
+        Works on running, paused, finished, failed and interrupted executions,
+        from any process with access to the checkpoint storage (not
+        ``memory``) and the project registered.
+
+        Raises:
+            UnknownExecutionError: no such execution.
+        """
+        record = self._record(execution_id)
+        values = self._graph(record).get_state({"configurable": {"thread_id": execution_id}}).values
+        return dict(values) if isinstance(values, dict) else values
+
+    def get_checkpoints(self, execution_id: str) -> list[Checkpoint]:
+        """Every checkpoint of an execution, newest first: id, parent, step, the
+        node(s) that produced it, the nodes that run next, time and state.
+
+        Raises:
+            UnknownExecutionError: no such execution.
+        """
+        record = self._record(execution_id)
+        return list_checkpoints(self._graph(record), execution_id)
+
+    def get_checkpoint(self, execution_id: str, checkpoint_id: str) -> Any:
+        """The LangGraph ``StateSnapshot`` of one checkpoint.
+
+        Raises:
+            UnknownExecutionError, UnknownCheckpointError.
+        """
+        record = self._record(execution_id)
+        return find_checkpoint(self._graph(record), execution_id, checkpoint_id)
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord:
+        """What the execution index knows of an execution (status, batch, variant, case).
+
+        Raises:
+            UnknownExecutionError: no such execution.
+        """
+        return self._record(execution_id)
+
+    def get_result(self, execution_id: str) -> ExecutionResult | None:
+        """The stored result of an execution's last run (None while it runs for the first time)."""
+        self._record(execution_id)
+        return self._index.result(execution_id)
+
+    def list_executions(
+        self, project: str | None = None, batch_id: str | None = None, status: str | None = None
+    ) -> list[ExecutionRecord]:
+        """Executions in the index, oldest first; ``status`` is one of pending, running,
+        paused, completed, failed, interrupted (its process died)."""
+        return self._index.list(project=project, batch_id=batch_id, status=status)
+
+    def list_batches(self, project: str | None = None) -> list[BatchRecord]:
+        """Batches in the index, oldest first."""
+        return self._index.batches(project)
 
     # ─── Internals ───
 
@@ -170,16 +351,26 @@ class WTBTestBench:
             with use_prepared_plan(plan):
                 yield
 
-    def _remember(self, plan: BatchPlan) -> None:
-        for item in plan.items:
-            self._executions[item.execution_id] = (plan.project.name, item.compiled.graph)
+    @property
+    def _index(self) -> ExecutionIndex:
+        return open_index(self.settings.state_dir)
 
-    def _thread(self, execution_id: str) -> tuple[Any, dict[str, Any]]:
-        try:
-            _, graph = self._executions[execution_id]
-        except KeyError:
+    def _record(self, execution_id: str) -> ExecutionRecord:
+        record = self._index.get(execution_id)
+        if record is None:
             raise UnknownExecutionError(
-                f"no execution {execution_id!r} was run by this test bench"
-            ) from None
-        return graph, {"configurable": {"thread_id": execution_id}}
+                f"no execution {execution_id!r} in the execution index {self._index.path}. "
+                "Fix: pick one of wtb.list_executions() (WTB_HOME must be the folder it ran with)"
+            )
+        return record
+
+    def _graph(self, record: ExecutionRecord) -> Any:
+        """The compiled graph of the execution's variant, on its checkpoint storage."""
+        proj = self.get_project(record.project)
+        key = (proj.name, proj.version, record.variant_label)
+        graph = self._graphs.get(key)
+        if graph is None:
+            plan = prepare_batch(proj, [record.variant], [record.test_case], settings=self.settings)
+            graph = self._graphs[key] = plan.items[0].compiled.graph
+        return graph
 

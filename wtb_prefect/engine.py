@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
+from langgraph.errors import GraphDrained
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.context import FlowRunContext
@@ -25,8 +26,10 @@ from prefect.context import FlowRunContext
 from .checkpoints import durability_for, open_checkpointer
 from .compile import CompiledVariant, compile_variant
 from .config import NodeResourceConfig
+from .control import CHECKPOINT, controlled_run
 from .dispatch import ExecutionContext, Mode, set_current_execution
-from .errors import ConfigError, StateValidationError
+from .errors import ConfigError, ExecutionStateError, StateValidationError
+from .executions import ExecutionIndex, ExecutionRecord, open_index
 from .observers import BatchObserver, notify, observer_factories
 from .project import WorkflowProject
 from .registry import resolve_project
@@ -36,7 +39,7 @@ from .settings import WTBSettings, get_settings
 from .state import TestCase, split_test_case, validate_state
 from .task_runner import WTBRayTaskRunner
 
-__all__ = ["BatchPlan", "batch_test_flow", "prepare_batch", "run_flow"]
+__all__ = ["BatchPlan", "batch_test_flow", "prepare_batch", "prepare_batch_resume", "prepare_resume", "run_flow"]
 
 
 @dataclass
@@ -47,6 +50,10 @@ class ExecutionItem:
     case: TestCase
     raw_case: Mapping[str, Any]
     execution_id: str
+    resume: bool = False
+    """Continue the execution's thread from its latest checkpoint (when it has one)."""
+    done: ExecutionResult | None = None
+    """The stored result of an execution that finished before; it is not run again."""
 
 
 @dataclass
@@ -60,6 +67,10 @@ class BatchPlan:
     mode: Mode
     concurrency: int
     durability: str
+    index: ExecutionIndex = field(repr=False)
+    variant_matrix: list[dict[str, str]] = field(default_factory=list, repr=False)
+    test_cases: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    parallelism: int | None = None
     on_result: Callable[[ExecutionResult], None] | None = field(default=None, repr=False)
     observers: list[BatchObserver] = field(default_factory=list, repr=False)
 
@@ -158,7 +169,75 @@ def prepare_batch(
         mode=mode,
         concurrency=min(concurrency, len(items)),
         durability=durability_for(execution),
+        index=open_index(settings.state_dir),
+        variant_matrix=[dict(m) for m in matrix],
+        test_cases=[dict(c) for c in test_cases],
+        parallelism=parallelism,
     )
+
+
+def prepare_batch_resume(
+    project: WorkflowProject,
+    batch_id: str,
+    *,
+    parallelism: int | None = None,
+    settings: WTBSettings | None = None,
+) -> BatchPlan:
+    """The plan that finishes batch ``batch_id`` after its driver stopped or was killed.
+
+    The batch's variant matrix and test cases come from the execution index.
+    Executions that completed or failed are not run again (their stored
+    results are reused); interrupted and paused ones continue from their
+    latest checkpoint; the others run from the start.
+
+    Raises:
+        ConfigError: the index has no such batch, or it belongs to another project.
+        ExecutionStateError: an execution of the batch is still running in a live process.
+    """
+    settings = settings or get_settings()
+    index = open_index(settings.state_dir)
+    record = index.batch(batch_id)
+    if record is None:
+        raise ConfigError(
+            "resume", f"names batch {batch_id!r}, which the execution index {index.path} does not have",
+            "give the batch_id of an earlier run_batch_test (see wtb.list_batches())",
+        )
+    if record.project != project.name:
+        raise ConfigError(
+            "resume", f"batch {batch_id!r} belongs to project {record.project!r}, not {project.name!r}",
+            f"call run_batch_test(project={record.project!r}, resume={batch_id!r})",
+        )
+    plan = prepare_batch(
+        project, record.variant_matrix, record.test_cases,
+        parallelism=parallelism or record.parallelism, batch_id=batch_id, settings=settings,
+    )
+    for item in plan.items:
+        known = index.get(item.execution_id)
+        if known is None or known.status == "pending":
+            continue
+        if known.status == "running":
+            raise ExecutionStateError(
+                f"execution {item.execution_id!r} of batch {batch_id!r} is still running in process "
+                f"{known.owner_pid}. Fix: wait for it, or pause it and resume the batch afterwards"
+            )
+        if known.finished:
+            item.done = index.result(item.execution_id)
+            if item.done is not None:
+                continue
+        item.resume = True
+    return plan
+
+
+def prepare_resume(
+    project: WorkflowProject, record: ExecutionRecord, *, settings: WTBSettings | None = None
+) -> BatchPlan:
+    """The plan that continues one execution's thread from its latest checkpoint."""
+    plan = prepare_batch(
+        project, [record.variant], [record.test_case],
+        batch_id=record.batch_id, execution_ids=[record.execution_id], settings=settings,
+    )
+    plan.items[0].resume = True
+    return plan
 
 
 def _score(project: WorkflowProject, final_state: Any, raw_case: Mapping[str, Any]) -> dict[str, float]:
@@ -172,8 +251,32 @@ def _score(project: WorkflowProject, final_state: Any, raw_case: Mapping[str, An
     return scores
 
 
+def _invoke(plan: BatchPlan, item: ExecutionItem, config: dict[str, Any], result: ExecutionResult) -> Any:
+    """``graph.invoke`` under a RunControl; a requested manual checkpoint drains and goes on.
+
+    Raises:
+        GraphDrained: the execution was paused.
+    """
+    graph = item.compiled.graph
+    graph_input: Any = item.case.input
+    if item.resume:
+        saved = graph.checkpointer.get_tuple(config) if graph.checkpointer is not None else None
+        if saved is not None:  # else it was interrupted before its first checkpoint: start over
+            graph_input = None
+            result.provenance["resumed_from"] = saved.config["configurable"]["checkpoint_id"]
+    while True:
+        with controlled_run(item.execution_id, plan.index) as control:
+            try:
+                return graph.invoke(graph_input, config, durability=plan.durability, control=control)
+            except GraphDrained as drained:
+                if drained.reason != CHECKPOINT:
+                    raise
+        plan.index.set_request(item.execution_id, None)
+        graph_input = None
+
+
 def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
-    """Run one execution to its end (or failure, or pause) and record it."""
+    """Run (or resume) one execution to its end, failure or pause; record it in the index."""
     compiled = item.compiled
     ctx = ExecutionContext(item.execution_id, compiled.label, item.case.case_id)
     token = set_current_execution(ctx)
@@ -197,13 +300,19 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         provenance=compiled.provenance(),
         started_at=time.time(),
     )
+    plan.index.mark_running(item.execution_id)
     notify(plan.observers, "on_execution_start", plan, item)
     t0 = time.perf_counter()
     try:
-        output = compiled.graph.invoke(item.case.input, config, durability=plan.durability)
+        output = _invoke(plan, item, config, result)
         snapshot = compiled.graph.get_state(config)
         result.final_state = output
         result.status = "paused" if snapshot.next else "completed"
+        result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
+    except GraphDrained:
+        snapshot = compiled.graph.get_state(config)
+        result.final_state = snapshot.values
+        result.status = "paused"
         result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
     except Exception as exc:
         result.status = "failed"
@@ -225,8 +334,27 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         except Exception as exc:
             result.status = "failed"
             result.error = ErrorInfo(type(exc).__name__, f"evaluator failed: {exc}", None, traceback.format_exc())
+    plan.index.finish(result)
     notify(plan.observers, "on_execution_end", plan, item, result)
     return result
+
+
+def _index_plan(plan: BatchPlan) -> None:
+    """Record the batch and its executions so they can be found and resumed from any process."""
+    plan.index.add_batch(plan.batch_id, plan.project.name, plan.variant_matrix, plan.test_cases, plan.parallelism)
+    plan.index.add_executions(
+        {
+            "execution_id": item.execution_id,
+            "project": plan.project.name,
+            "batch_id": plan.batch_id,
+            "position": position,
+            "variant": item.compiled.choice.as_dict(),
+            "variant_label": item.compiled.label,
+            "case_id": item.case.case_id,
+            "test_case": item.raw_case,
+        }
+        for position, item in enumerate(plan.items)
+    )
 
 
 def execute_plan(plan: BatchPlan) -> BatchTestResult:
@@ -237,6 +365,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         connect_ray(plan.project.execution.ray_config)
         check_resources(plan.resource_requests())
     flow_ctx = FlowRunContext.get()
+    _index_plan(plan)
     plan.observers = [o for o in (factory(plan) for factory in observer_factories()) if o is not None]
     notify(plan.observers, "on_batch_start", plan)
     started = time.time()
@@ -245,10 +374,17 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
     progress_id = create_progress_artifact(progress=0.0, description=f"{plan.project.name} batch {plan.batch_id}")
     last_update = 0.0
     done = 0
+    for index, item in enumerate(plan.items):
+        if item.done is not None:  # finished in an earlier run of this batch
+            results[index] = item.done
+            done += 1
+            if plan.on_result is not None:
+                plan.on_result(item.done)
     with ThreadPoolExecutor(max_workers=plan.concurrency, thread_name_prefix="wtb-exec") as pool:
         futures = {
             pool.submit(contextvars.copy_context().run, run_execution, plan, item): index
             for index, item in enumerate(plan.items)
+            if item.done is None
         }
         for future in as_completed(futures):
             result = future.result()
@@ -293,10 +429,17 @@ def batch_test_flow(
     test_cases: list[dict[str, Any]] | None = None,
     parallelism: int | None = None,
     batch_id: str | None = None,
+    resume: str | None = None,
 ) -> BatchTestResult:
-    """Run every variant combination of ``variant_matrix`` on every test case."""
+    """Run every variant combination of ``variant_matrix`` on every test case.
+
+    With ``resume=<batch id>`` (and no matrix or cases), finish that batch
+    instead: see :func:`prepare_batch_resume`.
+    """
     plan = prepared_plan()
-    if plan is None:
+    if plan is None and resume:
+        plan = prepare_batch_resume(resolve_project(project), resume, parallelism=parallelism)
+    elif plan is None:
         plan = prepare_batch(
             resolve_project(project), variant_matrix, test_cases or [], parallelism=parallelism, batch_id=batch_id
         )
@@ -314,10 +457,22 @@ def run_flow(
     initial_state: dict[str, Any],
     variant_config: dict[str, str] | None = None,
     execution_id: str | None = None,
+    resume: bool = False,
 ) -> ExecutionResult:
-    """Run one execution of a project with an optional variant choice."""
+    """Run one execution of a project with an optional variant choice.
+
+    With ``resume=True``, continue execution ``execution_id`` from its latest
+    checkpoint instead (it must be in the execution index).
+    """
     plan = prepared_plan()
-    if plan is None:
+    if plan is None and resume:
+        from .errors import UnknownExecutionError
+
+        record = open_index(get_settings().state_dir).get(execution_id or "")
+        if record is None:
+            raise UnknownExecutionError(f"no execution {execution_id!r} in the execution index")
+        plan = prepare_resume(resolve_project(project), record)
+    elif plan is None:
         plan = prepare_batch(
             resolve_project(project),
             [variant_config or {}],

@@ -78,3 +78,14 @@ class UnknownExecutionError(ExecutionError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class UnknownCheckpointError(ExecutionError, KeyError):
+    """A checkpoint id is not one of the execution's checkpoints."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ExecutionStateError(ExecutionError):
+    """A control operation does not fit the execution's status (e.g. resume a completed one)."""
