@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pathspec
@@ -57,6 +57,8 @@ class Selection:
             sorted({p for p in normalized if not any(p != q and (q == "." or p.startswith(q + "/")) for q in normalized)})
         )
         self.spec = pathspec.GitIgnoreSpec.from_lines(list(ignore_patterns))
+        self._files: dict[str, bool] = {}
+        self._dirs: dict[str, bool] = {}
 
     # ─── membership ───
 
@@ -68,35 +70,45 @@ class Selection:
 
     def keep_dir(self, rel: str) -> bool:
         """Whether the walk descends into the directory ``rel`` (posix, relative)."""
-        if self._covered(rel):
-            return not self.spec.match_file(rel + "/")
-        return self._ancestor(rel)
+        verdict = self._dirs.get(rel)
+        if verdict is None:
+            verdict = not self.spec.match_file(rel + "/") if self._covered(rel) else self._ancestor(rel)
+            self._dirs[rel] = verdict
+        return verdict
 
     def keep_file(self, rel: str) -> bool:
         """Whether the file ``rel`` (posix, relative) is tracked."""
-        return self._covered(rel) and not self.spec.match_file(rel)
+        verdict = self._files.get(rel)
+        if verdict is None:  # snapshots see the same names again and again: match each once
+            verdict = self._covered(rel) and not self.spec.match_file(rel)
+            if len(self._files) < 1_000_000:
+                self._files[rel] = verdict
+        return verdict
 
     # ─── walking ───
 
+    def _walk(self, base: str) -> Iterator[tuple[str, str, list[str], list[str]]]:
+        """(dirpath, posix prefix relative to ``base``, kept subdirs, kept files), pruned as it goes."""
+        base = os.path.abspath(base)
+        cut = len(base) + 1
+        for dirpath, dirnames, filenames in os.walk(base):
+            prefix = dirpath[cut:].replace(os.sep, "/") + "/" if dirpath != base else ""
+            dirnames[:] = sorted(d for d in dirnames if self.keep_dir(prefix + d))
+            yield dirpath, prefix, dirnames, sorted(f for f in filenames if self.keep_file(prefix + f))
+
     def walk(self, fs: Any, path: str, **kwargs: Any) -> Iterator[tuple[str, list[str], list[str]]]:
         """``os.walk`` of ``path`` restricted to the tracked files (dvc-data ``Ignore.walk``)."""
-        base = os.path.abspath(path)
-        for dirpath, dirnames, filenames in os.walk(base):
-            rel_dir = os.path.relpath(dirpath, base)
-            rel_dir = "" if rel_dir == "." else PurePosixPath(*Path(rel_dir).parts).as_posix()
-            prefix = f"{rel_dir}/" if rel_dir else ""
-            dirnames[:] = sorted(d for d in dirnames if self.keep_dir(prefix + d))
-            files = sorted(f for f in filenames if self.keep_file(prefix + f))
+        for dirpath, _prefix, dirnames, files in self._walk(path):
             yield dirpath, dirnames, files
 
     def find(self, fs: Any, path: str, **kwargs: Any) -> Iterator[str]:
         """Every tracked file under ``path`` (dvc-data ``Ignore.find``)."""
-        for dirpath, _, files in self.walk(fs, path):
+        for dirpath, _prefix, _dirs, files in self._walk(path):
             for name in files:
                 yield os.path.join(dirpath, name)
 
     def files(self, base: Path) -> Iterator[str]:
         """Relative posix paths of the tracked files under ``base``."""
-        base = Path(base)
-        for full in self.find(None, os.fspath(base)):
-            yield Path(full).relative_to(base).as_posix()
+        for _dirpath, prefix, _dirs, files in self._walk(os.fspath(base)):
+            for name in files:
+                yield prefix + name

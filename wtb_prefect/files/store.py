@@ -153,12 +153,10 @@ class SnapshotStore:
         with _flock(self.meta_dir / "objects.lock", exclusive=False):
             yield
 
-    def commit(self, odb: Any, workspace: Path, ignore: Any, full: bool) -> tuple[Any, int]:
-        """Hash the tracked files of ``workspace`` and store new objects; returns (tree, bytes stored).
+    def commit_full(self, odb: Any, workspace: Path, ignore: Any) -> tuple[Any, int]:
+        """Hash every tracked file of ``workspace`` and check every object, like ``dvc commit``.
 
-        Incremental (``full=False``): the state db skips re-hashing files whose
-        inode, mtime and size are unchanged, and an existing directory object
-        means its files are stored. Full: every file is hashed and every object checked.
+        Returns the DVC directory object and the bytes newly stored.
         """
         from dvc_data.hashfile.build import build
         from dvc_data.hashfile.transfer import transfer
@@ -167,22 +165,47 @@ class SnapshotStore:
         staging, _meta, tree = build(odb, os.fspath(workspace), odb.fs, "md5", ignore=ignore)
         assert isinstance(tree, Tree)
         oid = tree.hash_info.value
+        sizes = {hi.value: (meta.size or 0) for _, meta, hi in tree}
         with self._tree_lock:
             self._tree_refs[oid] = self._tree_refs.get(oid, 0) + 1
         try:
             with self.objects_shared():
-                # transfer() writes a directory object after all its files, and gc keeps the files
-                # of every kept directory object: an existing one means its files are stored.
-                if not full and odb.exists(oid):
-                    return tree, 0
                 result = transfer(staging, odb, {tree.hash_info}, shallow=False, hardlink=False)
         finally:
             self._release_staged_tree(staging, oid)
         if result.failed:
             raise OSError(f"could not store {len(result.failed)} objects in {self.cache_dir}")
-        sizes = {entry_hi.value: (meta.size or 0) for _, meta, entry_hi in tree}
-        stored = sum(sizes.get(hi.value, 0) for hi in result.transferred)
-        return tree, stored
+        return tree, sum(sizes.get(hi.value, 0) for hi in result.transferred)
+
+    def store_tree(self, odb: Any, files: dict[str, tuple[str, int]], workspace: Path, stored: set[str]) -> tuple[Any, int]:
+        """Store the directory object of ``files`` ({relpath: (md5, size)}) and the file objects it lacks.
+
+        Only objects neither in ``stored`` (the previous snapshot's files, which
+        gc keeps) nor already in the cache are copied, so the cost follows the
+        changed bytes. The directory object is written last, as ``transfer()``
+        does: an existing one is complete. Returns (tree, bytes stored).
+        """
+        from dvc_data.hashfile.hash_info import HashInfo
+        from dvc_data.hashfile.meta import Meta
+        from dvc_data.hashfile.tree import Tree
+
+        tree = Tree()
+        for rel, (oid, size) in files.items():
+            tree.add(tuple(rel.split("/")), Meta(size=size), HashInfo("md5", oid))
+        tree.digest()  # the same .dir hash `dvc add` gives the folder
+        try:
+            with self.objects_shared():
+                if odb.exists(tree.oid):
+                    return tree, 0
+                by_oid = {oid: (rel, size) for rel, (oid, size) in files.items()}
+                missing = [o for o in by_oid if o not in stored and not odb.exists(o)]
+                if missing:
+                    odb.add([os.path.join(workspace, by_oid[o][0]) for o in missing], odb.fs, missing, hardlink=False)
+                odb.add(tree.path, tree.fs, tree.oid, hardlink=False)
+                return tree, sum(by_oid[o][1] for o in missing)
+        finally:
+            with contextlib.suppress(Exception):
+                tree.fs.rm_file(tree.path)
 
     def _release_staged_tree(self, staging: Any, oid: str) -> None:
         # build() parks the directory object in a process-global memory fs and never frees it.

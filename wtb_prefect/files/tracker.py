@@ -78,6 +78,8 @@ class FileTracker:
         self.store = _store(repo)
         self.workspaces_dir = self.state_dir / "workspaces"
         self._odbs: dict[str, Any] = {}
+        self._last: dict[str, tuple[str, dict[str, str]]] = {}
+        self._index: dict[str, dict[str, tuple[Any, ...]]] = {}
         self._odb_lock = threading.Lock()
 
     @classmethod
@@ -131,6 +133,8 @@ class FileTracker:
                 odb = self._odbs.pop(eid, None)
                 if odb is not None:
                     odb.state.close()
+                self._last.pop(eid, None)
+                self._index.pop(eid, None)
 
     # ─── snapshots ───
 
@@ -170,8 +174,13 @@ class FileTracker:
                 kept = [s for s in records if s not in replaced]
                 base = kept[-1] if kept else None
             odb = self._odb(execution_id)
+            old = self._entries(execution_id, odb, base)
             try:
-                tree, stored = store.commit(odb, ws, self.selection, self.full)
+                if self.full:
+                    tree, stored = store.commit_full(odb, ws, self.selection)
+                else:
+                    files = self._scan(execution_id, ws, odb)
+                    tree, stored = store.store_tree(odb, files, ws, set(old.values()))
             except Exception as exc:
                 raise SnapshotError(
                     f"snapshot of {ws} (execution {execution_id!r}) failed: {type(exc).__name__}: {exc}. "
@@ -179,7 +188,7 @@ class FileTracker:
                     f"{store.cache_dir} has free space"
                 ) from exc
             new = {"/".join(k): hi.value for k, _, hi in tree}
-            old = {"/".join(k): hi.value for k, _, hi in self._tree(odb, base)} if base else {}
+            self._last[execution_id] = (tree.hash_info.value, new)
             snap = FileSnapshot(
                 snapshot_id=store.next_id(execution_id),
                 execution_id=execution_id,
@@ -206,14 +215,45 @@ class FileTracker:
             store.gc()
         return snap
 
-    def _tree(self, odb: Any, snap: FileSnapshot) -> Any:
+    def _scan(self, execution_id: str, ws: Path, odb: Any) -> dict[str, tuple[str, int]]:
+        """{relpath: (md5, size)} of the tracked files; only files whose stat changed are hashed.
+
+        Unchanged means same inode, mtime and size (dvc-data's own criterion);
+        files unknown to this process go through dvc-data's state db first.
+        """
+        from dvc_data.fsutils import _localfs_info
+        from dvc_data.hashfile.hash import hash_file
+
+        known = self._index.get(execution_id, {})
+        index: dict[str, tuple[Any, ...]] = {}
+        for rel in self.selection.files(ws):
+            path = os.path.join(ws, rel)
+            info = _localfs_info(path)
+            key = (info["ino"], info["mtime"], info["size"])
+            prev = known.get(rel)
+            if prev is not None and prev[0] == key:
+                index[rel] = prev
+            else:
+                _, hi = hash_file(path, odb.fs, "md5", state=odb.state, info=info)
+                index[rel] = (key, hi.value)
+        self._index[execution_id] = index
+        return {rel: (oid, key[2]) for rel, (key, oid) in index.items()}
+
+    def _entries(self, execution_id: str, odb: Any, snap: FileSnapshot | None) -> dict[str, str]:
+        """{path: oid} of a snapshot; the last one taken is kept in memory (no JSON reload)."""
         from dvc_data.hashfile.hash_info import HashInfo
         from dvc_data.hashfile.tree import Tree
 
+        if snap is None:
+            return {}
+        last = self._last.get(execution_id)
+        if last and last[0] == snap.tree_hash:
+            return last[1]
         try:
-            return Tree.load(odb, HashInfo("md5", snap.tree_hash))
-        except Exception:
-            return []
+            tree = Tree.load(odb, HashInfo("md5", snap.tree_hash))
+        except Exception:  # a missing base only costs existence checks
+            return {}
+        return {"/".join(k): hi.value for k, _, hi in tree}
 
     def _prune(self, execution_id: str) -> int:
         records = self.store.records(execution_id)
