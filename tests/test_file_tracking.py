@@ -264,3 +264,161 @@ def test_workspace_accessor_outside_an_execution_raises() -> None:
         from wtb_prefect._workspace import _workspace
 
         _workspace.reset(token)
+
+
+# ─── Through WTBTestBench: real Prefect server, Ray workers, DVC ───
+# Node functions live at module level so Ray workers import them by reference.
+
+from typing import Annotated  # noqa: E402
+import operator  # noqa: E402
+import uuid  # noqa: E402
+
+from typing_extensions import TypedDict  # noqa: E402
+
+
+class FileState(TypedDict):
+    tag: str
+    log: Annotated[list[str], operator.add]
+
+
+def node_write(state: FileState) -> dict:
+    from wtb_prefect import workspace
+
+    ws = workspace()
+    (ws / "outputs" / "a.txt").write_text(f"{state['tag']} a1\n")
+    (ws / "outputs" / "nested").mkdir(exist_ok=True)
+    (ws / "outputs" / "nested" / "b.bin").write_bytes(state["tag"].encode() * 1000)
+    (ws / "data" / "raw" / "new.csv").write_text("n\n1\n")
+    return {"log": [f"write@{ws}"]}
+
+
+def node_modify(state: FileState) -> dict:
+    from wtb_prefect import workspace
+
+    ws = workspace()
+    (ws / "outputs" / "a.txt").write_text(f"{state['tag']} a2, longer\n")
+    with open(ws / "data" / "raw" / "a.csv", "a") as fh:
+        fh.write("3,4\n")
+    return {"log": ["modify"]}
+
+
+def node_delete(state: FileState) -> dict:
+    from wtb_prefect import workspace
+
+    ws = workspace()
+    (ws / "outputs" / "nested" / "b.bin").unlink()
+    (ws / "data" / "blob.bin").unlink()
+    return {"log": ["delete"]}
+
+
+def file_graph():
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(FileState)
+    g.add_node("write", node_write)
+    g.add_node("modify", node_modify)
+    g.add_node("delete", node_delete)
+    g.add_edge(START, "write")
+    g.add_edge("write", "modify")
+    g.add_edge("modify", "delete")
+    g.add_edge("delete", END)
+    return g.compile()
+
+
+def expected_files(root: Path, tag: str, after: int) -> dict[str, bytes]:
+    """The tracked files after ``after`` nodes (0 = as seeded from the project root)."""
+    files = files_of(root, "data", "outputs")
+    files.pop("data/debug.log")  # ignored by the default patterns
+    if after >= 1:
+        files["outputs/a.txt"] = f"{tag} a1\n".encode()
+        files["outputs/nested/b.bin"] = tag.encode() * 1000
+        files["data/raw/new.csv"] = b"n\n1\n"
+    if after >= 2:
+        files["outputs/a.txt"] = f"{tag} a2, longer\n".encode()
+        files["data/raw/a.csv"] += b"3,4\n"
+    if after >= 3:
+        del files["outputs/nested/b.bin"], files["data/blob.bin"]
+    return files
+
+
+def tracked_project(root: Path, **tracking):
+    from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
+
+    return WorkflowProject(
+        name=f"files_{uuid.uuid4().hex[:6]}",
+        graph_factory=file_graph,
+        root=root,
+        file_tracking=FileTrackingConfig(enabled=True, tracked_paths=["./data/", "./outputs/"], **tracking),
+        execution=ExecutionConfig(
+            default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB"),
+            ray_config=RayConfig(max_retries=0),
+        ),
+    )
+
+
+def tracked_now(ws: Path) -> dict[str, bytes]:
+    files = files_of(ws, "data", "outputs")
+    files.pop("data/debug.log", None)
+    return files
+
+
+def test_bench_rollback_restores_files_of_each_checkpoint(bench, project_root: Path) -> None:
+    project = tracked_project(project_root)
+    bench.register_project(project)
+    result = bench.run(project.name, {"tag": "solo", "log": []})
+    assert result.status == "completed", result.error
+    eid = result.execution_id
+    ws = Path(result.provenance["files"]["workspace"])
+    assert result.final_state["log"][0] == f"write@{ws}"  # the Ray worker wrote into the execution's workspace
+    assert tracked_now(ws) == expected_files(project_root, "solo", 3)
+    assert tracked_now(project_root) == expected_files(project_root, "solo", 0)  # project root untouched
+
+    snaps = bench.get_file_snapshots(eid)
+    assert [(s.kind, s.node) for s in snaps] == [("seed", None), ("node", "write"), ("node", "modify"), ("node", "delete")]
+    assert all(s.checkpoint_id for s in snaps[1:])
+    assert [s.files_changed for s in snaps[1:]] == [3, 2, 2]
+    prov = result.provenance["files"]
+    assert [p["id"] for p in prov["snapshots"]] == [s.snapshot_id for s in snaps]
+    assert prov["snapshot_hash"] == snaps[-1].tree_hash and prov["snapshot_hash"].endswith(".dir")
+
+    by_step = {c.step: c.checkpoint_id for c in bench.get_checkpoints(eid) if c.source == "loop"}
+    for step in (1, 3, 2, 0, 1):  # back and forth between branches; 0 = before any node ran
+        bench.rollback(eid, by_step[step])
+        assert tracked_now(ws) == expected_files(project_root, "solo", step), step
+
+    resumed = bench.resume(eid)  # from step 1: modify and delete run again
+    assert resumed.status == "completed", resumed.error
+    assert tracked_now(ws) == expected_files(project_root, "solo", 3)
+
+
+def test_bench_concurrent_executions_have_separate_files_and_snapshots(bench, project_root: Path) -> None:
+    project = tracked_project(project_root, commit_on="node_complete")
+    bench.register_project(project)
+    batch = bench.run_batch_test(
+        project.name, [{}], [{"tag": "left", "log": []}, {"tag": "right", "log": []}], parallelism=2
+    )
+    assert [r.status for r in batch] == ["completed", "completed"], [str(r.error) for r in batch]
+    hashes = {}
+    for r in batch:
+        ws = Path(r.provenance["files"]["workspace"])
+        tag = r.initial_state["tag"]
+        assert tracked_now(ws) == expected_files(project_root, tag, 3)
+        snaps = bench.get_file_snapshots(r.execution_id)
+        assert len(snaps) == 4 and {s.execution_id for s in snaps} == {r.execution_id}
+        hashes[tag] = [s.tree_hash for s in snaps]
+    assert hashes["left"][0] == hashes["right"][0]  # same seed
+    assert not set(hashes["left"][1:]) & set(hashes["right"][1:])  # every later snapshot differs
+
+
+def test_bench_bad_tracked_path_fails_before_any_node(bench, project_root: Path) -> None:
+    from wtb_prefect import WorkflowProject
+
+    project = WorkflowProject(
+        name=f"files_bad_{uuid.uuid4().hex[:6]}",
+        graph_factory=file_graph,
+        root=project_root,
+        file_tracking={"enabled": True, "tracked_paths": ["./nope/"]},
+    )
+    bench.register_project(project)
+    with pytest.raises(TrackedPathError, match="nope"):
+        bench.run(project.name, {"tag": "x", "log": []})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .._workspace import workspace
 from ..observers import register_observer_factory
+from .api import list_file_snapshots, rollback_files, tracker_for
 from .errors import (
     FileTrackingError,
     SnapshotCorruptError,
@@ -37,6 +38,9 @@ __all__ = [
     "TrackedPathError",
     "checkpoint_refs",
     "file_tracking_factory",
+    "list_file_snapshots",
+    "rollback_files",
+    "tracker_for",
     "provenance",
     "workspace",
 ]

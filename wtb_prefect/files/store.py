@@ -48,7 +48,7 @@ class FileSnapshot:
     bytes_stored: int
     """Bytes this snapshot added to the cache (0 when nothing changed)."""
     kind: str = "node"
-    """"seed" (execution start), "node" (after a node), "manual"."""
+    """"seed" (execution start), "node" (after a node), "manual", "rollback" (files restored for a fork)."""
     node: str | None = None
     checkpoint_id: str | None = None
     step: int | None = None

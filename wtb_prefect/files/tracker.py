@@ -175,38 +175,40 @@ class FileTracker:
                 base = kept[-1] if kept else None
             odb = self._odb(execution_id)
             old = self._entries(execution_id, odb, base)
-            try:
-                if self.full:
-                    tree, stored = store.commit_full(odb, ws, self.selection)
-                else:
-                    files = self._scan(execution_id, ws, odb)
-                    tree, stored = store.store_tree(odb, files, ws, set(old.values()))
-            except Exception as exc:
-                raise SnapshotError(
-                    f"snapshot of {ws} (execution {execution_id!r}) failed: {type(exc).__name__}: {exc}. "
-                    f"Previous snapshots are intact. Fix: check that {ws} is readable and "
-                    f"{store.cache_dir} has free space"
-                ) from exc
-            new = {"/".join(k): hi.value for k, _, hi in tree}
-            self._last[execution_id] = (tree.hash_info.value, new)
-            snap = FileSnapshot(
-                snapshot_id=store.next_id(execution_id),
-                execution_id=execution_id,
-                created_at=started,
-                tree_hash=tree.hash_info.value,
-                nfiles=len(new),
-                total_bytes=sum(m.size or 0 for _, m, _ in tree),
-                bytes_stored=stored,
-                kind=kind,
-                node=node,
-                checkpoint_id=checkpoint_id,
-                step=step,
-                parent_checkpoint_id=parent_checkpoint_id,
-                added=sorted(set(new) - set(old)),
-                modified=sorted(k for k in new.keys() & old.keys() if new[k] != old[k]),
-                deleted=sorted(set(old) - set(new)),
-            )
-            store.write(snap)
+            # gc must not run between storing the objects and writing the record that keeps them
+            with store.objects_shared():
+                try:
+                    if self.full:
+                        tree, stored = store.commit_full(odb, ws, self.selection)
+                    else:
+                        files = self._scan(execution_id, ws, odb)
+                        tree, stored = store.store_tree(odb, files, ws, set(old.values()))
+                except Exception as exc:
+                    raise SnapshotError(
+                        f"snapshot of {ws} (execution {execution_id!r}) failed: {type(exc).__name__}: {exc}. "
+                        f"Previous snapshots are intact. Fix: check that {ws} is readable and "
+                        f"{store.cache_dir} has free space"
+                    ) from exc
+                new = {"/".join(k): hi.value for k, _, hi in tree}
+                self._last[execution_id] = (tree.hash_info.value, new)
+                snap = FileSnapshot(
+                    snapshot_id=store.next_id(execution_id),
+                    execution_id=execution_id,
+                    created_at=started,
+                    tree_hash=tree.hash_info.value,
+                    nfiles=len(new),
+                    total_bytes=sum(m.size or 0 for _, m, _ in tree),
+                    bytes_stored=stored,
+                    kind=kind,
+                    node=node,
+                    checkpoint_id=checkpoint_id,
+                    step=step,
+                    parent_checkpoint_id=parent_checkpoint_id,
+                    added=sorted(set(new) - set(old)),
+                    modified=sorted(k for k in new.keys() & old.keys() if new[k] != old[k]),
+                    deleted=sorted(set(old) - set(new)),
+                )
+                store.write(snap)
             store.set_head(execution_id, snap.snapshot_id)
             for s in replaced:
                 store.delete(s, tombstone=False)
