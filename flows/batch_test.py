@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from wtb_prefect.engine import execute_plan, prepare_batch
+from wtb_prefect.engine import batch_test_flow
 from wtb_prefect.registry import load_data, resolve_project
 from wtb_prefect.results import BatchTestResult
 from wtb_prefect.task_runner import WTBRayTaskRunner
@@ -45,13 +45,13 @@ def batch_test(
             empty = the defaults only; or a JSON/YAML file path, or 'package.module:attribute'.
         parallelism: executions at once; empty = the project's max_concurrent_workflows.
     """
-    plan = prepare_batch(
-        resolve_project(project),
-        load_data(variant_matrix, "variant_matrix"),
-        load_data(test_cases, "test_cases"),
+    # The engine's flow body runs inside this flow run: same plan, observers and artifacts.
+    return batch_test_flow.fn(
+        project=resolve_project(project),
+        variant_matrix=load_data(variant_matrix, "variant_matrix"),
+        test_cases=load_data(test_cases, "test_cases"),
         parallelism=parallelism,
     )
-    return execute_plan(plan)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from wtb_prefect.engine import execute_plan, prepare_batch
+from wtb_prefect.engine import run_flow
 from wtb_prefect.registry import load_data, resolve_project
 from wtb_prefect.results import ExecutionResult
 from wtb_prefect.task_runner import WTBRayTaskRunner
@@ -28,10 +28,10 @@ def single_run(
         variant_config: {node: variant, "_workflow": name}; empty = the defaults.
         execution_id: the LangGraph thread id to use; empty = a new one.
     """
-    plan = prepare_batch(
-        resolve_project(project),
-        [variant_config or {}],
-        [load_data(initial_state, "initial_state")],
-        execution_ids=[execution_id] if execution_id else None,
+    # The engine's flow body runs inside this flow run.
+    return run_flow.fn(
+        project=resolve_project(project),
+        initial_state=load_data(initial_state, "initial_state"),
+        variant_config=variant_config,
+        execution_id=execution_id,
     )
-    return execute_plan(plan).results[0]

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wtb_prefect.errors import UnknownProjectError
+
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "wtb-local"
@@ -103,6 +105,10 @@ def _wait(flow_run_id: str, deployed: dict, timeout: float = 420):
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s:\n{deployed['log'].read_text()[-3000:]}")
 
 
+def _node(task_run) -> str:
+    return task_run.name.split(" | ")[0]
+
+
 def _task_runs_and_artifacts(flow_run_id: str):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
@@ -146,17 +152,23 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
     assert run.parameters["test_cases"] == cases
 
     tasks, artifacts = _task_runs_and_artifacts(flow_run_id)
-    node_runs = [t for t in tasks if t.task_key.startswith(("retriever", "generator")) or t.name.split()[0] in
-                 {"retriever", "generator"}]
-    # 2 variants x 2 cases x (retriever, generator)
+    node_runs = [t for t in tasks if _node(t) in {"retriever", "generator"}]
+    # 2 variants x 2 cases x (retriever, generator), each named "node | variant | case"
     assert len(node_runs) == 8, [t.name for t in tasks]
     assert all(t.state.is_completed() for t in node_runs)
-    assert sorted({t.name.split()[0].split("[")[0] for t in node_runs}) == ["generator", "retriever"]
+    assert {t.name.split(" | ")[1] for t in node_runs} == {"default", "retriever=name_match"}
 
     tables = [a for a in artifacts if a.type == "table"]
     assert [a.key for a in tables] == ["wtb-quickstart-qa-comparison"]
     rows = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
-    assert {row["variant"] for row in rows} == {"default", "retriever=name_match"} or len(rows) == 2, rows
+    assert {row["variant"] for row in rows} == {"default", "retriever=name_match"}, rows
+
+    if os.environ.get("WTB_SCREENSHOT"):  # `WTB_SCREENSHOT=path.png pytest ...` keeps a picture of this run
+        shot = subprocess.run(
+            ["bash", str(REPO / "scripts/screenshot.sh"), flow_run_id, os.environ["WTB_SCREENSHOT"]],
+            env=deployed["env"], capture_output=True, text=True, timeout=300,
+        )
+        assert shot.returncode == 0 and Path(os.environ["WTB_SCREENSHOT"]).stat().st_size > 10_000, shot.stderr
 
 
 def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None:
@@ -171,7 +183,7 @@ def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert len(rows) == len(matrix) == 4
     # with_reranker variants add a reranker node run
-    assert sum(t.name.startswith("reranker") for t in tasks) == 2
+    assert sum(_node(t) == "reranker" for t in tasks) == 2
 
 
 def test_invalid_parameter_is_rejected_before_any_run(deployed: dict) -> None:
@@ -191,3 +203,55 @@ def test_nightly_files_match_the_example_module() -> None:
     assert yaml.safe_load((folder / "matrix.yaml").read_text()) == quickstart.VARIANT_MATRIX
     assert yaml.safe_load((folder / "cases.yaml").read_text()) == quickstart.TEST_CASES
     assert WorkflowProject.from_yaml(folder / "project.yaml").to_yaml() == quickstart.build_project().to_yaml()
+
+
+
+@pytest.fixture(scope="module")
+def registered_blocks(deployed: dict) -> None:
+    """`python blocks/register.py`: the block types and their default documents."""
+    registered = subprocess.run(
+        [sys.executable, "blocks/register.py"], cwd=deployed["work"], env=deployed["env"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+
+
+def test_blocks_register_and_name_a_saved_project(registered_blocks: None) -> None:
+    from prefect import get_client
+
+    from wtb_prefect.blocks import CheckpointDatabase, WTBProject
+    from wtb_prefect.registry import resolve_project
+
+    block = WTBProject.load("quickstart")
+    assert block.reference == "examples.quickstart.project:build_project"
+    assert block.ray_cluster.address == "auto" and block.checkpoints.storage == "sqlite"
+
+    # the checkpoint database URL is a secret: stored, but never shown by the API
+    CheckpointDatabase(storage="postgres", url="postgresql://wtb:s3cret@127.0.0.1:5432/test").save(
+        "team-postgres", overwrite=True
+    )
+    with get_client(sync_client=True) as client:
+        shown = client.read_block_document_by_name("team-postgres", "wtb-checkpoint-database", include_secrets=False)
+    assert "s3cret" not in json.dumps(shown.data, default=str)
+    assert CheckpointDatabase.load("team-postgres").url.get_secret_value().endswith("s3cret@127.0.0.1:5432/test")
+
+    # a block's settings apply to the project it names
+    WTBProject(reference=block.reference, checkpoints=CheckpointDatabase.load("team-postgres")).save(
+        "qs-postgres", overwrite=True
+    )
+    project = resolve_project("wtb-project/qs-postgres")
+    assert project.execution.checkpoint_storage == "postgres"
+    assert project.execution.checkpoint_url.endswith("@127.0.0.1:5432/test")
+    with pytest.raises(UnknownProjectError, match="no saved project block"):
+        resolve_project("wtb-project/never-saved")
+
+
+def test_single_run_deployment_with_a_project_block(deployed: dict, registered_blocks: None) -> None:
+    flow_run_id = _run_deployment(
+        deployed, "wtb-run/quickstart-run",
+        {"project": "wtb-project/quickstart", "variant_config": {"_workflow": "with_reranker"}},
+    )
+    run = _wait(flow_run_id, deployed)
+    assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
+    tasks, _ = _task_runs_and_artifacts(flow_run_id)
+    assert {_node(t) for t in tasks} >= {"retriever", "reranker", "generator"}
