@@ -14,7 +14,7 @@ def test_memory_storage_keeps_checkpoints_in_the_process(bench, tmp_path):
     result = bench.run(name, _state(tmp_path))
     assert result.status == "completed"
     assert {k: result.final_state[k] for k in ("x", "log")} == ctl_graphs.expected_final()
-    assert [c.nodes for c in bench.get_checkpoints(result.execution_id)] == [("d",), ("c",), ("b",), ("a",), ()]
+    assert [c.nodes for c in bench.get_checkpoints(result.execution_id)] == [("d",), ("c",), ("b",), ("a",), (), ()]
 
 
 def test_sqlite_storage_under_concurrent_executions(bench, tmp_path):
@@ -26,7 +26,7 @@ def test_sqlite_storage_under_concurrent_executions(bench, tmp_path):
     for i, result in enumerate(batch):
         assert result.final_state["x"] == ctl_graphs.expected_final(i)["x"]
         checkpoints = bench.get_checkpoints(result.execution_id)
-        assert [c.nodes for c in checkpoints] == [("d",), ("c",), ("b",), ("a",), ()]
+        assert [c.nodes for c in checkpoints] == [("d",), ("c",), ("b",), ("a",), (), ()]
         assert all(c.execution_id == result.execution_id for c in checkpoints)
     assert {r.execution_id for r in bench.list_executions(batch_id=batch.batch_id, status="completed")} == {
         r.execution_id for r in batch

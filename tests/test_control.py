@@ -148,7 +148,7 @@ def test_rollback_then_resume_reruns_exactly_the_nodes_after_the_checkpoint(benc
     assert first.status == "completed"
     eid = first.execution_id
     checkpoints = bench.get_checkpoints(eid)
-    assert [c.nodes for c in checkpoints] == [("d",), ("c",), ("b",), ("a",), ()]
+    assert [c.nodes for c in checkpoints] == [("d",), ("c",), ("b",), ("a",), (), ()]
     assert [c.source for c in checkpoints][-1] == "input"
     assert all(c.created_at is not None for c in checkpoints)
     assert [c.parent_id for c in checkpoints[:-1]] == [c.checkpoint_id for c in checkpoints[1:]]
