@@ -58,6 +58,12 @@ def paris_rome_retriever(state: QAState) -> dict:
     return {"document": fact}
 
 
+def broken_retriever(state: QAState) -> dict:
+    """Reports its tokens, then fails."""
+    log_node_metrics(tokens=2)
+    raise ValueError("retriever index is missing")
+
+
 def answerer(state: QAState) -> dict:
     """The first word of the document, lower-cased; reports tokens and cost twice (they add up)."""
     answer = state["document"].split()[0].lower() if state.get("document") else ""
@@ -102,6 +108,7 @@ def qa_project(name: str, executor: str = "ray"):
     )
     project.register_variant("retriever", "first", first_retriever)
     project.register_variant("retriever", "paris_rome", paris_rome_retriever)
+    project.register_variant("retriever", "broken", broken_retriever)
     project.register_evaluator("exact_match", exact_match)
     project.register_evaluator("answer", answer_stats)
     return project

@@ -31,11 +31,13 @@ __all__ = [
     "ComparisonRow",
     "Regression",
     "RegressionError",
+    "RegressionGate",
     "Tolerance",
     "check_regressions",
     "compare_variants",
     "enforce_regression_gate",
     "parse_tolerances",
+    "prepare_gate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -352,6 +354,65 @@ def enforce_regression_gate(
     batch.tracking["regressions"] = [str(r) for r in regressions]
     if regressions:
         raise RegressionError(regressions, batch)
+
+
+@dataclass(frozen=True)
+class RegressionGate:
+    """A validated gate: the baseline combination and a tolerance per metric."""
+
+    baseline: str | Mapping[str, str] | None
+    tolerances: Mapping[str, Tolerance]
+
+    def enforce(self, batch: BatchTestResult) -> None:
+        """See :func:`enforce_regression_gate`."""
+        enforce_regression_gate(batch, self.baseline, self.tolerances)
+
+
+_BUILTIN_METRICS = {"success", "error", "latency_s", *_ALIASES}
+
+
+def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionGate | None:
+    """Validate a batch's regression gate before any work starts; None without a gate.
+
+    ``gate`` is ``{"baseline": label | {node: variant} | None, "tolerances":
+    {metric: amount | "5%" | Tolerance} | ["metric=amount", ...]}``; the
+    baseline None is the first combination of the matrix.
+
+    Raises:
+        ConfigError: unknown keys, a bad tolerance, a baseline that is not in
+            the matrix, or a metric that no execution will record.
+    """
+    if not gate:
+        return None
+    if not isinstance(gate, Mapping) or set(gate) - {"baseline", "tolerances"}:
+        raise ConfigError("regression_gate", f"is {gate!r}", "give {'baseline': ..., 'tolerances': {metric: amount}}")
+    tolerances = parse_tolerances(gate.get("tolerances") or {})
+    if not tolerances:
+        raise ConfigError("regression_gate.tolerances", "is empty", "name at least one metric, e.g. {'accuracy': 0.05}")
+    evaluators = list(plan.project.evaluators)
+    for metric in tolerances:
+        known = (
+            metric in _BUILTIN_METRICS
+            or metric.startswith(("node.", "total."))
+            or any(metric == e or metric.startswith(f"{e}.") for e in evaluators)
+        )
+        if not known:
+            raise ConfigError(
+                f"regression_gate.tolerances[{metric!r}]",
+                "is not a metric of this project",
+                f"use an evaluator ({evaluators}), success, error_rate, latency_s, node.<node>.<metric> or total.<metric>",
+            )
+    baseline = gate.get("baseline")
+    labels = [v.label for v in plan.variants]
+    if isinstance(baseline, Mapping):
+        wanted = _canonical(baseline)
+        if not any(_canonical(v.choice.as_dict()) == wanted for v in plan.variants):
+            raise ConfigError("regression_gate.baseline", f"{dict(baseline)} is not in the variant matrix", f"use one of {labels}")
+    elif baseline is not None and baseline not in labels:
+        raise ConfigError("regression_gate.baseline", f"{baseline!r} is not in the variant matrix", f"use one of {labels}")
+    if len(labels) < 2:
+        raise ConfigError("regression_gate", "needs at least two variant combinations", "add the baseline and a candidate to the matrix")
+    return RegressionGate(baseline, tolerances)
 
 
 # ─── the comparison table artifact of every batch ───

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,16 @@ def configure_tracing(provider: TracerProvider | None = None) -> None:
         _override = provider
 
 
+class _Stdout:
+    """``sys.stdout`` looked up at each write, so redirections made later apply."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def _env_provider() -> TracerProvider | None:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
     console = get_settings().trace_console
@@ -86,7 +97,7 @@ def _env_provider() -> TracerProvider | None:
 
                 provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             if console:
-                provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+                provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=_Stdout())))
             _env_providers[key] = provider
         return provider
 

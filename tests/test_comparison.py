@@ -1,0 +1,234 @@
+"""Variant comparison (compare table, statistics) and the regression gate.
+
+The statistics and gate logic are checked on hand-built results (pure); the
+last tests run real batches: the comparison and progress artifacts of the
+flow run, and a gate that fails the Prefect flow run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+import scored_graphs
+from wtb_prefect.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
+from wtb_prefect.errors import ConfigError
+from wtb_prefect.evaluation import aggregate_metrics
+from wtb_prefect.results import BatchTestResult, ExecutionResult, NodeRecord
+from wtb_prefect.stats import mean_ci, percentile, welch_difference
+
+
+def _result(label: str, case: str, score: float | None, latency: float = 1.0, status: str = "completed") -> ExecutionResult:
+    variant = {"_workflow": "default"} if label == "default" else {"_workflow": "default", "retriever": label.split("=")[1]}
+    return ExecutionResult(
+        execution_id=f"x-{label}-{case}",
+        project="p",
+        variant=variant,
+        variant_label=label,
+        status=status,  # type: ignore[arg-type]
+        initial_state={},
+        case_id=case,
+        duration_s=latency,
+        scores={} if score is None else {"accuracy": score},
+        nodes=[NodeRecord("gen", "m.gen", "v1", 0.0, latency / 2, "completed", metrics={"tokens": 10.0 * latency})],
+    )
+
+
+def _batch(groups: dict[str, list[tuple[float | None, float, str]]]) -> BatchTestResult:
+    results = [
+        _result(label, str(i), score, latency, status)
+        for label, rows in groups.items()
+        for i, (score, latency, status) in enumerate(rows)
+    ]
+    return BatchTestResult(batch_id="b1", project="p", results=results)
+
+
+GOOD = [(0.9, 1.0, "completed"), (0.8, 1.2, "completed"), (0.85, 1.1, "completed"), (0.95, 0.9, "completed")]
+WORSE = [(0.5, 2.0, "completed"), (0.4, 2.2, "completed"), (0.45, 2.1, "completed"), (0.55, 1.9, "completed")]
+SAME = [(0.88, 1.0, "completed"), (0.82, 1.1, "completed"), (0.9, 0.95, "completed"), (0.9, 0.95, "completed")]
+
+
+def test_statistics_match_scipy_and_numpy():
+    a, b = [0.9, 0.8, 0.85, 0.95, 0.7], [0.5, 0.4, 0.45, 0.55]
+    test = welch_difference(a, b)
+    reference = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert test.p_value == pytest.approx(reference.pvalue)
+    interval = reference.confidence_interval(0.95)
+    assert (test.low, test.high) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    ci = mean_ci(a)
+    low, high = scipy_stats.t.interval(0.95, len(a) - 1, loc=np.mean(a), scale=scipy_stats.sem(a))
+    assert (ci.low, ci.high) == (pytest.approx(low), pytest.approx(high))
+    for q in (0, 37.5, 50, 95, 100):
+        assert percentile([3.0, 1.0, 2.0, 10.0], q) == pytest.approx(np.percentile([3.0, 1.0, 2.0, 10.0], q))
+    assert welch_difference([1.0, 1.0], [1.0, 1.0]).p_value == 1.0
+    assert welch_difference([1.0, 1.0], [0.0, 0.0]).p_value == 0.0
+    assert welch_difference([1.0], [0.0, 1.0]).p_value is None
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+def test_compare_rows_against_a_baseline():
+    batch = _batch({"default": GOOD, "retriever=bad": WORSE, "retriever=same": SAME})
+    rows = {r.variant: r for r in batch.compare(metric="accuracy", baseline="default")}
+    assert set(rows) == {"retriever=bad", "retriever=same"}
+    bad, same = rows["retriever=bad"], rows["retriever=same"]
+    assert bad.baseline == "default" and bad.n == 4 and bad.baseline_n == 4
+    assert bad.value == pytest.approx(0.475) and bad.baseline_value == pytest.approx(0.875)
+    assert bad.difference == pytest.approx(-0.4)
+    assert bad.relative_difference == pytest.approx(-0.4 / 0.875)
+    assert bad.significant and bad.p_value < 0.01 and bad.ci_high < 0
+    assert not same.significant and same.ci_low < 0 < same.ci_high
+    # the baseline as a {node: variant} dict, latency and aliases
+    by_dict = batch.compare(metric="latency_s", baseline={"retriever": "bad"})
+    assert {r.variant for r in by_dict} == {"default", "retriever=same"}
+    assert all(r.difference < 0 for r in by_dict)
+    assert batch.compare(metric="success_rate")[0].metric == "success"
+    assert batch.compare(metric="total.tokens")[0].baseline == "default"  # first combination by default
+
+
+def test_compare_rejects_unknown_metric_and_baseline():
+    batch = _batch({"default": GOOD, "retriever=bad": WORSE})
+    with pytest.raises(ConfigError, match="metric.*'acuracy'.*accuracy"):
+        batch.compare(metric="acuracy")
+    with pytest.raises(ConfigError, match="baseline.*retriever=nope"):
+        batch.compare(metric="accuracy", baseline="retriever=nope")
+    with pytest.raises(ConfigError, match="confidence"):
+        batch.compare(metric="accuracy", confidence=95)
+
+
+def test_aggregate_metrics_of_a_variant():
+    rows = GOOD[:3] + [(None, 5.0, "failed")]
+    results = [_result("default", str(i), s, lat, st) for i, (s, lat, st) in enumerate(rows)]
+    figures = aggregate_metrics(results)
+    assert figures["cases"] == 4 and figures["error_rate"] == 0.25 and figures["success_rate"] == 0.75
+    assert figures["accuracy.mean"] == pytest.approx(0.85)
+    ci = mean_ci([0.9, 0.8, 0.85])
+    assert figures["accuracy.ci95_low"] == pytest.approx(ci.low)
+    # latencies count completed executions only (the failed one took 5 s)
+    assert figures["latency_s.p50"] == pytest.approx(1.1)
+    assert figures["latency_s.p95"] == pytest.approx(percentile([1.0, 1.2, 1.1], 95))
+    assert figures["node.gen.latency_s.p50"] == pytest.approx(0.55)
+    # reported metrics count every execution (tokens spent on a failure are spent)
+    assert figures["total.tokens.mean"] == pytest.approx(np.mean([10, 12, 11, 50]))
+
+
+def test_regression_gate_uses_direction_and_tolerance():
+    batch = _batch({"default": GOOD, "retriever=bad": WORSE, "retriever=same": SAME})
+    found = check_regressions(batch, "default", {"accuracy": 0.05})
+    assert [(r.variant, r.metric) for r in found] == [("retriever=bad", "accuracy")]
+    assert "retriever=bad: accuracy 0.475 vs 0.875" in str(found[0])
+    assert check_regressions(batch, "default", {"accuracy": 0.5}) == []
+    # latency: lower is better; 10% of the baseline's mean allowed
+    slow = check_regressions(batch, "default", ["latency_s=10%"])
+    assert [r.variant for r in slow] == ["retriever=bad"]
+    # an explicit direction and a significance requirement
+    assert check_regressions(batch, "default", {"latency_s": Tolerance(0.0, higher_is_better=True)})[0].variant == "retriever=same"
+    assert check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})[0].variant == "retriever=bad"
+    # every execution of a variant failed: no values is a regression
+    failing = _batch({"default": GOOD, "retriever=broken": [(None, 0.1, "failed")] * 4})
+    gone = check_regressions(failing, "default", {"accuracy": 0.1, "error_rate": 0.0})
+    assert {(r.variant, r.metric, r.value) for r in gone} == {("retriever=broken", "accuracy", None), ("retriever=broken", "error", 1.0)}
+    error = RegressionError(gone, failing)
+    assert "2 regression(s)" in str(error) and error.batch is failing
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [(["accuracy"], "METRIC=AMOUNT"), (["accuracy=lots"], "does not parse"), ({"accuracy": -1}, "non-negative"),
+     ({"accuracy": True}, "bool"), ({"accuracy": {"alowed": 1}}, "allowed, relative")],
+)
+def test_bad_tolerances_are_config_errors(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_tolerances(spec)
+
+
+def test_tolerances_parse():
+    parsed = parse_tolerances(["accuracy=0.05", "latency_s = 20%"])
+    assert parsed == {"accuracy": Tolerance(0.05), "latency_s": Tolerance(0.2, relative=True)}
+    assert math.isclose(parse_tolerances({"cost": "1.5"})["cost"].allowed, 1.5)
+
+
+# ─── real batches: artifacts and a failing gate ───
+
+
+def _flow_run_artifacts(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+
+    return asyncio.run(read())
+
+
+def _flow_run_state(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run_id)).state.type.value
+
+    return asyncio.run(read())
+
+
+def test_batch_shows_comparison_and_progress_artifacts(bench):
+    bench.register_project(scored_graphs.qa_project("cmp_artifacts"))
+    batch = bench.run_batch_test(
+        project="cmp_artifacts", variant_matrix=scored_graphs.MATRIX[:2], test_cases=scored_graphs.CASES, parallelism=4
+    )
+    rows = batch.compare(metric="exact_match")
+    assert len(rows) == 1 and rows[0].variant == "retriever=first"
+    assert rows[0].difference == pytest.approx(-0.75) and rows[0].baseline == "default"
+    artifacts = _flow_run_artifacts(batch.flow_run_id)
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and float(progress[0].data) == 100.0
+    table = next(a for a in artifacts if a.key == "wtb-cmp-artifacts-vs-baseline")
+    assert table.type == "table"
+    data = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
+    exact = next(r for r in data if r["metric"] == "exact_match")
+    assert exact["variant"] == "retriever=first" and exact["difference"] == pytest.approx(-0.75)
+    assert exact["significant"] in ("yes", "no")
+
+
+def test_regression_gate_fails_the_flow_run(bench):
+    bench.register_project(scored_graphs.qa_project("cmp_gate"))
+    matrix = [{}, {"retriever": "paris_rome"}]
+    with pytest.raises(RegressionError) as caught:
+        bench.run_batch_test(
+            project="cmp_gate", variant_matrix=matrix, test_cases=scored_graphs.CASES, parallelism=4,
+            regression_gate={"baseline": {"retriever": "default"}, "tolerances": {"exact_match": 0.1, "latency_s": "500%"}},
+        )
+    error = caught.value
+    assert [(r.variant, r.metric) for r in error.regressions] == [("retriever=paris_rome", "exact_match")]
+    assert error.regressions[0].change == pytest.approx(-0.5)
+    assert _flow_run_state(error.batch.flow_run_id) == "FAILED"
+    gate_artifact = next(a for a in _flow_run_artifacts(error.batch.flow_run_id) if a.key == "wtb-cmp-gate-regression-gate")
+    assert "REGRESSED" in str(gate_artifact.data)
+    # a tolerance the candidate meets: the flow run completes
+    batch = bench.run_batch_test(
+        project="cmp_gate", variant_matrix=matrix, test_cases=scored_graphs.CASES, parallelism=4,
+        regression_gate={"baseline": "default", "tolerances": ["exact_match=0.6"]},
+    )
+    assert _flow_run_state(batch.flow_run_id) == "COMPLETED" and batch.tracking["regressions"] == []
+
+
+@pytest.mark.parametrize(
+    ("gate", "match"),
+    [({"baseline": "retriever=nope", "tolerances": {"exact_match": 0.1}}, "baseline.*not in the variant matrix"),
+     ({"tolerances": {"exact_macth": 0.1}}, "exact_macth.*not a metric"),
+     ({"tolerances": {}}, "tolerances: is empty"),
+     ({"tolerance": {"exact_match": 0.1}}, "regression_gate")],
+)
+def test_bad_gate_fails_before_any_work(bench, gate, match):
+    bench.register_project(scored_graphs.qa_project("cmp_bad_gate"))
+    with pytest.raises(ConfigError, match=match):
+        bench.run_batch_test(project="cmp_bad_gate", variant_matrix=[{}, {"retriever": "first"}],
+                             test_cases=scored_graphs.CASES, regression_gate=gate)
+    assert bench.list_batches("cmp_bad_gate") == []
