@@ -108,14 +108,15 @@ def connect_ray(config: RayConfig | None = None) -> None:
         if config.object_store_memory:
             local_kwargs["object_store_memory"] = config.object_store_memory
         if config.address == "local":
-            ray.init(**kwargs, **local_kwargs)
+            # address="local", not None: None joins a cluster left by `ray start` on this machine
+            ray.init(address="local", **kwargs, **local_kwargs)
         elif config.address == "auto":
             try:
                 ray.init(address="auto", **kwargs)
                 logger.info("joined the running Ray cluster")
             except ConnectionError:
                 logger.info("no Ray cluster is running; starting a local one")
-                ray.init(**kwargs, **local_kwargs)
+                ray.init(address="local", **kwargs, **local_kwargs)
         else:
             try:
                 ray.init(address=config.address, **kwargs)
