@@ -142,6 +142,7 @@ class ExecutionIndex:
             conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable against process crashes
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
         return conn
