@@ -164,16 +164,17 @@ def test_environment_needs_ray_executor():
 
 
 @pytest.mark.integration
-def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(bench):
+def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    from wtb_prefect import EnvSpec
+    from wtb_prefect import EnvSpec, WTBTestBench
     from wtb_prefect.environments import EnvironmentBuildError, get_environment_manager
 
     spec = EnvSpec(dependencies=[MISSING])
     project = _project("env_bad", granularity="variant", variant_environments={"retriever:broken": spec})
     project.register_variant("retriever", "broken", probe)
+    bench = WTBTestBench()
     bench.register_project(project)
     manager = get_environment_manager()
     for _ in range(2):  # the failed build is not taken for a built env the second time
