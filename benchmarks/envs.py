@@ -60,7 +60,7 @@ def _ray_first_task(env, repeat: int) -> None:
     def where() -> str:
         return sys.prefix
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=0.1)(where)
         ray.get(task.remote())  # the cluster is up and one worker exists

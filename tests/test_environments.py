@@ -282,3 +282,21 @@ def test_other_process_reuses_env_and_cleanup_on_exit_deletes_only_what_it_built
     assert second["builds"] == 1  # only the temp env: the requirements env was reused
     assert second["kept"] == first["kept"] and Path(first["kept"]).is_dir()  # reused, so not deleted
     assert not Path(second["temp"]).exists()  # built with cleanup_on_exit: deleted at exit
+
+
+@pytest.mark.integration
+def test_env_version_of_a_driver_package_wins_and_is_audited(tmp_path):
+    """An env may pin another version of a package the driver has (dependency-version testing)."""
+    from importlib.metadata import version
+
+    from wtb_prefect import EnvSpec
+    from wtb_prefect.environments import EnvironmentManager
+
+    driver = version("six")
+    pinned = "1.16.0" if driver != "1.16.0" else "1.15.0"
+    manager = EnvironmentManager(tmp_path / "envs")
+    env = manager.ensure(EnvSpec(dependencies=[f"six=={pinned}"]), used_by="shadow/node")
+    assert manager.audit()[env.key]["shadows"] == {"six": [pinned, driver]}
+    probe_code = "import six, ray; print(six.__version__, six.__file__)"
+    out = subprocess.run([env.python, "-c", probe_code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == pinned and _under(out[1], env.path)

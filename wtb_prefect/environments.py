@@ -75,7 +75,7 @@ _AUDIT = "wtb-env.json"  # written last: its presence marks a complete env
 _LOCK = "lock.txt"
 _USES = "used_by.jsonl"
 _BASE_PTH = "_wtb_base.pth"
-_CHECK_IMPORTS = "import ray, cloudpickle, wtb_prefect._worker"
+_CHECK_IMPORTS = "import ray._private.workers.default_worker, cloudpickle, wtb_prefect._worker"
 
 
 class EnvironmentBuildError(WTBError, RuntimeError):
