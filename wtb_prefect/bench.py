@@ -121,6 +121,7 @@ class WTBTestBench:
         parallelism: int | None = None,
         on_result: Callable[[ExecutionResult], None] | None = None,
         resume: str | None = None,
+        regression_gate: dict[str, Any] | None = None,
     ) -> BatchTestResult:
         """Run every variant combination on every test case; one Prefect flow run.
 
@@ -142,6 +143,9 @@ class WTBTestBench:
             on_result: called with each execution's result as it finishes
                 (e.g. to drive a progress bar).
             resume: the id of an earlier batch to finish (give no matrix nor cases).
+            regression_gate: ``{"baseline": label or {node: variant}, "tolerances":
+                {metric: amount or "5%"}}``; the flow run fails with ``RegressionError``
+                when a combination is worse than the baseline beyond a tolerance.
 
         Raises:
             UnknownVariantError, UnknownNodeError, StateValidationError,
@@ -161,6 +165,9 @@ class WTBTestBench:
                 proj, variant_matrix or [], test_cases or [], parallelism=parallelism, settings=self.settings
             )
         plan.on_result = on_result
+        from .comparison import prepare_gate
+
+        prepare_gate(plan, regression_gate)  # a bad gate fails before any work
         with self._services(plan):
             flow = batch_test_flow.with_options(flow_run_name=f"{proj.name}-batch-{plan.batch_id}")
             if plan.mode != "ray":
@@ -171,6 +178,7 @@ class WTBTestBench:
                 test_cases=plan.test_cases,
                 parallelism=parallelism,
                 batch_id=plan.batch_id,
+                regression_gate=regression_gate,
             )
         return result
 

@@ -430,11 +430,15 @@ def batch_test_flow(
     parallelism: int | None = None,
     batch_id: str | None = None,
     resume: str | None = None,
+    regression_gate: dict[str, Any] | None = None,
 ) -> BatchTestResult:
     """Run every variant combination of ``variant_matrix`` on every test case.
 
     With ``resume=<batch id>`` (and no matrix or cases), finish that batch
-    instead: see :func:`prepare_batch_resume`.
+    instead: see :func:`prepare_batch_resume`. With ``regression_gate``
+    (``{"baseline": ..., "tolerances": {metric: amount}}``, see
+    :func:`wtb_prefect.comparison.prepare_gate`) the flow run fails with
+    ``RegressionError`` when a combination regresses against the baseline.
     """
     plan = prepared_plan()
     if plan is None and resume:
@@ -443,7 +447,13 @@ def batch_test_flow(
         plan = prepare_batch(
             resolve_project(project), variant_matrix, test_cases or [], parallelism=parallelism, batch_id=batch_id
         )
-    return execute_plan(plan)
+    from .comparison import prepare_gate
+
+    gate = prepare_gate(plan, regression_gate)  # validated before any work
+    batch = execute_plan(plan)
+    if gate is not None:
+        gate.enforce(batch)
+    return batch
 
 
 @flow(
