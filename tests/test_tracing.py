@@ -146,3 +146,15 @@ def test_otlp_exporter_when_endpoint_is_set(monkeypatch):
         server.shutdown()
     assert received and received[0][0] == "/v1/traces"
     assert b"otlp-probe" in received[0][1]
+
+
+def test_threadpool_executor_nodes_report_metrics_and_spans(bench, exporter):
+    """Without Ray the node body runs in the flow process: same metrics, node spans, no worker spans."""
+    bench.register_project(scored_graphs.qa_project("trace_threadpool", executor="threadpool"))
+    batch = bench.run_batch_test(project="trace_threadpool", variant_matrix=[{}], test_cases=scored_graphs.CASES[:1])
+    result = batch.results[0]
+    assert result.ok, result.error
+    assert {r.node: r.metrics for r in result.nodes} == {"retriever": {"tokens": 6.0}, "answerer": {"tokens": 1.0, "cost": 0.75}}
+    names = Counter(s.name for s in exporter.get_finished_spans())
+    assert names["wtb.node retriever"] == 1 and names["wtb.node answerer"] == 1
+    assert not any(name.startswith("wtb.worker") for name in names)

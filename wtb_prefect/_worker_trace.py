@@ -8,8 +8,10 @@ of untraced runs never import the OpenTelemetry SDK.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 _lock = threading.Lock()
 _sinks: dict[int, list[dict[str, Any]]] = {}
 _provider: TracerProvider | None = None
+_HOST = socket.gethostname()
 
 
 class _Collector(SpanProcessor):
@@ -46,6 +49,11 @@ def _worker_provider() -> TracerProvider:
         return _provider
 
 
+@functools.lru_cache(maxsize=1)
+def _worker_tracer(provider: TracerProvider) -> trace.Tracer:
+    return provider.get_tracer("wtb_prefect.worker")
+
+
 def serialize_span(span: ReadableSpan) -> dict[str, Any]:
     """A finished span as plain picklable data (see ``tracing.import_spans``)."""
     ctx = span.context
@@ -69,10 +77,15 @@ def serialize_span(span: ReadableSpan) -> dict[str, Any]:
 
 
 def _worker_attributes() -> dict[str, Any]:
-    attributes: dict[str, Any] = {"process.pid": os.getpid(), "host.name": socket.gethostname()}
+    attributes: dict[str, Any] = {"process.pid": os.getpid(), "host.name": _HOST}
+    ray = sys.modules.get("ray")
     try:
-        import ray
-
+        # Only inside a Ray worker: anywhere else get_runtime_context() would
+        # connect to a cluster, and its worker methods only warn.
+        if ray is None or not ray.is_initialized():
+            return attributes
+        if ray._private.worker.global_worker.mode != ray._private.worker.WORKER_MODE:
+            return attributes
         rt = ray.get_runtime_context()
         attributes["ray.node_id"] = rt.get_node_id()
         attributes["ray.worker_id"] = rt.get_worker_id()
@@ -93,7 +106,7 @@ def worker_span(carrier: dict[str, Any], sink: list[dict[str, Any]]) -> Iterator
     with _lock:
         _sinks[trace_id] = sink
     try:
-        tracer = provider.get_tracer("wtb_prefect.worker")
+        tracer = _worker_tracer(provider)
         attributes = {**carrier.get("attributes", {}), **_worker_attributes()}
         with tracer.start_as_current_span(carrier.get("name", "wtb.worker"), context=parent, attributes=attributes):
             yield

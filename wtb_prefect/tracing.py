@@ -31,7 +31,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .observers import BatchObserver, register_observer_factory
-from .settings import get_settings
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -78,7 +77,8 @@ class _Stdout:
 
 def _env_provider() -> TracerProvider | None:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-    console = get_settings().trace_console
+    # Read per node run: os.environ, not WTBSettings (building those costs milliseconds).
+    console = os.environ.get("WTB_TRACE_CONSOLE", "").strip().lower() in {"1", "true", "yes", "on"}
     if not endpoint and not console:
         return None
     key = (endpoint, console)
@@ -109,10 +109,17 @@ def get_tracer_provider() -> TracerProvider:
     return override or _env_provider() or trace.get_tracer_provider()
 
 
-def _tracer() -> trace.Tracer:
-    from . import __version__
+_tracers: dict[int, tuple[TracerProvider, trace.Tracer]] = {}
 
-    return get_tracer_provider().get_tracer("wtb_prefect", __version__)
+
+def _tracer() -> trace.Tracer:
+    provider = get_tracer_provider()
+    cached = _tracers.get(id(provider))
+    if cached is None or cached[0] is not provider:
+        from . import __version__
+
+        cached = _tracers[id(provider)] = (provider, provider.get_tracer("wtb_prefect", __version__))
+    return cached[1]
 
 
 def _recording(span: Span | None) -> Span | None:
