@@ -7,13 +7,16 @@ run's node task runs and its comparison artifact through the Prefect client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,14 +53,64 @@ def _prefect(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 1
     )
 
 
+def _kill_matching(marker: str) -> None:
+    """Kill the processes whose command line names ``marker`` (a folder only this module made)."""
+    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    for pid in found:
+        if int(pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
-def deployed(prefect_api: str, ray_cluster: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def ray_head() -> Iterator[str]:
+    """A Ray head started with `ray start` for the worker's flow runs to join (RAY_ADDRESS).
+
+    A cluster of its own, outside the test process: the flow runs are other
+    processes. On a loaded machine Ray's 30 s start-up wait can run out, so
+    it is tried three times.
+    """
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    errors = []
+    for _ in range(3):
+        temp = tempfile.mkdtemp(prefix="wtbray", dir="/tmp")
+        port = _free_port()
+        started = subprocess.run(
+            [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={temp}"],
+            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
+            env={**os.environ, "RAY_agent_register_timeout_ms": "300000"},
+        )
+        if started.returncode == 0:
+            break
+        errors.append(started.stdout[-1500:] + started.stderr[-1500:])
+        _kill_matching(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        raise AssertionError("ray start failed 3 times:\n" + "\n---\n".join(errors))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        _kill_matching(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_api: str, ray_head: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A copy of the repo's deployables, deployed with `prefect deploy --all`, and a running worker."""
     work = tmp_path_factory.mktemp("deploy")
     shutil.copy(REPO / "prefect.yaml", work / "prefect.yaml")
     for folder in ("flows", "deployments", "examples", "blocks"):
         shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     env = _env(prefect_api)
+    env["RAY_ADDRESS"] = ray_head
 
     created = _prefect(["work-pool", "create", POOL, "--type", "process"], work, env)
     assert created.returncode == 0, created.stdout + created.stderr
@@ -103,6 +156,10 @@ def _wait(flow_run_id: str, deployed: dict, timeout: float = 420):
             assert deployed["worker"].poll() is None, deployed["log"].read_text()[-3000:]
             time.sleep(2)
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s:\n{deployed['log'].read_text()[-3000:]}")
+
+
+def _rows(artifact) -> list[dict]:
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
 def _node(task_run) -> str:
@@ -158,9 +215,9 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
     assert all(t.state.is_completed() for t in node_runs)
     assert {t.name.split(" | ")[1] for t in node_runs} == {"default", "retriever=name_match"}
 
-    tables = [a for a in artifacts if a.type == "table"]
-    assert [a.key for a in tables] == ["wtb-quickstart-qa-comparison"]
-    rows = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
+    tables = {a.key: a for a in artifacts if a.type == "table"}
+    assert "wtb-quickstart-qa-comparison" in tables, list(tables)
+    rows = _rows(tables["wtb-quickstart-qa-comparison"])
     assert {row["variant"] for row in rows} == {"default", "retriever=name_match"}, rows
 
     if os.environ.get("WTB_SCREENSHOT"):  # `WTB_SCREENSHOT=path.png pytest ...` keeps a picture of this run
@@ -179,8 +236,7 @@ def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None
     assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
     matrix = yaml.safe_load((REPO / "deployments/quickstart/matrix.yaml").read_text())
     tasks, artifacts = _task_runs_and_artifacts(flow_run_id)
-    rows = next(a for a in artifacts if a.type == "table").data
-    rows = json.loads(rows) if isinstance(rows, str) else rows
+    rows = _rows(next(a for a in artifacts if a.key == "wtb-quickstart-qa-comparison"))
     assert len(rows) == len(matrix) == 4
     # with_reranker variants add a reranker node run
     assert sum(_node(t) == "reranker" for t in tasks) == 2
