@@ -19,6 +19,7 @@ def single_run(
     initial_state: dict[str, Any] | str,
     variant_config: dict[str, str] | None = None,
     execution_id: str | None = None,
+    resume: bool = False,
 ) -> ExecutionResult:
     """Run one execution of a project with an optional variant choice.
 
@@ -27,6 +28,7 @@ def single_run(
         initial_state: the graph's input state, or a JSON/YAML file path.
         variant_config: {node: variant, "_workflow": name}; empty = the defaults.
         execution_id: the LangGraph thread id to use; empty = a new one.
+        resume: continue execution execution_id from its latest checkpoint instead.
     """
     # The engine's flow body runs inside this flow run.
     return run_flow.fn(
@@ -34,4 +36,5 @@ def single_run(
         initial_state=load_data(initial_state, "initial_state"),
         variant_config=variant_config,
         execution_id=execution_id,
+        resume=resume,
     )

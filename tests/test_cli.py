@@ -54,10 +54,12 @@ variants:
         (["batch", "missing_project.yaml", "--cases", json.dumps([RAY_CASE])], "does not exist"),
         (["projects", "examples.quickstart.project:TEST_CASES"], "not a WorkflowProject"),
         (["inspect", "no-such-execution"], "no-such-execution"),
+        (["batch", QUICKSTART, "--cases", json.dumps([RAY_CASE]), "--tolerance", "nope=0.1"], "not a metric"),
+        (["batch", QUICKSTART, "--cases", json.dumps([RAY_CASE]), "--tolerance", "answer_hit"], "METRIC=AMOUNT"),
     ],
     ids=["unknown module", "case not an object", "case not JSON", "case file missing", "variant format",
          "unknown variant", "case not in schema", "empty cases", "unknown variant in matrix", "missing YAML",
-         "reference to a non-project", "unknown execution"],
+         "reference to a non-project", "unknown execution", "unknown gate metric", "tolerance format"],
 )
 def test_bad_input_exits_2_with_the_reason(cli, args: list[str], words: str) -> None:
     result = cli(*args)
@@ -139,3 +141,16 @@ def test_failed_execution_exits_1(cli, ray_cluster, tmp_path: Path) -> None:
     batch = cli("batch", str(path), "--cases", '[{"query": "x"}]', "--matrix", '[{}, {"retriever": "boom"}]')
     assert batch.exit_code == EXIT_FAILED, batch.output
     assert "1 of 2 executions did not complete" in batch.output
+
+
+@pytest.mark.integration
+def test_regression_exits_3(cli, ray_cluster) -> None:
+    # name_match finds no document for a query that names no tool: answer_hit drops from 1 to 0
+    result = cli("batch", QUICKSTART, "--cases", json.dumps([MLFLOW_CASE]),
+                 "--matrix", '[{}, {"retriever": "name_match"}]', "--baseline", "default", "--tolerance", "answer_hit=0.5")
+    assert result.exit_code == 3, result.output
+    assert "regression" in result.output and "retriever=name_match" in result.output
+    passed = cli("batch", QUICKSTART, "--cases", json.dumps([RAY_CASE]),
+                 "--matrix", '[{}, {"retriever": "name_match"}]', "--tolerance", "answer_hit=0.5")
+    assert passed.exit_code == 0, passed.output
+    assert "no regression" in passed.output

@@ -190,7 +190,7 @@ def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
     assert not on_demand.schedules
     # the parameter form the UI shows comes from the flow's typed signature and docstring
     properties = on_demand.parameter_openapi_schema["properties"]
-    assert set(properties) == {"project", "test_cases", "variant_matrix", "parallelism"}
+    assert set(properties) == {"project", "test_cases", "variant_matrix", "parallelism", "regression_gate", "resume"}
     assert "wtb-project/<block name>" in properties["project"]["description"]
     assert on_demand.parameters["project"] == "examples.quickstart.project:build_project"
 

@@ -171,11 +171,17 @@ def _bench(*projects: Any) -> Any:
 
 
 def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run ``call``; a WTBError (bad input, found before any work) exits with code 2."""
+    """Run ``call``; a WTBError (bad input, found before any work) exits with code 2.
+
+    A regression (``RegressionError``, which carries its batch) is passed on.
+    """
+    from .comparison import RegressionError
     from .errors import WTBError
 
     try:
         return call(*args, **kwargs)
+    except RegressionError:
+        raise
     except WTBError as exc:
         raise _fail(str(exc)) from None
 
@@ -256,20 +262,18 @@ def batch(
     """Run every variant combination on every test case with a live progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .comparison import RegressionError
+
     proj = _load(project)
     variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
     test_cases = _data(cases, "--cases")
-    check = None
-    if tolerance:
-        try:
-            from .comparison import check_regressions as check
-        except ImportError:
-            raise _fail("--tolerance needs wtb_prefect.comparison, which this installation lacks") from None
+    gate = {"baseline": baseline, "tolerances": list(tolerance)} if tolerance else None
     bench = _bench(proj)
     failed = 0
     total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
+    regression = None
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(f"{proj.name}", total=total, failed=0)
 
@@ -278,10 +282,13 @@ def batch(
             failed += result.status == "failed"
             progress.update(bar, advance=1, failed=failed)
 
-        result = _guarded(
-            bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
-            parallelism=parallelism, on_result=advance,
-        )
+        try:
+            result = _guarded(
+                bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
+                parallelism=parallelism, on_result=advance, regression_gate=gate,
+            )
+        except RegressionError as exc:
+            regression, result = exc, exc.batch
     console.print(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
     _ui_link(result.flow_run_id)
     if output is not None:
@@ -290,22 +297,18 @@ def batch(
         for r in result.failed[:5]:
             console.print(f"[red]{r.execution_id}[/red] {r.status}: {r.error}", highlight=False)
         raise _fail(f"{len(result.failed)} of {len(result)} executions did not complete", EXIT_FAILED)
-    if check is not None:
-        regressions = _guarded(check, result, baseline, tolerance)
-        if regressions:
-            for regression in regressions:
-                console.print(f"[red]regression[/red] {regression}", highlight=False)
-            raise _fail(f"{len(regressions)} regression(s) against the baseline", EXIT_REGRESSION)
+    if regression is not None:
+        for item in regression.regressions:
+            console.print(f"[red]regression[/red] {item}", highlight=False)
+        raise _fail(f"{len(regression.regressions)} regression(s) against the baseline", EXIT_REGRESSION)
+    if gate is not None:
         console.print("[green]no regression[/green]")
 
 
 def _summary(result: Any, baseline: str | None) -> list[dict[str, Any]]:
-    try:
-        from .comparison import comparison_table as rows
+    from .comparison import comparison_table as rows
 
-        return rows(result, baseline)
-    except ImportError:
-        return result.summary()
+    return rows(result, baseline)
 
 
 # ─── Projects ───
