@@ -170,6 +170,7 @@ def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api)
 
     from wtb_prefect import EnvSpec, WTBTestBench
     from wtb_prefect.environments import EnvironmentBuildError, get_environment_manager
+    from wtb_prefect.services.prefect_server import use_prefect_api
 
     spec = EnvSpec(dependencies=[MISSING])
     project = _project("env_bad", granularity="variant", variant_environments={"retriever:broken": spec})
@@ -183,8 +184,9 @@ def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api)
         assert "not found in the package registry" in info.value.uv_output
         assert MISSING.split("==")[0] in str(info.value) and "env_bad/retriever:broken" in str(info.value)
         assert not (manager.root / manager.key_of(spec)).exists()  # nothing half-built left
-    with get_client(sync_client=True) as client:
+    with use_prefect_api(prefect_api), get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="env_bad-")))
+        assert str(client.api_url).rstrip("/") == prefect_api.rstrip("/")  # the session's server, not a temporary one
     assert runs == []
 
 

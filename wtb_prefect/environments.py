@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -168,11 +168,6 @@ class NodeEnvironment:
         }
 
 
-@dataclass
-class _Uses:
-    seen: set[tuple[str, str]] = field(default_factory=set)
-
-
 class EnvironmentManager:
     """Builds uv environments once per distinct spec and hands out the built ones.
 
@@ -197,7 +192,7 @@ class EnvironmentManager:
         self._built_here: set[str] = set()
         self._cleanup: set[str] = set()
         self._atexit = False
-        self._uses = _Uses()
+        self._uses: set[tuple[str, str]] = set()
 
     # ─── Public surface ───
 
@@ -395,7 +390,7 @@ class EnvironmentManager:
                 "path": str(path),
                 "python": python,
                 "python_version": _running_version(),
-                "spec": spec.model_dump(),
+                "spec": spec.model_dump(exclude={"env_vars"}),  # env_vars do not shape the env
                 "requirements_sha256": (
                     hashlib.sha256(requirements.read_bytes()).hexdigest() if requirements else None
                 ),
@@ -437,9 +432,9 @@ class EnvironmentManager:
             )
 
     def _record_use(self, path: Path, key: str, used_by: str) -> None:
-        if not used_by or (key, used_by) in self._uses.seen:
+        if not used_by or (key, used_by) in self._uses:
             return
-        self._uses.seen.add((key, used_by))
+        self._uses.add((key, used_by))
         line = json.dumps({"used_by": used_by, "at": datetime.now(timezone.utc).isoformat(), "pid": os.getpid()})
         with open(path / _USES, "a") as handle:  # one short append: atomic across processes
             handle.write(line + "\n")
