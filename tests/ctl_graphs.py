@@ -31,6 +31,7 @@ class CtlState(TypedDict, total=False):
     slow_node: str
     sleep: float
     fail_node: str
+    gate: str
 
 
 def _mark(state: CtlState, config: RunnableConfig, suffix: str, text: str) -> None:
@@ -43,6 +44,9 @@ def _step(name: str, state: CtlState, config: RunnableConfig) -> dict:
     _mark(state, config, "started", name)
     if state.get("slow_node") == name:
         time.sleep(state.get("sleep", 0.0))
+        deadline = time.monotonic() + 240
+        while state.get("gate") and not Path(state["gate"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # held until the test opens the gate
     if state.get("fail_node") == name:
         raise RuntimeError(f"node {name} fails on purpose")
     _mark(state, config, "runs", name)

@@ -140,6 +140,28 @@ def test_pause_then_resume_in_same_process(bench, tmp_path):
     assert ctl_graphs.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 1, "d": 1}
 
 
+def test_pause_requested_from_another_process(bench, tmp_path):
+    name = _name("ctl_pause_remote")
+    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    gate = tmp_path / "open"
+    thread, box = start_in_thread(bench.run, name, _state(tmp_path, slow_node="b", gate=str(gate)))
+    eid = running_execution(bench, name, tmp_path, "b")
+    out = run_script(f"""
+        import json
+        from wtb_prefect import WTBTestBench
+        bench = WTBTestBench()  # no project registered: a pause needs only the execution index
+        bench.pause({eid!r})
+        print(json.dumps({{"status": bench.get_execution({eid!r}).status}}))
+    """)
+    assert out["status"] == "running"
+    gate.touch()  # node b may finish now; the pause takes effect at the boundary after it
+    thread.join(120)
+    result = box["result"]
+    assert result.status == "paused"
+    assert [n.node for n in result.nodes] == ["a", "b"]
+    assert bench.get_checkpoints(eid)[0].next == ("c",)
+
+
 @pytest.mark.parametrize("storage", STORAGES)
 def test_rollback_then_resume_reruns_exactly_the_nodes_after_the_checkpoint(bench, tmp_path, storage):
     name = _name(f"ctl_rollback_{storage}")
