@@ -268,7 +268,8 @@ class WTBTestBench:
         A copy of that checkpoint becomes the execution's latest one, so
         ``get_state`` shows its state and ``resume`` runs again every node
         after it. The execution's status becomes ``paused``. Older
-        checkpoints stay in the history.
+        checkpoints stay in the history. With file tracking on, the tracked
+        files are restored to their snapshot of that checkpoint first.
 
         Raises:
             UnknownExecutionError: no such execution.
@@ -282,7 +283,12 @@ class WTBTestBench:
                 "Fix: wtb.pause(execution_id) first"
             )
         graph = self._graph(record)
-        new_id = rewind(graph, execution_id, checkpoint_id)
+        from .files.api import rollback_files
+
+        new_id = rollback_files(
+            self.get_project(record.project), graph, execution_id, checkpoint_id,
+            lambda: rewind(graph, execution_id, checkpoint_id), self.settings,
+        )
         self._index.set_status(execution_id, "paused", checkpoint_id=new_id)
 
     # ─── Inspection ───
@@ -319,6 +325,18 @@ class WTBTestBench:
         """
         record = self._record(execution_id)
         return find_checkpoint(self._graph(record), execution_id, checkpoint_id)
+
+    def get_file_snapshots(self, execution_id: str) -> list[Any]:
+        """The execution's file snapshots, oldest first, each linked to its checkpoint
+        (empty when the project does not track files).
+
+        Raises:
+            UnknownExecutionError: no such execution.
+        """
+        from .files.api import list_file_snapshots
+
+        record = self._record(execution_id)
+        return list_file_snapshots(self.get_project(record.project), self._graph(record), execution_id, self.settings)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
         """What the execution index knows of an execution (status, batch, variant, case).
