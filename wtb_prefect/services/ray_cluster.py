@@ -108,15 +108,14 @@ def connect_ray(config: RayConfig | None = None) -> None:
         if config.object_store_memory:
             local_kwargs["object_store_memory"] = config.object_store_memory
         if config.address == "local":
-            # address="local", not None: None joins a cluster left by `ray start` on this machine
-            ray.init(address="local", **kwargs, **local_kwargs)
+            _start_local(kwargs, local_kwargs)
         elif config.address == "auto":
             try:
                 ray.init(address="auto", **kwargs)
                 logger.info("joined the running Ray cluster")
             except ConnectionError:
                 logger.info("no Ray cluster is running; starting a local one")
-                ray.init(address="local", **kwargs, **local_kwargs)
+                _start_local(kwargs, local_kwargs)
         else:
             try:
                 ray.init(address=config.address, **kwargs)
@@ -125,6 +124,30 @@ def connect_ray(config: RayConfig | None = None) -> None:
                     f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
                     "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
                 ) from exc
+
+
+def _start_local(kwargs: dict[str, Any], local_kwargs: dict[str, Any], attempts: int = 3) -> None:
+    """Start a local cluster for this process, retrying a start-up that timed out.
+
+    On an overloaded machine Ray's raylet gives up when its metrics agent
+    takes longer than its fixed wait to start ("The current node timed out
+    during startup"); a second attempt usually succeeds.
+    """
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            # address="local", not None: None joins a cluster left by `ray start` on this machine
+            ray.init(address="local", **kwargs, **local_kwargs)
+            return
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise ServiceError(
+                    f"the local Ray cluster did not start ({exc}). Fix: check the machine's load "
+                    "and memory, or start one with `ray start --head` and use RayConfig.address"
+                ) from exc
+            logger.warning("Ray start-up timed out (attempt %d of %d); retrying", attempt, attempts)
+            ray.shutdown()
 
 
 def cluster_resources() -> dict[str, Any]:
