@@ -26,6 +26,7 @@ _EXPORTS = {
     "RayConfig": "config",
     "WTBError": "errors",
     "WorkflowProject": "project",
+    "workspace": "_workspace",
     "BatchTestResult": "results",
     "ExecutionResult": "results",
     "NodeRecord": "results",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .bench import WTBTestBench
     from .config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig, RayConfig
     from .errors import WTBError
+    from ._workspace import workspace
     from .project import WorkflowProject
     from .node_metrics import log_node_metrics
     from .results import BatchTestResult, ExecutionResult, NodeRecord

@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect_ray.context import remote_options
 
 from .node_scope import current_node_metrics, observe_node
+from ._workspace import bind_workspace
 from .results import ErrorInfo, NodeRecord
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
@@ -40,6 +41,7 @@ class ExecutionContext:
     case_id: str
     records: list[NodeRecord] = field(default_factory=list)
     failed_node: str | None = None
+    on_node_end: Callable[[NodeRecord], None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, record: NodeRecord) -> None:
@@ -47,6 +49,8 @@ class ExecutionContext:
             self.records.append(record)
             if record.status == "failed":
                 self.failed_node = record.node
+        if self.on_node_end is not None:
+            self.on_node_end(record)
 
 
 _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
@@ -153,16 +157,17 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
         started = time.time()
         t0 = time.perf_counter()
         task_run_id = None
+        func = bind_workspace(plan.func)  # the execution's file workspace travels with the body
         try:
             if FlowRunContext.get() is None:
-                output = plan.func(state, **kwargs)  # outside a flow: plain call
+                output = func(state, **kwargs)  # outside a flow: plain call
             elif mode == "ray":
                 with remote_options(**plan.ray_options):
-                    future = plan.prefect_task().submit(plan.func, state, kwargs, label)
+                    future = plan.prefect_task().submit(func, state, kwargs, label)
                 task_run_id = str(future.task_run_id)
                 output = future.result()
             else:
-                output = plan.prefect_task()(plan.func, state, kwargs, label)
+                output = plan.prefect_task()(func, state, kwargs, label)
         except BaseException as exc:
             if ctx is not None:
                 ctx.add(

@@ -279,6 +279,7 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
     """Run (or resume) one execution to its end, failure or pause; record it in the index."""
     compiled = item.compiled
     ctx = ExecutionContext(item.execution_id, compiled.label, item.case.case_id)
+    ctx.on_node_end = lambda record: notify(plan.observers, "on_node_end", plan, item, record)
     token = set_current_execution(ctx)
     config = {
         "configurable": {"thread_id": item.execution_id},
@@ -334,8 +335,8 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         except Exception as exc:
             result.status = "failed"
             result.error = ErrorInfo(type(exc).__name__, f"evaluator failed: {exc}", None, traceback.format_exc())
+    notify(plan.observers, "on_execution_end", plan, item, result)  # may add provenance: store after it
     plan.index.finish(result)
-    notify(plan.observers, "on_execution_end", plan, item, result)
     return result
 
 

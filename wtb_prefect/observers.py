@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .engine import BatchPlan, ExecutionItem
-    from .results import BatchTestResult, ExecutionResult
+    from .results import BatchTestResult, ExecutionResult, NodeRecord
 
 __all__ = ["BatchObserver", "notify", "observer_factories", "register_observer_factory"]
 
@@ -38,6 +38,10 @@ class BatchObserver:
     def on_execution_start(self, plan: BatchPlan, item: ExecutionItem) -> None:
         """In the execution's thread, before ``graph.invoke``."""
 
+    def on_node_end(self, plan: BatchPlan, item: ExecutionItem, record: NodeRecord) -> None:
+        """In the flow process, right after a node's body returned or raised (``record.status``),
+        before LangGraph checkpoints its writes; LangGraph's ``get_config()`` still works here."""
+
     def on_execution_end(self, plan: BatchPlan, item: ExecutionItem, result: ExecutionResult) -> None:
         """In the execution's thread, after its result (and scores) are known."""
 
@@ -49,7 +53,7 @@ _factories: list[Callable[[BatchPlan], BatchObserver | None]] = []
 _lock = threading.Lock()
 # Integrations that register their observer factory when imported; imported on
 # the first batch, never by Ray workers or a bare ``import wtb_prefect``.
-_BUILTIN = ("wtb_prefect.tracing", "wtb_prefect.mlflow_tracking", "wtb_prefect.comparison")
+_BUILTIN = ("wtb_prefect.tracing", "wtb_prefect.mlflow_tracking", "wtb_prefect.comparison", "wtb_prefect.files")
 _builtins_loaded = False
 _load_lock = threading.Lock()
 
