@@ -341,12 +341,12 @@ def expected_files(root: Path, tag: str, after: int) -> dict[str, bytes]:
     return files
 
 
-def tracked_project(root: Path, **tracking):
+def tracked_project(root: Path, factory=None, **tracking):
     from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 
     return WorkflowProject(
         name=f"files_{uuid.uuid4().hex[:6]}",
-        graph_factory=file_graph,
+        graph_factory=factory or file_graph,
         root=root,
         file_tracking=FileTrackingConfig(enabled=True, tracked_paths=["./data/", "./outputs/"], **tracking),
         execution=ExecutionConfig(
@@ -422,3 +422,62 @@ def test_bench_bad_tracked_path_fails_before_any_node(bench, project_root: Path)
     bench.register_project(project)
     with pytest.raises(TrackedPathError, match="nope"):
         bench.run(project.name, {"tag": "x", "log": []})
+
+
+def node_left(state: FileState) -> dict:
+    from wtb_prefect import workspace
+
+    (workspace() / "outputs" / "left.txt").write_text("L")
+    return {"log": ["left"]}
+
+
+def node_right(state: FileState) -> dict:
+    from wtb_prefect import workspace
+
+    (workspace() / "outputs" / "right.txt").write_text("R")
+    return {"log": ["right"]}
+
+
+def node_join(state: FileState) -> dict:
+    from wtb_prefect import workspace
+
+    (workspace() / "outputs" / "left.txt").unlink()
+    return {"log": ["join"]}
+
+
+def fan_graph():
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(FileState)
+    for name, fn in (("left", node_left), ("right", node_right), ("join", node_join)):
+        g.add_node(name, fn)
+    g.add_edge(START, "left")
+    g.add_edge(START, "right")
+    g.add_edge(["left", "right"], "join")
+    g.add_edge("join", END)
+    return g.compile()
+
+
+def test_bench_commit_on_checkpoint_one_snapshot_per_superstep_and_manual_mode(bench, project_root: Path) -> None:
+    project = tracked_project(project_root, fan_graph)  # commit_on="checkpoint" (the default)
+    bench.register_project(project)
+    result = bench.run(project.name, {"tag": "fan", "log": []})
+    assert result.status == "completed", result.error
+    eid = result.execution_id
+    snaps = bench.get_file_snapshots(eid)
+    # seed, one snapshot for the superstep where left and right ran in parallel, one for join
+    assert [s.kind for s in snaps] == ["seed", "node", "node"]
+    assert snaps[1].added == ["outputs/left.txt", "outputs/right.txt"] and snaps[2].deleted == ["outputs/left.txt"]
+    checkpoints = {c.checkpoint_id: c for c in bench.get_checkpoints(eid)}
+    assert [checkpoints[s.checkpoint_id].step for s in snaps[1:]] == [1, 2]
+    ws = Path(result.provenance["files"]["workspace"])
+    bench.rollback(eid, snaps[1].checkpoint_id)
+    assert (ws / "outputs" / "left.txt").read_text() == "L" and (ws / "outputs" / "right.txt").read_text() == "R"
+
+    manual = tracked_project(project_root, commit_on="manual")
+    bench.register_project(manual)
+    res = bench.run(manual.name, {"tag": "man", "log": []})
+    assert res.status == "completed", res.error
+    assert bench.get_file_snapshots(res.execution_id) == []  # only when asked
+    mws = Path(res.provenance["files"]["workspace"])
+    assert tracked_now(mws) == expected_files(project_root, "man", 3) and mws != ws
