@@ -4,17 +4,14 @@
 are what ``wtb demo --example examples.rag.project`` runs. The same project
 is described by ``wtb_project.yaml`` next to this file.
 
-Variants (each retriever in its own uv environment):
+Variant combinations of ``VARIANT_MATRIX`` (each retriever runs in its own uv
+environment; the reranker in one with scikit-learn):
 
-========================  ======================================  ====================
-choice                    what runs                               dependencies
-========================  ======================================  ====================
-default                   BM25 retriever -> extractive generator  rank-bm25
-``retriever=tfidf``       TF-IDF retriever                        scikit-learn
-``retriever=hybrid``      BM25 + TF-IDF, reciprocal rank fusion   rank-bm25, scikit-learn
-``generator=lead``        first sentences of the top passage      (none)
-``_workflow=with_reranker`` BM25 -> reranker (LSA + term features) scikit-learn
-========================  ======================================  ====================
+- default: BM25 retriever (rank-bm25) -> extractive generator
+- ``retriever=tfidf``: TF-IDF retriever (scikit-learn)
+- ``retriever=hybrid``: BM25 + TF-IDF by reciprocal rank fusion (both)
+- ``generator=lead``: baseline generator, first sentences of the top passage
+- ``_workflow=with_reranker``: BM25 -> reranker (LSA + term features) -> extractive
 """
 
 from __future__ import annotations
