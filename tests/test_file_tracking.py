@@ -380,6 +380,7 @@ def test_bench_rollback_restores_files_of_each_checkpoint(bench, project_root: P
     prov = result.provenance["files"]
     assert [p["id"] for p in prov["snapshots"]] == [s.snapshot_id for s in snaps]
     assert prov["snapshot_hash"] == snaps[-1].tree_hash and prov["snapshot_hash"].endswith(".dir")
+    assert bench.get_result(eid).provenance["files"] == prov  # recorded with the execution too
 
     by_step = {c.step: c.checkpoint_id for c in bench.get_checkpoints(eid) if c.source == "loop"}
     for step in (1, 3, 2, 0, 1):  # back and forth between branches; 0 = before any node ran
@@ -481,3 +482,12 @@ def test_bench_commit_on_checkpoint_one_snapshot_per_superstep_and_manual_mode(b
     assert bench.get_file_snapshots(res.execution_id) == []  # only when asked
     mws = Path(res.provenance["files"]["workspace"])
     assert tracked_now(mws) == expected_files(project_root, "man", 3) and mws != ws
+
+
+def test_state_folder_inside_a_tracked_root_is_never_tracked(project_root: Path) -> None:
+    cfg = FileTrackingConfig(enabled=True, tracked_paths=["."])
+    tracker = FileTracker("proj", project_root, cfg, project_root / ".wtb" / "projects" / "proj")
+    ws = tracker.workspace("r1")
+    snap = tracker.snapshot("r1")
+    assert not (ws / ".wtb").exists()
+    assert sorted(snap.added) == ["data/blob.bin", "data/raw/a.csv", "src.py"]  # *.log ignored by default

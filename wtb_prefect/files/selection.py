@@ -44,8 +44,11 @@ class Selection:
     own tree building and checkout see exactly the tracked files.
     """
 
-    def __init__(self, root: Path, tracked_paths: Sequence[str], ignore_patterns: Sequence[str]) -> None:
-        """Validate ``tracked_paths`` against ``root``.
+    def __init__(
+        self, root: Path, tracked_paths: Sequence[str], ignore_patterns: Sequence[str], exclude: Sequence[Path] = ()
+    ) -> None:
+        """Validate ``tracked_paths`` against ``root``; folders in ``exclude`` (e.g. WTB's
+        own state folder inside the project) are never tracked.
 
         Raises:
             TrackedPathError: a path that is empty, outside ``root`` or missing.
@@ -58,6 +61,12 @@ class Selection:
         )
         self.spec = pathspec.GitIgnoreSpec.from_lines(list(ignore_patterns))
         self._files: dict[str, bool] = {}
+        self._excluded = set()
+        for folder in exclude:
+            try:
+                self._excluded.add(Path(folder).resolve().relative_to(self.root).as_posix())
+            except ValueError:
+                pass
         self._dirs: dict[str, bool] = {}
 
     # ─── membership ───
@@ -72,7 +81,12 @@ class Selection:
         """Whether the walk descends into the directory ``rel`` (posix, relative)."""
         verdict = self._dirs.get(rel)
         if verdict is None:
-            verdict = not self.spec.match_file(rel + "/") if self._covered(rel) else self._ancestor(rel)
+            if rel in self._excluded:
+                verdict = False
+            elif self._covered(rel):
+                verdict = not self.spec.match_file(rel + "/")
+            else:
+                verdict = self._ancestor(rel)
             self._dirs[rel] = verdict
         return verdict
 

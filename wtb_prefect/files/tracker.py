@@ -70,11 +70,14 @@ class FileTracker:
     def __init__(self, project_name: str, root: Path, config: FileTrackingConfig, state_dir: Path) -> None:
         self.project_name = project_name
         self.config = config
-        self.selection = Selection(Path(root), config.tracked_paths, config.ignore_patterns)
         self.state_dir = Path(state_dir).resolve()
         repo = Path(config.repository_path) if config.repository_path else self.state_dir / "dvc"
         if not repo.is_absolute():
-            repo = self.selection.root / repo
+            repo = Path(root).resolve() / repo
+        # WTB's state (workspaces, DVC repository) may live inside the project root: never track it.
+        self.selection = Selection(
+            Path(root), config.tracked_paths, config.ignore_patterns, exclude=[self.state_dir, repo]
+        )
         self.store = _store(repo)
         self.workspaces_dir = self.state_dir / "workspaces"
         self._odbs: dict[str, Any] = {}
