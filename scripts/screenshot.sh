@@ -47,7 +47,7 @@ OUT=${2:-screenshots/batch-flow-run.png}
 mkdir -p "$(dirname "$OUT")"
 PROFILE=$(mktemp -d)
 trap 'rm -rf "$PROFILE"' EXIT
-URL="${PREFECT_API_URL%/api}/runs/flow-run/${FLOW_RUN_ID}?tab=Task%20Runs"
+URL="${PREFECT_API_URL%/api}/runs/flow-run/${FLOW_RUN_ID}"  # the run graph shows every node task run
 echo "screenshot of $URL" >&2
 timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
