@@ -167,12 +167,20 @@ def _node(task_run) -> str:
     return task_run.name.split(" | ")[0]
 
 
-def _task_runs_and_artifacts(flow_run_id: str):
+def _task_runs_and_artifacts(flow_run_id: str, expect: int, timeout: float = 120):
+    """The flow run's task runs (once ``expect`` of them are recorded: the server records them
+    from events, a moment after the flow run ends) and its artifacts."""
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            done = [t for t in tasks if t.state and t.state.is_final()]
+            if len(done) >= expect or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
@@ -209,7 +217,7 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
     assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
     assert run.parameters["test_cases"] == cases
 
-    tasks, artifacts = _task_runs_and_artifacts(flow_run_id)
+    tasks, artifacts = _task_runs_and_artifacts(flow_run_id, expect=8)
     node_runs = [t for t in tasks if _node(t) in {"retriever", "generator"}]
     # 2 variants x 2 cases x (retriever, generator), each named "node | variant | case"
     assert len(node_runs) == 8, [t.name for t in tasks]
@@ -236,7 +244,7 @@ def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None
     run = _wait(flow_run_id, deployed)
     assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
     matrix = yaml.safe_load((REPO / "deployments/quickstart/matrix.yaml").read_text())
-    tasks, artifacts = _task_runs_and_artifacts(flow_run_id)
+    tasks, artifacts = _task_runs_and_artifacts(flow_run_id, expect=10)  # 2 x 2 nodes + 2 x 3 nodes
     rows = _rows(next(a for a in artifacts if a.key == "wtb-quickstart-qa-comparison"))
     assert len(rows) == len(matrix) == 4
     # with_reranker variants add a reranker node run
@@ -310,5 +318,5 @@ def test_single_run_deployment_with_a_project_block(deployed: dict, registered_b
     )
     run = _wait(flow_run_id, deployed)
     assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
-    tasks, _ = _task_runs_and_artifacts(flow_run_id)
+    tasks, _ = _task_runs_and_artifacts(flow_run_id, expect=3)
     assert {_node(t) for t in tasks} >= {"retriever", "reranker", "generator"}
