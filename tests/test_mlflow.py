@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 import scored_graphs
 from wtb_prefect.mlflow_tracking import mlflow_ui_command, tracking_uri
+from wtb_prefect.observers import BatchObserver, register_observer_factory
 from wtb_prefect.stats import mean_ci, percentile
 
 
@@ -137,6 +138,15 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
+    # Hold each batch at its start until the other has started too, so both
+    # batches (and their MLflow runs) are certainly open at the same time.
+    both_started = threading.Barrier(2)
+
+    class WaitForTheOther(BatchObserver):
+        def on_batch_start(self, plan):
+            both_started.wait(timeout=300)
+
+    register_observer_factory(lambda plan: WaitForTheOther() if plan.project.name == "mlflow_concurrent" else None)
     threads = [threading.Thread(target=run, args=(k,)) for k in matrices]
     for t in threads:
         t.start()
@@ -161,5 +171,6 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
             assert child.data.metrics["cases"] == 4
         spans.append((parent.info.start_time, parent.info.end_time))
     # both batches really ran at once: their parent runs overlap in time
+    assert both_started.n_waiting == 0 and not both_started.broken
     (s1, e1), (s2, e2) = spans
     assert s1 < e2 and s2 < e1
