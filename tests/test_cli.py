@@ -109,7 +109,8 @@ def test_run_then_inspect_rollback_resume(cli, ray_cluster) -> None:
     result = cli("run", QUICKSTART, "--case", json.dumps(RAY_CASE), "--variant", "retriever=name_match")
     assert result.exit_code == 0, result.output
     assert "Ray schedules Python tasks" in result.output
-    execution_id = next(line.split()[2] for line in result.output.splitlines() if "quickstart_qa [" in line)
+    execution_id = next(line.split()[1].rstrip(":") for line in result.output.splitlines()
+                        if line.startswith("execution "))
 
     listed = cli("executions", "--project", "quickstart_qa")
     assert listed.exit_code == 0 and execution_id in listed.output

@@ -233,13 +233,16 @@ def run(
         raise _fail(f"--case must be one initial state (a JSON object), got {type(initial).__name__}")
     choice = _variants(variant, workflow)
     result = _guarded(_bench(proj).run, project=proj.name, initial_state=initial, variant_config=choice)
-    table = Table(title=f"{proj.name} [{result.variant_label}] {result.execution_id}: {result.status}")
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{proj.name} [{result.variant_label}]"))
     for column in ("node", "implementation", "status", "seconds"):
         table.add_column(column)
     for record in result.nodes:
         table.add_row(record.node, record.implementation, record.status, f"{record.duration_s:.3f}")
     console.print(table)
     console.print_json(_json(result.final_state))
+    console.print(f"execution {result.execution_id}: {result.status}", markup=False, highlight=False)
     _ui_link(result.flow_run_id)
     if result.status == "failed":
         raise _fail(f"execution failed: {result.error}", EXIT_FAILED)
