@@ -32,18 +32,21 @@ def wtb_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def prefect_api(wtb_home: Path) -> Iterator[str]:
     """A real Prefect server (SQLite) started by wtb_prefect, shared by the session."""
-    from wtb_prefect.services.prefect_server import PrefectServer
+    from wtb_prefect.services.prefect_server import PrefectServer, use_prefect_api
     from wtb_prefect.settings import get_settings
 
     os.environ.pop("PREFECT_API_URL", None)
     server = PrefectServer(get_settings())
     info = server.start(port=_free_port(), timeout=300)  # a loaded 2-core machine needs minutes
-    os.environ["PREFECT_API_URL"] = info.url
-    yield info.url
-    from prefect.logging.handlers import APILogHandler
-
     try:
-        APILogHandler().flush()  # ship the last logs before the server goes away
+        # Prefect reads its settings when it is imported (at collection, before this
+        # fixture): without this context, clients made by tests would talk to an
+        # ephemeral server of their own instead of the session's.
+        with use_prefect_api(info.url):
+            yield info.url
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler().flush()  # ship the last logs before the server goes away
     finally:
         server.stop()  # always: a server left running loads the shared machine
 
