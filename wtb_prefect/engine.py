@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
+import threading
 import time
 import traceback
 import uuid
@@ -358,6 +360,29 @@ def _index_plan(plan: BatchPlan) -> None:
     )
 
 
+_log_level_lock = threading.Lock()
+_log_level_users = 0
+
+
+@contextlib.contextmanager
+def task_run_log_level(level: str) -> Iterator[None]:
+    """Set Prefect's task-run logger to ``level`` while any batch of this process runs."""
+    global _log_level_users
+    logger = logging.getLogger("prefect.task_runs")
+    with _log_level_lock:
+        if _log_level_users == 0:
+            task_run_log_level.saved = logger.level  # type: ignore[attr-defined]
+            logger.setLevel(level.upper())
+        _log_level_users += 1
+    try:
+        yield
+    finally:
+        with _log_level_lock:
+            _log_level_users -= 1
+            if _log_level_users == 0:
+                logger.setLevel(task_run_log_level.saved)  # type: ignore[attr-defined]
+
+
 def execute_plan(plan: BatchPlan) -> BatchTestResult:
     """Run every execution of ``plan`` with at most ``plan.concurrency`` at once."""
     if plan.mode == "ray":
@@ -381,7 +406,10 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             done += 1
             if plan.on_result is not None:
                 plan.on_result(item.done)
-    with ThreadPoolExecutor(max_workers=plan.concurrency, thread_name_prefix="wtb-exec") as pool:
+    with (
+        task_run_log_level(get_settings().task_run_log_level),
+        ThreadPoolExecutor(max_workers=plan.concurrency, thread_name_prefix="wtb-exec") as pool,
+    ):
         futures = {
             pool.submit(contextvars.copy_context().run, run_execution, plan, item): index
             for index, item in enumerate(plan.items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,14 @@ class WTBSettings(BaseSettings):
         description="MLflow tracking URI; None = MLFLOW_TRACKING_URI, else SQLite at <home>/mlflow.db.",
     )
     trace_console: bool = Field(default=False, description="Print OpenTelemetry spans to stdout.")
+    task_run_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING",
+        description=(
+            "Level of Prefect's task-run logger during a batch. WARNING (the default) drops the "
+            "'Finished in state Completed()' line of every node, which costs a console line, an API "
+            "log and a server write per node; failures and retries are still logged. INFO restores it."
+        ),
+    )
 
     @property
     def state_dir(self) -> Path:

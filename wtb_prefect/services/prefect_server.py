@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -59,6 +60,10 @@ _SERVER_TUNING = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "50",
 }
+
+
+_embedded_urls: set[str] = set()
+"""API URLs of embedded servers this process started or found."""
 
 
 def _healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -124,6 +129,7 @@ class PrefectServer:
             return None
         if not _healthy(info.url):
             return None
+        _embedded_urls.add(info.url)
         return info
 
     def start(self, port: int | None = None, database_url: str | None = None, timeout: float = 180.0) -> ServerInfo:
@@ -174,6 +180,7 @@ class PrefectServer:
                 break
             if _healthy(info.url, timeout=1.0):
                 self.state_file.write_text(json.dumps(asdict(info), indent=2))
+                _embedded_urls.add(info.url)
                 return info
             time.sleep(0.3)
         with contextlib.suppress(ProcessLookupError):
@@ -238,10 +245,21 @@ def ensure_prefect_api(settings: WTBSettings | None = None) -> str:
 @contextlib.contextmanager
 def use_prefect_api(api_url: str) -> Iterator[str]:
     """Point Prefect (this process, its threads, subprocesses and Ray workers) at ``api_url``."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
 
     # The environment variable is left set on purpose: a process talks to one
     # Prefect API, and Ray workers and subprocesses started later inherit it.
     os.environ["PREFECT_API_URL"] = api_url
-    with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+    updates: dict[Any, Any] = {PREFECT_API_URL: api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    if api_url in _embedded_urls:
+        # Flow-run heartbeats only feed automations, which the embedded server
+        # runs without; and Prefect's heartbeat thread holds up the end of every
+        # flow run by up to a second (it sleeps in 1 s steps before its join).
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    with temporary_settings(updates=updates):
         yield api_url

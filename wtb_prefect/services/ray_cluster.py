@@ -89,6 +89,7 @@ def connect_ray(config: RayConfig | None = None) -> None:
     with _lock:
         if ray.is_initialized():
             return None
+        _skip_uv_run_hook()
         kwargs: dict[str, Any] = {
             "runtime_env": {"env_vars": worker_env_vars()},
             "namespace": "wtb_prefect",
@@ -124,6 +125,19 @@ def connect_ray(config: RayConfig | None = None) -> None:
                     f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
                     "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
                 ) from exc
+
+
+def _skip_uv_run_hook() -> None:
+    """Turn off Ray's ``uv run`` runtime-env hook for this driver.
+
+    Under ``uv run``, Ray would make every worker re-run ``uv run`` in a copy
+    of the working directory (a venv build per job, and worker starts that
+    take seconds). wtb_prefect already gives workers the driver's interpreter
+    and source folders, and builds the per-node uv environments itself.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
 def _start_local(kwargs: dict[str, Any], local_kwargs: dict[str, Any], attempts: int = 3) -> None:
