@@ -72,14 +72,20 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 @app.command()
 def demo(
-    example: str = typer.Option("examples.quickstart.project", help="Module of the example project."),
-    parallelism: int = typer.Option(None, help="Executions at once."),
+    example: str = typer.Option("examples.rag.project", help="Module of the example project."),
+    parallelism: int = typer.Option(None, help="Executions at once (default: the project's RayConfig)."),
 ) -> None:
-    """Run the example project's variant matrix on its test cases and print the comparison."""
-    from rich.progress import Progress
+    """Run the example project's variant matrix on its test cases and print the comparison.
+
+    The module gives ``build_project()``, ``VARIANT_MATRIX`` and ``TEST_CASES``,
+    and optionally ``SUMMARY_METRICS``: execution metrics to add to the table.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import WTBTestBench
+    from .mlflow_tracking import mlflow_ui_command
     from .services.prefect_server import ensure_prefect_api
+    from .settings import get_settings
 
     module = importlib.import_module(example)
     project = module.build_project()
@@ -88,8 +94,13 @@ def demo(
     bench = WTBTestBench()
     bench.register_project(project)
     total = len(module.VARIANT_MATRIX) * len(module.TEST_CASES)
-    with Progress(console=console) as progress:
-        bar = progress.add_task(f"{project.name}: {total} executions", total=total)
+    console.print(
+        f"{project.name}: {len(module.VARIANT_MATRIX)} variant combinations x {len(module.TEST_CASES)} "
+        "test cases (node environments are built or reused first)"
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(f"{project.name}: executions", total=total)
         batch = bench.run_batch_test(
             project=project.name,
             variant_matrix=module.VARIANT_MATRIX,
@@ -97,9 +108,19 @@ def demo(
             parallelism=parallelism,
             on_result=lambda _: progress.advance(bar),
         )
-    console.print(comparison_table(batch.summary(), f"{project.name}: batch {batch.batch_id}"))
+    summary = batch.summary(metrics=getattr(module, "SUMMARY_METRICS", ()))
+    console.print(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
     ui = api.removesuffix("/api")
     console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
+    settings = get_settings()
+    if settings.mlflow_enabled:
+        console.print(
+            f"MLflow comparison (experiment {project.name!r}: a parent run per batch, a child run per "
+            "variant combination; select the children and press Compare):\n"
+            f"  .venv/bin/{mlflow_ui_command(settings)}\n  then open http://127.0.0.1:5000",
+            highlight=False,
+            soft_wrap=True,
+        )
     if batch.failed:
         console.print(f"[red]{len(batch.failed)} execution(s) failed[/red]")
         raise typer.Exit(1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -173,8 +173,13 @@ class BatchTestResult:
         """One row per execution (see :meth:`ExecutionResult.row`)."""
         return [r.row() for r in self.results]
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per variant combination: success rate, latency and mean scores."""
+    def summary(self, metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """One row per variant combination: success rate, latency and mean scores.
+
+        ``metrics`` adds a column per named execution metric (see
+        :attr:`ExecutionResult.metrics`, e.g. ``"node.retriever.latency_s"`` or
+        ``"total.compute_ms"``): its median over the completed executions.
+        """
         rows = []
         for label, group in self.by_variant().items():
             latencies = [r.duration_s for r in group if r.ok]
@@ -184,6 +189,9 @@ class BatchTestResult:
                 "success_rate": round(sum(r.ok for r in group) / len(group), 4),
                 "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
             }
+            for name in metrics:
+                values = [r.metrics[name] for r in group if r.ok and name in r.metrics]
+                row[f"{name} p50"] = round(statistics.median(values), 3) if values else None
             score_names = sorted({k for r in group for k in r.scores})
             for name in score_names:
                 values = [r.scores[name] for r in group if name in r.scores]

@@ -1,7 +1,7 @@
 """The retrieval QA example: a WorkflowProject A/B-testing retrievers, a reranker and generators.
 
 ``build_project()`` returns the project; ``VARIANT_MATRIX`` and ``TEST_CASES``
-are what ``wtb demo --example examples.rag.project`` runs. The same project
+are what ``wtb demo`` (``make demo``) runs. The same project
 is described by ``wtb_project.yaml`` next to this file.
 
 Variant combinations of ``VARIANT_MATRIX`` (each retriever runs in its own uv
@@ -34,7 +34,7 @@ from .generators import lead_generator
 from .retrievers import hybrid_retriever, tfidf_retriever
 from .workflow import RAGState, create_rag_graph, create_rag_with_reranker
 
-__all__ = ["ENVIRONMENTS", "PROJECT_ROOT", "TEST_CASES", "VARIANT_MATRIX", "build_project"]
+__all__ = ["ENVIRONMENTS", "PROJECT_ROOT", "SUMMARY_METRICS", "TEST_CASES", "VARIANT_MATRIX", "build_project"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 """The project root: tracked paths (``outputs/``) are relative to it."""
@@ -120,3 +120,7 @@ VARIANT_MATRIX: list[dict[str, str]] = [
 
 TEST_CASES = build_test_cases()
 """50 questions with their relevant topics and answer keywords (see ``cases.py``)."""
+
+SUMMARY_METRICS = ["total.compute_ms"]
+"""Extra column of ``wtb demo``'s table: the retriever's and reranker's own compute time
+per question (``timing.compute_time``), apart from dispatch."""

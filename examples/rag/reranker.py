@@ -16,6 +16,7 @@ from typing import Any
 from .corpus import sentences
 from .indexes import lsa_index
 from .scoring import query_terms, weighted_coverage
+from .timing import compute_time
 
 __all__ = ["WEIGHTS", "features", "reranker"]
 
@@ -48,9 +49,10 @@ def reranker(state: dict[str, Any]) -> dict[str, Any]:
     passages = state.get("passages", [])
     if not passages:
         return {"passages": []}
-    scored = [
-        (sum(WEIGHTS[name] * value for name, value in feats.items()), rank, passage)
-        for rank, (passage, feats) in enumerate(zip(passages, features(state["query"], passages)))
-    ]
-    scored.sort(key=lambda item: (-item[0], item[1]))
+    with compute_time():
+        scored = [
+            (sum(WEIGHTS[name] * value for name, value in feats.items()), rank, passage)
+            for rank, (passage, feats) in enumerate(zip(passages, features(state["query"], passages)))
+        ]
+        scored.sort(key=lambda item: (-item[0], item[1]))
     return {"passages": [{**passage, "score": round(score, 6)} for score, _, passage in scored]}

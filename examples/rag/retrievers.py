@@ -10,6 +10,7 @@ from typing import Any
 
 from .corpus import load_passages, tokenize
 from .indexes import CHUNK_CHARS, bm25_index, tfidf_index
+from .timing import compute_time
 
 __all__ = ["CANDIDATES", "bm25_retriever", "hybrid_retriever", "rank_bm25_scores", "tfidf_retriever"]
 
@@ -37,20 +38,23 @@ def _tfidf_scores(query: str) -> Any:
 
 def bm25_retriever(state: dict[str, Any]) -> dict[str, Any]:
     """Okapi BM25 over stemmed content words (rank-bm25)."""
-    return {"passages": _top(rank_bm25_scores(state["query"]), CANDIDATES)}
+    with compute_time():
+        return {"passages": _top(rank_bm25_scores(state["query"]), CANDIDATES)}
 
 
 def tfidf_retriever(state: dict[str, Any]) -> dict[str, Any]:
     """Cosine similarity of TF-IDF vectors of word unigrams and bigrams (scikit-learn)."""
-    return {"passages": _top(_tfidf_scores(state["query"]), CANDIDATES)}
+    with compute_time():
+        return {"passages": _top(_tfidf_scores(state["query"]), CANDIDATES)}
 
 
 def hybrid_retriever(state: dict[str, Any]) -> dict[str, Any]:
     """Reciprocal rank fusion of the BM25 and TF-IDF rankings."""
     query = state["query"]
-    fused = [0.0] * len(load_passages(CHUNK_CHARS))
-    for scores in (rank_bm25_scores(query), _tfidf_scores(query)):
-        order = sorted(range(len(fused)), key=lambda i: (-float(scores[i]), i))[:100]
-        for rank, index in enumerate(order):
-            fused[index] += 1.0 / (_RRF_K + rank + 1)
-    return {"passages": _top(fused, CANDIDATES)}
+    with compute_time():
+        fused = [0.0] * len(load_passages(CHUNK_CHARS))
+        for scores in (rank_bm25_scores(query), _tfidf_scores(query)):
+            order = sorted(range(len(fused)), key=lambda i: (-float(scores[i]), i))[:100]
+            for rank, index in enumerate(order):
+                fused[index] += 1.0 / (_RRF_K + rank + 1)
+        return {"passages": _top(fused, CANDIDATES)}
