@@ -59,15 +59,47 @@ def server_status() -> None:
     console.print(f"running: API {info.url}  UI {info.ui_url}  (pid {info.pid}, {info.database})")
 
 
+_HEADINGS = {"cases": "n", "success_rate": "ok", "latency_p50_s": "latency s\np50"}
+
+
+def _heading(column: str) -> str:
+    heading = _HEADINGS.get(column) or column.removeprefix("total.").replace("_", " ")
+    return heading.removesuffix(" p50") + "\np50" if heading.endswith(" p50") else heading
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
 def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """A rich table of summary rows."""
-    table = Table(title=title)
+    """A rich table of summary rows, compact enough for an 80-column terminal."""
+    from rich import box
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     for column in columns:
-        table.add_column(column, justify="left" if column == "variant" else "right")
+        if column == "variant":
+            table.add_column("variant", no_wrap=True)
+        else:
+            table.add_column(_heading(column), justify="right")
     for row in rows:
-        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+        table.add_row(*[_cell(row.get(c)) for c in columns])
     return table
+
+
+def _print_table(table: Table) -> None:
+    """Print ``table`` whole: never squeezed or cropped to a narrow terminal or a pipe's 80 columns."""
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update(width=1000), table).maximum
+    if needed <= console.width:
+        console.print(table)
+    else:
+        Console(file=console.file, width=needed, force_terminal=console.is_terminal).print(table)
 
 
 @app.command()
@@ -109,7 +141,7 @@ def demo(
             on_result=lambda _: progress.advance(bar),
         )
     summary = batch.summary(metrics=getattr(module, "SUMMARY_METRICS", ()))
-    console.print(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
+    _print_table(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
     ui = api.removesuffix("/api")
     console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
     settings = get_settings()
@@ -313,7 +345,7 @@ def batch(
             )
         except RegressionError as exc:
             regression, result = exc, exc.batch
-    console.print(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
+    _print_table(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
     _ui_link(result.flow_run_id)
     if output is not None:
         output.write_text(_json([r.row() for r in result.results]))
