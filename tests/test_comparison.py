@@ -232,3 +232,13 @@ def test_bad_gate_fails_before_any_work(bench, gate, match):
         bench.run_batch_test(project="cmp_bad_gate", variant_matrix=[{}, {"retriever": "first"}],
                              test_cases=scored_graphs.CASES, regression_gate=gate)
     assert bench.list_batches("cmp_bad_gate") == []
+
+
+def test_summary_adds_the_median_of_named_metrics_per_variant():
+    results = [_result("default", c, 1.0, latency=t) for c, t in (("a", 1.0), ("b", 3.0), ("c", 2.0))]
+    results += [_result("retriever=bm25", c, 0.0, latency=t) for c, t in (("a", 4.0), ("b", 6.0))]
+    results.append(_result("retriever=bm25", "c", None, latency=100.0, status="failed"))
+    rows = {r["variant"]: r for r in BatchTestResult("b1", "p", results).summary(metrics=["total.tokens", "nope"])}
+    assert rows["default"]["total.tokens p50"] == 20.0  # tokens are 10 x latency: median of 10, 30, 20
+    assert rows["retriever=bm25"]["total.tokens p50"] == 50.0  # the failed execution is left out
+    assert rows["default"]["nope p50"] is None
