@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,13 @@ print("batch finished")
 """
 
 
+def _flow_run_state(flow_run_id: str) -> str:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(flow_run_id)).state.type.value
+
+
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench, tmp_path, storage):
     name = _name(f"crash_driver_{storage}")
@@ -81,8 +89,13 @@ def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench
     assert before.status == "completed"
     assert bench.get_checkpoints(ids[1])[0].nodes == ("a",)  # a's write survived the kill
 
+    dead_flow_run = records[1].flow_run_id
+    assert dead_flow_run and _flow_run_state(dead_flow_run) == "RUNNING"  # its process could not say otherwise
+
     batch = bench.run_batch_test(name, resume=batch_record.batch_id)
     assert batch.batch_id == batch_record.batch_id
+    assert batch.flow_run_id != dead_flow_run
+    assert _flow_run_state(dead_flow_run) == "CRASHED"  # the UI no longer shows the killed driver as running
     assert [r.execution_id for r in batch] == ids
     assert [r.status for r in batch] == ["completed"] * 3
     for i, result in enumerate(batch):

@@ -303,7 +303,7 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         provenance=compiled.provenance(),
         started_at=time.time(),
     )
-    plan.index.mark_running(item.execution_id)
+    plan.index.mark_running(item.execution_id, flow_run_id=result.flow_run_id)
     notify(plan.observers, "on_execution_start", plan, item)
     t0 = time.perf_counter()
     try:
@@ -340,6 +340,20 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
     notify(plan.observers, "on_execution_end", plan, item, result)  # may add provenance: store after it
     plan.index.finish(result)
     return result
+
+
+def _close_dead_flow_runs(plan: BatchPlan, current: str | None) -> None:
+    """Mark Crashed the flow runs whose killed process left executions of this plan interrupted."""
+    dead = set()
+    for item in plan.items:
+        if item.resume:
+            record = plan.index.get(item.execution_id)
+            if record is not None and record.status == "interrupted" and record.flow_run_id:
+                dead.add(record.flow_run_id)
+    if dead and current:
+        from .flow_runs import mark_crashed
+
+        mark_crashed(dead, taken_over_by=current)
 
 
 def _index_plan(plan: BatchPlan) -> None:
@@ -391,6 +405,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         connect_ray(plan.project.execution.ray_config)
         check_resources(plan.resource_requests())
     flow_ctx = FlowRunContext.get()
+    _close_dead_flow_runs(plan, str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None)
     _index_plan(plan)
     plan.observers = [o for o in (factory(plan) for factory in observer_factories()) if o is not None]
     notify(plan.observers, "on_batch_start", plan)

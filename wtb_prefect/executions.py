@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS executions (
     status TEXT NOT NULL,
     owner_host TEXT,
     owner_pid INTEGER,
+    flow_run_id TEXT,
     request TEXT,
     checkpoint_id TEXT,
     error TEXT,
@@ -107,6 +108,8 @@ class ExecutionRecord:
     error: str | None
     created_at: float
     updated_at: float
+    flow_run_id: str | None = None
+    """The Prefect flow run that last ran (or runs) the execution."""
 
     @property
     def finished(self) -> bool:
@@ -135,6 +138,9 @@ class ExecutionIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(executions)")}
+            if "flow_run_id" not in columns:  # an index written by an earlier version
+                conn.execute("ALTER TABLE executions ADD COLUMN flow_run_id TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -177,12 +183,12 @@ class ExecutionIndex:
             ],
         )
 
-    def mark_running(self, execution_id: str) -> None:
-        """This process runs the execution from now on."""
+    def mark_running(self, execution_id: str, flow_run_id: str | None = None) -> None:
+        """This process (in Prefect flow run ``flow_run_id``) runs the execution from now on."""
         self._conn().execute(
-            "UPDATE executions SET status='running', owner_host=?, owner_pid=?, error=NULL, updated_at=?"
-            " WHERE execution_id=?",
-            (socket.gethostname(), os.getpid(), time.time(), execution_id),
+            "UPDATE executions SET status='running', owner_host=?, owner_pid=?, flow_run_id=?, error=NULL,"
+            " updated_at=? WHERE execution_id=?",
+            (socket.gethostname(), os.getpid(), flow_run_id, time.time(), execution_id),
         )
 
     def finish(self, result: ExecutionResult) -> None:
@@ -270,7 +276,7 @@ def _record(row: sqlite3.Row) -> ExecutionRecord:
         position=row["position"], variant=json.loads(row["variant"]), variant_label=row["variant_label"],
         case_id=row["case_id"], test_case=pickle.loads(row["test_case"]), status=status,
         owner_pid=row["owner_pid"], checkpoint_id=row["checkpoint_id"], error=row["error"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"], flow_run_id=row["flow_run_id"],
     )
 
 
