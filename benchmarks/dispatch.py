@@ -157,7 +157,9 @@ def main() -> None:
         n = args.executions
         io_cases = [{"x": i} for i in range(n)]
         ideal = n * 3 * g.NODE_SECONDS / 20
-        for _ in range(2):  # warm-up: Ray grows its worker pool over the first batches
+        # Warm-up: Ray grows its worker pool over the first batches, up to the
+        # soft limit wtb_prefect sets (32); each new worker costs seconds of CPU.
+        for _ in range(4):
             bench.run_batch_test("bench_io", [{}], io_cases, parallelism=20)
         bare_ray_io_batch(io_cases, 20)
         walls, inner, bare_walls, cpu = [], [], [], []
