@@ -58,7 +58,7 @@ generators need only the standard library and run in the driver's environment.""
 
 EXECUTION = ExecutionConfig(
     batch_executor="ray",
-    ray_config=RayConfig(max_concurrent_workflows=8, max_retries=1),
+    ray_config=RayConfig(max_concurrent_workflows=2, max_retries=1),
     default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="256MB"),
     node_resources={
         "retriever": NodeResourceConfig(num_cpus=0.5, memory="512MB"),
@@ -68,7 +68,12 @@ EXECUTION = ExecutionConfig(
     default_timeout=180,
 )
 """Per-node Ray resources (all fit a 2-CPU machine): the reranker, which builds an
-SVD of the corpus, takes a whole CPU; retrievers half; generators a quarter."""
+SVD of the corpus, takes a whole CPU; retrievers half; generators a quarter.
+
+Two executions at once: the nodes compute rather than wait, and every further
+concurrent execution costs a Ray worker process per environment (5 here), each
+importing its libraries. On 2 cores the 250-execution demo took 27 s at 2, 41 s
+at 4 and 54 s at 8. On a bigger machine raise it, or pass ``wtb demo --parallelism``."""
 
 FILE_TRACKING = FileTrackingConfig(enabled=True, tracked_paths=["outputs/"], commit_on="checkpoint")
 """The generators write their answers to ``outputs/`` (see ``outputs.outputs_dir``)."""
