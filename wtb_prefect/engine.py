@@ -277,6 +277,12 @@ def _invoke(plan: BatchPlan, item: ExecutionItem, config: dict[str, Any], result
         graph_input = None
 
 
+def _current_flow_run_id() -> str | None:
+    """The id of the Prefect flow run this code runs in, if any."""
+    flow_ctx = FlowRunContext.get()
+    return str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
+
+
 def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
     """Run (or resume) one execution to its end, failure or pause; record it in the index."""
     compiled = item.compiled
@@ -288,7 +294,6 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         "recursion_limit": plan.project.execution.recursion_limit,
         "run_name": f"{plan.project.name}:{compiled.label}:{item.case.case_id}",
     }
-    flow_ctx = FlowRunContext.get()
     result = ExecutionResult(
         execution_id=item.execution_id,
         project=plan.project.name,
@@ -299,7 +304,7 @@ def run_execution(plan: BatchPlan, item: ExecutionItem) -> ExecutionResult:
         case_id=item.case.case_id,
         expected=item.case.expected,
         batch_id=plan.batch_id,
-        flow_run_id=str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None,
+        flow_run_id=_current_flow_run_id(),
         provenance=compiled.provenance(),
         started_at=time.time(),
     )
@@ -376,16 +381,17 @@ def _index_plan(plan: BatchPlan) -> None:
 
 _log_level_lock = threading.Lock()
 _log_level_users = 0
+_log_level_saved = logging.NOTSET
 
 
 @contextlib.contextmanager
 def task_run_log_level(level: str) -> Iterator[None]:
     """Set Prefect's task-run logger to ``level`` while any batch of this process runs."""
-    global _log_level_users
+    global _log_level_users, _log_level_saved
     logger = logging.getLogger("prefect.task_runs")
     with _log_level_lock:
         if _log_level_users == 0:
-            task_run_log_level.saved = logger.level  # type: ignore[attr-defined]
+            _log_level_saved = logger.level
             logger.setLevel(level.upper())
         _log_level_users += 1
     try:
@@ -394,7 +400,7 @@ def task_run_log_level(level: str) -> Iterator[None]:
         with _log_level_lock:
             _log_level_users -= 1
             if _log_level_users == 0:
-                logger.setLevel(task_run_log_level.saved)  # type: ignore[attr-defined]
+                logger.setLevel(_log_level_saved)
 
 
 def execute_plan(plan: BatchPlan) -> BatchTestResult:
@@ -404,8 +410,8 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
 
         connect_ray(plan.project.execution.ray_config)
         check_resources(plan.resource_requests())
-    flow_ctx = FlowRunContext.get()
-    _close_dead_flow_runs(plan, str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None)
+    flow_run_id = _current_flow_run_id()
+    _close_dead_flow_runs(plan, flow_run_id)
     _index_plan(plan)
     plan.observers = [o for o in (factory(plan) for factory in observer_factories()) if o is not None]
     notify(plan.observers, "on_batch_start", plan)
@@ -443,7 +449,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         batch_id=plan.batch_id,
         project=plan.project.name,
         results=[r for r in results if r is not None],
-        flow_run_id=str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None,
+        flow_run_id=flow_run_id,
         started_at=started,
         duration_s=time.time() - started,
     )

@@ -189,8 +189,9 @@ class BatchTestResult:
                 "success_rate": round(sum(r.ok for r in group) / len(group), 4),
                 "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
             }
+            completed = [r.metrics for r in group if r.ok] if metrics else []  # each built once
             for name in metrics:
-                values = [r.metrics[name] for r in group if r.ok and name in r.metrics]
+                values = [m[name] for m in completed if name in m]
                 row[f"{name} p50"] = round(statistics.median(values), 3) if values else None
             score_names = sorted({k for r in group for k in r.scores})
             for name in score_names:
