@@ -33,7 +33,7 @@ def _manual(uv: str, deps: list[str], folder: Path) -> float:
 
 
 def _ours(spec, root: Path) -> tuple[float, object]:
-    from wtb_prefect.environments import EnvironmentManager
+    from wtb_prefect.run.environments import EnvironmentManager
 
     manager = EnvironmentManager(root)
     start = time.perf_counter()
@@ -44,7 +44,7 @@ def _ours(spec, root: Path) -> tuple[float, object]:
 
 
 def _reuse(spec, root: Path) -> float:
-    from wtb_prefect.environments import EnvironmentManager
+    from wtb_prefect.run.environments import EnvironmentManager
 
     manager = EnvironmentManager(root)
     start = time.perf_counter()
@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from wtb_prefect import EnvSpec
-    from wtb_prefect.environments import _uv_bin
+    from wtb_prefect.run.environments import _uv_bin
 
     uv = _uv_bin()
     spec = EnvSpec(dependencies=args.deps)

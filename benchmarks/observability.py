@@ -20,9 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from wtb_prefect import log_node_metrics, tracing
-from wtb_prefect._worker import call, call_observed
-from wtb_prefect.node_scope import absorb_worker_extras, current_node_scope, observe_node
+from wtb_prefect import log_node_metrics
+from wtb_prefect.run import spans as tracing
+from wtb_prefect.worker.call import call, call_observed
+from wtb_prefect.run.node_scope import absorb_worker_extras, current_node_scope, observe_node
 
 ROUNDS, CALLS = 7, 2000
 

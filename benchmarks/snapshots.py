@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wtb_prefect.config import FileTrackingConfig
-from wtb_prefect.files import FileTracker
+from wtb_prefect.integrations.files import FileTracker
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 

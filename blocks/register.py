@@ -2,7 +2,7 @@
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python blocks/register.py
 
-The same as ``prefect block register -m wtb_prefect.blocks`` followed by saving:
+The same as ``prefect block register -m wtb_prefect.integrations.blocks`` followed by saving:
 
 - ``wtb-ray-cluster/local``: join a running Ray cluster or start a local one;
 - ``wtb-mlflow-tracking/local``: MLflow in SQLite under the state folder (``WTB_HOME``);
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from wtb_prefect.blocks import CheckpointDatabase, MLflowTracking, RayCluster, WTBProject
+from wtb_prefect.integrations.blocks import CheckpointDatabase, MLflowTracking, RayCluster, WTBProject
 from wtb_prefect.settings import get_settings
 
 BLOCK_TYPES = (RayCluster, MLflowTracking, CheckpointDatabase, WTBProject)

@@ -120,7 +120,7 @@ def test_run_then_inspect_rollback_resume(cli, ray_cluster) -> None:
     assert "completed" in inspected.output and "checkpoints" in inspected.output
     # the checkpoint after the retriever: a rollback there makes resume run the generator again
     from wtb_prefect.bench import WTBTestBench
-    from wtb_prefect.registry import resolve_project
+    from wtb_prefect.define.registry import resolve_project
 
     bench = WTBTestBench()
     bench.register_project(resolve_project(QUICKSTART))

@@ -15,11 +15,12 @@ import pytest
 from scipy import stats as scipy_stats
 
 import scored_graphs
-from wtb_prefect.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
+from wtb_prefect.analysis.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
 from wtb_prefect.errors import ConfigError
-from wtb_prefect.evaluation import aggregate_metrics
-from wtb_prefect.results import BatchTestResult, ExecutionResult, NodeRecord
-from wtb_prefect.stats import mean_ci, percentile, welch_difference
+from wtb_prefect.analysis.evaluation import aggregate_metrics
+from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.results import ExecutionResult, NodeRecord
+from wtb_prefect.analysis.stats import mean_ci, percentile, welch_difference
 
 
 def _result(label: str, case: str, score: float | None, latency: float = 1.0, status: str = "completed") -> ExecutionResult:

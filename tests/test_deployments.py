@@ -284,8 +284,8 @@ def registered_blocks(deployed: dict) -> None:
 def test_blocks_register_and_name_a_saved_project(registered_blocks: None) -> None:
     from prefect import get_client
 
-    from wtb_prefect.blocks import CheckpointDatabase, WTBProject
-    from wtb_prefect.registry import resolve_project
+    from wtb_prefect.integrations.blocks import CheckpointDatabase, WTBProject
+    from wtb_prefect.define.registry import resolve_project
 
     block = WTBProject.load("quickstart")
     assert block.reference == "examples.quickstart.project:build_project"

@@ -76,7 +76,7 @@ def _under(path: str | None, folder: str | Path) -> bool:
 
 def test_granularity_decides_which_environments_apply():
     from wtb_prefect import EnvSpec
-    from wtb_prefect.resolution import parse_variant_choice, resolve_environment
+    from wtb_prefect.define.resolution import parse_variant_choice, resolve_environment
 
     default, node, variant, registered, workflow = (EnvSpec(dependencies=[d]) for d in "abcde")
     config = {
@@ -107,7 +107,7 @@ def test_granularity_decides_which_environments_apply():
 
 def test_env_key_follows_what_decides_the_env_contents(tmp_path):
     from wtb_prefect import EnvSpec
-    from wtb_prefect.environments import EnvironmentManager
+    from wtb_prefect.run.environments import EnvironmentManager
 
     manager = EnvironmentManager(tmp_path / "envs")
     key = manager.key_of(EnvSpec(dependencies=["a", "b>=1"]))
@@ -125,8 +125,8 @@ def test_env_key_follows_what_decides_the_env_contents(tmp_path):
 
 def test_python_version_ray_cannot_run_is_rejected_before_the_batch():
     from wtb_prefect import EnvSpec
-    from wtb_prefect.engine import prepare_batch
-    from wtb_prefect.environments import PythonVersionError, check_python_version
+    from wtb_prefect.batch.plan import prepare_batch
+    from wtb_prefect.run.environments import PythonVersionError, check_python_version
 
     running = platform.python_version()
     minor = ".".join(running.split(".")[:2])
@@ -143,8 +143,8 @@ def test_python_version_ray_cannot_run_is_rejected_before_the_batch():
 
 def test_missing_requirements_file_is_rejected_before_the_batch(tmp_path):
     from wtb_prefect import EnvSpec
-    from wtb_prefect.engine import prepare_batch
-    from wtb_prefect.environments import EnvironmentBuildError
+    from wtb_prefect.batch.plan import prepare_batch
+    from wtb_prefect.run.environments import EnvironmentBuildError
 
     missing = tmp_path / "nope.txt"
     project = _project("env_req", granularity="node", node_environments={"retriever": EnvSpec(requirements_file=str(missing))})
@@ -155,7 +155,7 @@ def test_missing_requirements_file_is_rejected_before_the_batch(tmp_path):
 
 def test_environment_needs_ray_executor():
     from wtb_prefect import EnvSpec
-    from wtb_prefect.engine import prepare_batch
+    from wtb_prefect.batch.plan import prepare_batch
     from wtb_prefect.errors import ConfigError
 
     project = _project("env_seq", executor="sequential", default_env=EnvSpec(env_vars={"A": "1"}))
@@ -169,7 +169,7 @@ def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api)
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from wtb_prefect import EnvSpec, WTBTestBench
-    from wtb_prefect.environments import EnvironmentBuildError, get_environment_manager
+    from wtb_prefect.run.environments import EnvironmentBuildError, get_environment_manager
     from wtb_prefect.services.prefect_server import use_prefect_api
 
     spec = EnvSpec(dependencies=[MISSING])
@@ -196,7 +196,7 @@ def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api)
 @pytest.mark.integration
 def test_variants_import_only_their_own_env_and_a_second_run_reuses_it(bench):
     from wtb_prefect import EnvSpec
-    from wtb_prefect.environments import get_environment_manager
+    from wtb_prefect.run.environments import get_environment_manager
 
     project = _project(
         "env_iso", granularity="variant", variant_environments={"retriever:bm25": EnvSpec(**BM25)}
@@ -250,7 +250,7 @@ def test_variants_import_only_their_own_env_and_a_second_run_reuses_it(bench):
 _SUBPROCESS = """
 import json, sys
 from wtb_prefect import EnvSpec
-from wtb_prefect.environments import get_environment_manager
+from wtb_prefect.run.environments import get_environment_manager
 
 root, requirements, cleanup = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 manager = get_environment_manager(root)
@@ -292,7 +292,7 @@ def test_env_version_of_a_driver_package_wins_and_is_audited(tmp_path):
     from importlib.metadata import version
 
     from wtb_prefect import EnvSpec
-    from wtb_prefect.environments import EnvironmentManager
+    from wtb_prefect.run.environments import EnvironmentManager
 
     driver = version("six")
     pinned = "1.16.0" if driver != "1.16.0" else "1.15.0"

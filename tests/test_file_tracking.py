@@ -15,7 +15,7 @@ import pytest
 
 from wtb_prefect.config import FileTrackingConfig
 from wtb_prefect.errors import ConfigError, WTBError
-from wtb_prefect.files import (
+from wtb_prefect.integrations.files import (
     CheckpointRef,
     FileTracker,
     SnapshotCorruptError,
@@ -246,7 +246,7 @@ def test_bad_tracked_paths_are_typed_errors(project_root: Path, tmp_path: Path, 
 
 
 def test_workspace_accessor_outside_an_execution_raises() -> None:
-    from wtb_prefect._workspace import WorkspaceBound, use_workspace, workspace
+    from wtb_prefect.worker.workspace import WorkspaceBound, use_workspace, workspace
 
     os.environ.pop("WTB_WORKSPACE", None)
     with pytest.raises(LookupError, match="file_tracking.enabled"):
@@ -261,7 +261,7 @@ def test_workspace_accessor_outside_an_execution_raises() -> None:
     try:
         assert workspace() == Path("/x")
     finally:
-        from wtb_prefect._workspace import _workspace
+        from wtb_prefect.worker.workspace import _workspace
 
         _workspace.reset(token)
 

@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 import scored_graphs
-from wtb_prefect.mlflow_tracking import mlflow_ui_command, tracking_uri
-from wtb_prefect.observers import BatchObserver, register_observer_factory
-from wtb_prefect.stats import mean_ci, percentile
+from wtb_prefect.integrations.mlflow import mlflow_ui_command, tracking_uri
+from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
+from wtb_prefect.analysis.stats import mean_ci, percentile
 
 
 def _runs(client: MlflowClient, project: str, batch_id: str):

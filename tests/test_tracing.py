@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import scored_graphs
-from wtb_prefect import tracing
+from wtb_prefect.run import spans as tracing
 
 
 @pytest.fixture()

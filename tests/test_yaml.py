@@ -11,8 +11,8 @@ import graphs
 from examples.quickstart import project as quickstart
 from wtb_prefect import WorkflowProject
 from wtb_prefect.errors import ProjectError, UnknownProjectError, WTBError
-from wtb_prefect.registry import load_data, resolve_project
-from wtb_prefect.yaml_project import ProjectFileError
+from wtb_prefect.define.registry import load_data, resolve_project
+from wtb_prefect.define.yaml_io import ProjectFileError
 
 SPEC_STYLE = """\
 name: rag_pipeline

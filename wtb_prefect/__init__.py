@@ -6,7 +6,7 @@ workflow variants, and run them over a matrix of variants x test cases with
 LangGraph nodes, executed on Ray with per-node resources.
 
 Public names are imported lazily, so that Ray workers (which import
-``wtb_prefect._worker``) do not pay for importing Prefect.
+``wtb_prefect.worker.call``) do not pay for importing Prefect.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "WTBTestBench": "bench",
+    "WTBRayTaskRunner": "run.task_runner",
     "EnvSpec": "config",
     "EnvironmentConfig": "config",
     "ExecutionConfig": "config",
@@ -25,12 +26,12 @@ _EXPORTS = {
     "NodeResourceConfig": "config",
     "RayConfig": "config",
     "WTBError": "errors",
-    "WorkflowProject": "project",
-    "workspace": "_workspace",
-    "BatchTestResult": "results",
+    "WorkflowProject": "define.project",
+    "workspace": "worker.workspace",
+    "BatchTestResult": "analysis.batch_result",
     "ExecutionResult": "results",
     "NodeRecord": "results",
-    "log_node_metrics": "node_metrics",
+    "log_node_metrics": "worker.metrics",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -46,10 +47,12 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .bench import WTBTestBench
-    from .config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig, RayConfig
-    from .errors import WTBError
-    from ._workspace import workspace
-    from .project import WorkflowProject
-    from .node_metrics import log_node_metrics
-    from .results import BatchTestResult, ExecutionResult, NodeRecord
+    from wtb_prefect.bench import WTBTestBench
+    from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig, RayConfig
+    from wtb_prefect.errors import WTBError
+    from wtb_prefect.worker.workspace import workspace
+    from wtb_prefect.define.project import WorkflowProject
+    from wtb_prefect.worker.metrics import log_node_metrics
+    from wtb_prefect.analysis.batch_result import BatchTestResult
+    from wtb_prefect.results import ExecutionResult, NodeRecord
+    from wtb_prefect.run.task_runner import WTBRayTaskRunner

@@ -9,26 +9,33 @@ from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from .checkpoints import Checkpoint, find_checkpoint, list_checkpoints, rewind
-from .control import CHECKPOINT, PAUSE, request
-from .engine import (
-    BatchPlan,
-    batch_test_flow,
-    prepare_batch,
-    prepare_batch_resume,
-    prepare_resume,
-    run_flow,
-    use_prepared_plan,
-)
-from .errors import ConfigError, ExecutionStateError, UnknownExecutionError, UnknownProjectError
-from .executions import BatchRecord, ExecutionIndex, ExecutionRecord, open_index
-from .project import WorkflowProject
-from .registry import publish_project
-from .results import BatchTestResult, ExecutionResult
-from .services.prefect_server import ensure_prefect_api, use_prefect_api
-from .settings import WTBSettings, get_settings
+from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.batch.execute import check_plan_resources
+from wtb_prefect.batch.flows import batch_test_flow, run_flow
+from wtb_prefect.batch.observers import BatchObserver, watching
+from wtb_prefect.batch.plan import BatchPlan, offer_plan, prepare_batch, prepare_batch_resume, prepare_resume
+from wtb_prefect.define.project import WORKFLOW_KEY, WorkflowProject
+from wtb_prefect.define.registry import publish_project
+from wtb_prefect.errors import ConfigError, ExecutionStateError, UnknownExecutionError, UnknownProjectError
+from wtb_prefect.integrations.files.api import list_file_snapshots, rollback_files
+from wtb_prefect.results import ExecutionResult
+from wtb_prefect.run.checkpoints import Checkpoint, find_checkpoint, list_checkpoints, rewind
+from wtb_prefect.run.control import CHECKPOINT, PAUSE, request
+from wtb_prefect.run.executions import BatchRecord, ExecutionIndex, ExecutionRecord, open_index
+from wtb_prefect.services.prefect_server import ensure_prefect_api, use_prefect_api
+from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = ["WTBTestBench"]
+
+
+class _ResultCallback(BatchObserver):
+    """Calls ``on_result`` with each result of one batch (run_batch_test's ``on_result``)."""
+
+    def __init__(self, on_result: Callable[[ExecutionResult], None]) -> None:
+        self._on_result = on_result
+
+    def on_result(self, plan: BatchPlan, result: ExecutionResult) -> None:
+        self._on_result(result)
 
 
 class WTBTestBench:
@@ -102,16 +109,19 @@ class WTBTestBench:
         proj = self.get_project(project)
         choice = dict(variant_config or {})
         if workflow_variant:
-            choice.setdefault("_workflow", workflow_variant)
+            choice.setdefault(WORKFLOW_KEY, workflow_variant)
         execution_id = f"{proj.name}-{uuid.uuid4().hex[:12]}"
         plan = prepare_batch(proj, [choice], [initial_state], execution_ids=[execution_id], settings=self.settings)
+        parameters = {
+            "project": proj.name,
+            "initial_state": initial_state,
+            "variant_config": choice,
+            "execution_id": execution_id,
+            "resume": False,
+        }
         with self._services(plan):
-            flow = run_flow.with_options(flow_run_name=f"{proj.name}-run-{execution_id[-12:]}")
-            if plan.mode != "ray":
-                flow = flow.with_options(task_runner=ThreadPoolTaskRunner())
-            result = flow(project=proj.name, initial_state=initial_state, variant_config=choice,
-                          execution_id=execution_id)
-        return result
+            offer_plan(execution_id, plan, parameters)
+            return self._flow(run_flow, plan)(**parameters)
 
     def run_batch_test(
         self,
@@ -159,28 +169,20 @@ class WTBTestBench:
                     "resume", "was given together with variant_matrix/test_cases",
                     "give only resume=<batch id>; the batch's matrix and cases come from the execution index",
                 )
-            plan = prepare_batch_resume(proj, resume, parallelism=parallelism, settings=self.settings)
+            plan = prepare_batch_resume(
+                proj, resume, parallelism=parallelism, regression_gate=regression_gate, settings=self.settings
+            )
         else:
             plan = prepare_batch(
-                proj, variant_matrix or [], test_cases or [], parallelism=parallelism, settings=self.settings
+                proj, variant_matrix or [], test_cases or [], parallelism=parallelism,
+                regression_gate=regression_gate, settings=self.settings,
             )
-        plan.on_result = on_result
-        from .comparison import prepare_gate
-
-        prepare_gate(plan, regression_gate)  # a bad gate fails before any work
-        with self._services(plan):
-            flow = batch_test_flow.with_options(flow_run_name=f"{proj.name}-batch-{plan.batch_id}")
-            if plan.mode != "ray":
-                flow = flow.with_options(task_runner=ThreadPoolTaskRunner())
-            result = flow(
-                project=proj.name,
-                variant_matrix=plan.variant_matrix,
-                test_cases=plan.test_cases,
-                parallelism=parallelism,
-                batch_id=plan.batch_id,
-                regression_gate=regression_gate,
-            )
-        return result
+        parameters = plan.flow_parameters()
+        with self._services(plan), contextlib.ExitStack() as stack:
+            if on_result is not None:
+                stack.enter_context(watching(plan.batch_id, _ResultCallback(on_result)))
+            offer_plan(plan.resume_of or plan.batch_id, plan, parameters)
+            return self._flow(batch_test_flow, plan)(**parameters)
 
     # ─── Control ───
 
@@ -255,12 +257,16 @@ class WTBTestBench:
             )
         proj = self.get_project(record.project)
         plan = prepare_resume(proj, record, settings=self.settings)
+        parameters = {
+            "project": proj.name,
+            "initial_state": dict(record.test_case),
+            "variant_config": record.variant,
+            "execution_id": execution_id,
+            "resume": True,
+        }
         with self._services(plan):
-            flow = run_flow.with_options(flow_run_name=f"{proj.name}-resume-{execution_id[-12:]}")
-            if plan.mode != "ray":
-                flow = flow.with_options(task_runner=ThreadPoolTaskRunner())
-            return flow(project=proj.name, initial_state=plan.items[0].case.input,
-                        variant_config=record.variant, execution_id=execution_id, resume=True)
+            offer_plan(execution_id, plan, parameters)
+            return self._flow(run_flow, plan)(**parameters)
 
     def rollback(self, execution_id: str, checkpoint_id: str) -> None:
         """Move an execution back to one of its checkpoints (LangGraph time travel).
@@ -283,8 +289,6 @@ class WTBTestBench:
                 "Fix: wtb.pause(execution_id) first"
             )
         graph = self._graph(record)
-        from .files.api import rollback_files
-
         new_id = rollback_files(
             self.get_project(record.project), graph, execution_id, checkpoint_id,
             lambda: rewind(graph, execution_id, checkpoint_id), self.settings,
@@ -333,8 +337,6 @@ class WTBTestBench:
         Raises:
             UnknownExecutionError: no such execution.
         """
-        from .files.api import list_file_snapshots
-
         record = self._record(execution_id)
         return list_file_snapshots(self.get_project(record.project), self._graph(record), execution_id, self.settings)
 
@@ -369,13 +371,13 @@ class WTBTestBench:
         """Prefect API (embedded server if needed), Ray with resource checks, the prepared plan."""
         api_url = ensure_prefect_api(self.settings)
         with use_prefect_api(api_url):
-            if plan.mode == "ray":
-                from .services.ray_cluster import check_resources, connect_ray
+            check_plan_resources(plan)
+            yield
 
-                connect_ray(plan.project.execution.ray_config)
-                check_resources(plan.resource_requests())
-            with use_prepared_plan(plan):
-                yield
+    @staticmethod
+    def _flow(flow: Any, plan: BatchPlan) -> Any:
+        """The flow to run ``plan`` with: node bodies in this process unless the plan runs on Ray."""
+        return flow if plan.mode == "ray" else flow.with_options(task_runner=ThreadPoolTaskRunner())
 
     @property
     def _index(self) -> ExecutionIndex:

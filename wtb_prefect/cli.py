@@ -33,7 +33,7 @@ def server_start(
     database_url: str = typer.Option(None, help="PostgreSQL URL; default SQLite under the state folder."),
 ) -> None:
     """Start the embedded Prefect server (or show the one that runs)."""
-    from .services.prefect_server import PrefectServer
+    from wtb_prefect.services.prefect_server import PrefectServer
 
     info = PrefectServer().start(port=port, database_url=database_url)
     console.print(f"Prefect server running: API {info.url}  UI {info.ui_url}  (pid {info.pid}, {info.database})")
@@ -42,7 +42,7 @@ def server_start(
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the embedded Prefect server."""
-    from .services.prefect_server import PrefectServer
+    from wtb_prefect.services.prefect_server import PrefectServer
 
     console.print("stopped" if PrefectServer().stop() else "no server was running")
 
@@ -50,7 +50,7 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the embedded Prefect server runs, and where."""
-    from .services.prefect_server import PrefectServer
+    from wtb_prefect.services.prefect_server import PrefectServer
 
     info = PrefectServer().status()
     if info is None:
@@ -114,10 +114,10 @@ def demo(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .bench import WTBTestBench
-    from .mlflow_tracking import mlflow_ui_command
-    from .services.prefect_server import ensure_prefect_api
-    from .settings import get_settings
+    from wtb_prefect.bench import WTBTestBench
+    from wtb_prefect.integrations.mlflow import mlflow_ui_command
+    from wtb_prefect.services.prefect_server import ensure_prefect_api
+    from wtb_prefect.settings import get_settings
 
     module = importlib.import_module(example)
     project = module.build_project()
@@ -167,7 +167,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 def _known_file() -> Path:
-    from .settings import get_settings
+    from wtb_prefect.settings import get_settings
 
     return get_settings().state_dir / "cli_projects.json"
 
@@ -181,7 +181,7 @@ def _known() -> dict[str, dict[str, Any]]:
 
 
 def _remember(name: str, reference: str) -> None:
-    from .registry import is_yaml_path
+    from wtb_prefect.define.registry import is_yaml_path
 
     if is_yaml_path(reference):
         reference = str(Path(reference).expanduser().resolve())
@@ -194,8 +194,8 @@ def _load(reference: str) -> Any:
     """The project ``reference`` names (or a project name the CLI has used before)."""
     import sys
 
-    from .errors import UnknownProjectError, WTBError
-    from .registry import resolve_project
+    from wtb_prefect.errors import UnknownProjectError, WTBError
+    from wtb_prefect.define.registry import resolve_project
 
     remembered = _known().get(reference)
     try:
@@ -215,7 +215,7 @@ def _load(reference: str) -> Any:
 
 
 def _bench(*projects: Any) -> Any:
-    from .bench import WTBTestBench
+    from wtb_prefect.bench import WTBTestBench
 
     bench = WTBTestBench()
     for project in projects:
@@ -228,8 +228,8 @@ def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
 
     A regression (``RegressionError``, which carries its batch) is passed on.
     """
-    from .comparison import RegressionError
-    from .errors import WTBError
+    from wtb_prefect.analysis.comparison import RegressionError
+    from wtb_prefect.errors import WTBError
 
     try:
         return call(*args, **kwargs)
@@ -240,7 +240,7 @@ def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _data(value: str, what: str) -> Any:
-    from .registry import load_data
+    from wtb_prefect.define.registry import load_data
 
     return _guarded(load_data, value, what)
 
@@ -318,7 +318,7 @@ def batch(
     """Run every variant combination on every test case with a live progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .comparison import RegressionError
+    from wtb_prefect.analysis.comparison import RegressionError
 
     proj = _load(project)
     variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
@@ -362,7 +362,7 @@ def batch(
 
 
 def _summary(result: Any, baseline: str | None) -> list[dict[str, Any]]:
-    from .comparison import comparison_table as rows
+    from wtb_prefect.analysis.comparison import comparison_table as rows
 
     return rows(result, baseline)
 
@@ -398,7 +398,7 @@ def projects(
 
 def _saved_project_blocks() -> list[tuple[str, str]]:
     """Saved ``wtb-project`` blocks, when a Prefect API answers (never starts a server)."""
-    from .services.prefect_server import PrefectServer
+    from wtb_prefect.services.prefect_server import PrefectServer
 
     api = os.environ.get("PREFECT_API_URL")
     if not api:
@@ -427,7 +427,7 @@ def executions(
     status: str = typer.Option(None, "--status", help="pending, running, paused, completed, failed or interrupted."),
 ) -> None:
     """List executions from the execution index of the state folder (WTB_HOME)."""
-    from .bench import WTBTestBench
+    from wtb_prefect.bench import WTBTestBench
 
     records = _guarded(WTBTestBench().list_executions, project=project, batch_id=batch_id, status=status)
     table = Table(title=f"executions ({len(records)})")
@@ -441,7 +441,7 @@ def executions(
 
 def _control_bench(execution_id: str, project: str | None) -> Any:
     """A bench that knows the execution's project (from --project or the CLI's memory)."""
-    from .bench import WTBTestBench
+    from wtb_prefect.bench import WTBTestBench
 
     record = _guarded(WTBTestBench().get_execution, execution_id)
     reference = project or (_known().get(record.project) or {}).get("reference")
@@ -477,7 +477,7 @@ def inspect(
 @app.command()
 def pause(execution_id: str = typer.Argument(..., help="A running execution.")) -> None:
     """Ask a running execution to stop at its next node boundary (from any process)."""
-    from .bench import WTBTestBench
+    from wtb_prefect.bench import WTBTestBench
 
     _guarded(WTBTestBench().pause, execution_id)
     console.print(f"pause requested for {execution_id}")

@@ -202,6 +202,13 @@ class RayConfig(_Config):
     ``address``: "auto" joins a running cluster if there is one and otherwise
     starts a local one; "local" always starts a local one; "ray://host:port"
     or "host:port" joins that cluster.
+
+    Retries: ``max_retries`` is the number of further attempts a node gets
+    after a failed one, whatever the cause: an exception raised in the node,
+    its timeout, or the Ray worker running it dying. Prefect's task engine
+    makes every attempt (each is visible on the node's task run, ``retry_delay``
+    seconds apart); Ray itself retries nothing (its ``max_retries`` is 0), so
+    a node runs at most ``max_retries + 1`` times.
     """
 
     address: str = "auto"

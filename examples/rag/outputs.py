@@ -23,7 +23,7 @@ def workspace_root() -> Path:
     ``WTB_HOME`` from the driver, and the source tree stays clean.
     """
     try:
-        from wtb_prefect._workspace import current_workspace
+        from wtb_prefect.worker.workspace import current_workspace
     except ImportError:  # a node environment without wtb_prefect
         current = None
     else:

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import ServiceError
-from ..settings import WTBSettings, get_settings
+from wtb_prefect.errors import ServiceError
+from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = ["PrefectServer", "ServerInfo", "ensure_prefect_api", "use_prefect_api"]
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import NodeResourceConfig, RayConfig
-from ..errors import ResourceUnsatisfiableError, ServiceError
+from wtb_prefect.config import NodeResourceConfig, RayConfig
+from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
 
 __all__ = ["check_resources", "cluster_resources", "connect_ray", "worker_env_vars"]
 

@@ -1,0 +1,1 @@
+"""Statistics over results: evaluation, aggregation, comparisons against a baseline."""

@@ -1,0 +1,334 @@
+"""Comparing variant combinations against a baseline, and regressions beyond tolerances.
+
+``BatchTestResult.compare(metric, baseline)`` gives one :class:`ComparisonRow`
+per variant combination: its mean, the baseline's mean, the difference with
+its confidence interval, Welch's p-value and whether the difference is
+significant. :func:`check_regressions` applies tolerances per metric; the
+batch flow's regression gate (:mod:`wtb_prefect.batch.gate`) is built on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from wtb_prefect.analysis.evaluation import lower_is_better, metric_values
+from wtb_prefect.analysis.stats import welch_difference
+from wtb_prefect.define.project import DEFAULT, WORKFLOW_KEY
+from wtb_prefect.errors import ConfigError, WTBError
+
+if TYPE_CHECKING:
+    from wtb_prefect.analysis.batch_result import BatchTestResult
+    from wtb_prefect.results import ExecutionResult
+
+__all__ = [
+    "ComparisonRow",
+    "Regression",
+    "RegressionError",
+    "Tolerance",
+    "canonical_choice",
+    "check_regressions",
+    "compare_variants",
+    "comparison_table",
+    "parse_tolerances",
+    "resolve_baseline",
+]
+
+logger = logging.getLogger(__name__)
+
+METRIC_ALIASES = {"success_rate": "success", "error_rate": "error", "latency": "latency_s"}
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One variant combination against the baseline on one metric."""
+
+    variant: str
+    metric: str
+    n: int
+    value: float | None
+    baseline: str
+    baseline_n: int
+    baseline_value: float | None
+    difference: float | None
+    relative_difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    significant: bool
+    method: str
+
+    def as_dict(self, digits: int = 4) -> dict[str, Any]:
+        """The row as a flat dict, floats rounded to ``digits``."""
+        return {k: round(v, digits) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def canonical_choice(choice: Mapping[str, str]) -> dict[str, str]:
+    """A variant choice without its defaults, so equal choices compare equal."""
+    canonical = {k: v for k, v in choice.items() if v != DEFAULT}
+    canonical.setdefault(WORKFLOW_KEY, DEFAULT)
+    return canonical
+
+
+def resolve_baseline(batch: BatchTestResult, baseline: str | Mapping[str, str] | None) -> str:
+    """The label of the baseline combination: given as a label or a ``{node: variant}`` dict.
+
+    None means the first combination of the batch's variant matrix.
+
+    Raises:
+        ConfigError: no combination of the batch matches ``baseline``.
+    """
+    groups = batch.by_variant()
+    if not groups:
+        raise ConfigError("baseline", "cannot be chosen in an empty batch", "run at least one execution")
+    if baseline is None:
+        return next(iter(groups))
+    if isinstance(baseline, str):
+        if baseline in groups:
+            return baseline
+    elif isinstance(baseline, Mapping):
+        wanted = canonical_choice(baseline)
+        for label, results in groups.items():
+            if canonical_choice(results[0].variant) == wanted:
+                return label
+    raise ConfigError(
+        "baseline",
+        f"{baseline!r} is not a variant combination of this batch",
+        f"give one of {list(groups)} (a label) or its {{node: variant}} dict",
+    )
+
+
+def _metric_name(batch: BatchTestResult, metric: str) -> str:
+    name = METRIC_ALIASES.get(metric, metric)
+    known = sorted({m for r in batch.results for m in r.metrics})
+    if name not in known:
+        raise ConfigError("metric", f"{metric!r} is not recorded in this batch", f"use one of {known}")
+    return name
+
+
+def compare_variants(
+    batch: BatchTestResult,
+    metric: str,
+    baseline: str | Mapping[str, str] | None = None,
+    confidence: float = 0.95,
+) -> list[ComparisonRow]:
+    """Each other variant combination against ``baseline`` on ``metric``.
+
+    Significance is Welch's t-test at ``1 - confidence``; latencies count
+    completed executions only.
+
+    Raises:
+        ConfigError: an unknown metric or baseline.
+    """
+    if not 0 < confidence < 1:
+        raise ConfigError("confidence", f"is {confidence}", "give a level between 0 and 1, e.g. 0.95")
+    name = _metric_name(batch, metric)
+    base_label = resolve_baseline(batch, baseline)
+    groups = batch.by_variant()
+    base_values = metric_values(groups[base_label], name)
+    base_mean = sum(base_values) / len(base_values) if base_values else None
+    rows = []
+    for label, results in groups.items():
+        if label == base_label:
+            continue
+        rows.append(_row(label, name, metric_values(results, name), base_label, base_values, base_mean, confidence))
+    return rows
+
+
+def _row(
+    label: str,
+    name: str,
+    values: list[float],
+    base_label: str,
+    base_values: list[float],
+    base_mean: float | None,
+    confidence: float,
+) -> ComparisonRow:
+    mean = sum(values) / len(values) if values else None
+    if values and base_values:
+        test = welch_difference(values, base_values, confidence)
+        diff, low, high, p, method = test.difference, test.low, test.high, test.p_value, test.method
+    else:
+        diff = low = high = p = None
+        method = "none (no values)"
+    relative = diff / abs(base_mean) if diff is not None and base_mean else None
+    return ComparisonRow(
+        variant=label,
+        metric=name,
+        n=len(values),
+        value=mean,
+        baseline=base_label,
+        baseline_n=len(base_values),
+        baseline_value=base_mean,
+        difference=diff,
+        relative_difference=relative,
+        ci_low=low,
+        ci_high=high,
+        p_value=p,
+        significant=p is not None and p < 1 - confidence,
+        method=method,
+    )
+
+
+# ─── regression gate ───
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much worse than the baseline a metric may get before the gate fails.
+
+    ``allowed`` is an absolute amount, or a fraction of the baseline value when
+    ``relative``. ``higher_is_better`` None takes the metric's usual
+    direction (latency, error, cost and tokens go down; scores go up). With
+    ``require_significance`` a regression also needs a significant difference.
+    """
+
+    allowed: float = 0.0
+    relative: bool = False
+    higher_is_better: bool | None = None
+    require_significance: bool = False
+
+
+@dataclass(frozen=True)
+class Regression:
+    """A variant combination that got worse than the baseline beyond tolerance."""
+
+    variant: str
+    metric: str
+    baseline: str
+    value: float | None
+    baseline_value: float | None
+    change: float | None
+    allowed: float
+    p_value: float | None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"{self.variant}: no {self.metric} values (baseline {self.baseline} has {self.baseline_value:.4g})"
+        return (
+            f"{self.variant}: {self.metric} {self.value:.4g} vs {self.baseline_value:.4g} in {self.baseline} "
+            f"(change {self.change:+.4g}, allowed {self.allowed:.4g} worse"
+            + (f", p={self.p_value:.3g})" if self.p_value is not None else ")")
+        )
+
+
+class RegressionError(WTBError):
+    """A batch's variant combination regressed against the baseline beyond a tolerance."""
+
+    def __init__(self, regressions: Sequence[Regression], batch: BatchTestResult | None = None) -> None:
+        self.regressions = list(regressions)
+        self.batch = batch
+        lines = "\n".join(f"  - {r}" for r in self.regressions)
+        super().__init__(
+            f"{len(self.regressions)} regression(s) against the baseline:\n{lines}\n"
+            "Fix: improve the variant, or loosen the tolerance if the change is acceptable"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.regressions, self.batch))
+
+
+ToleranceSpec = float | int | str | Tolerance | Mapping[str, Any]
+
+
+def _tolerance(metric: str, spec: ToleranceSpec) -> Tolerance:
+    field = f"tolerances[{metric!r}]"
+    if isinstance(spec, Tolerance):
+        tolerance = spec
+    elif isinstance(spec, bool):
+        raise ConfigError(field, "is a bool", "give an amount like 0.05 or a share like '5%'")
+    elif isinstance(spec, (int, float)):
+        tolerance = Tolerance(allowed=float(spec))
+    elif isinstance(spec, str):
+        text = spec.strip()
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%?)", text)
+        if not match:
+            raise ConfigError(field, f"{spec!r} does not parse", "give an amount like '0.05' or a share like '5%'")
+        amount = float(match.group(1))
+        tolerance = Tolerance(allowed=amount / 100 if match.group(2) else amount, relative=bool(match.group(2)))
+    elif isinstance(spec, Mapping):
+        try:
+            tolerance = Tolerance(**spec)
+        except TypeError as exc:
+            raise ConfigError(field, str(exc), "use the keys allowed, relative, higher_is_better, require_significance")
+    else:
+        raise ConfigError(field, f"is {type(spec).__name__}", "give a number, a string like '5%' or a Tolerance")
+    if not math.isfinite(tolerance.allowed) or tolerance.allowed < 0:
+        raise ConfigError(field, f"allows {tolerance.allowed}", "give a non-negative finite amount")
+    return tolerance
+
+
+def parse_tolerances(specs: Sequence[str] | Mapping[str, ToleranceSpec]) -> dict[str, Tolerance]:
+    """Tolerances from ``{"accuracy": 0.05, "latency_s": "20%"}`` or CLI strings ``["accuracy=0.05"]``.
+
+    Raises:
+        ConfigError: a spec that does not parse, naming it and the expected form.
+    """
+    if isinstance(specs, Mapping):
+        return {metric: _tolerance(metric, spec) for metric, spec in specs.items()}
+    parsed: dict[str, Tolerance] = {}
+    for text in specs:
+        metric, sep, amount = str(text).partition("=")
+        if not sep or not metric.strip():
+            raise ConfigError("tolerance", f"{text!r} does not parse", "write METRIC=AMOUNT, e.g. accuracy=0.05 or latency_s=20%")
+        parsed[metric.strip()] = _tolerance(metric.strip(), amount)
+    return parsed
+
+
+def check_regressions(
+    batch: BatchTestResult,
+    baseline: str | Mapping[str, str] | None,
+    tolerances: Mapping[str, ToleranceSpec] | Sequence[str],
+    confidence: float = 0.95,
+) -> list[Regression]:
+    """The variant combinations that got worse than ``baseline`` beyond a metric's tolerance.
+
+    A combination without any value of a gated metric (e.g. every execution
+    failed) is a regression when the baseline has values.
+
+    Raises:
+        ConfigError: an unknown baseline or metric, or a bad tolerance.
+    """
+    regressions: list[Regression] = []
+    for metric, tolerance in parse_tolerances(tolerances).items():
+        for row in compare_variants(batch, metric, baseline, confidence):
+            higher = tolerance.higher_is_better
+            if higher is None:
+                higher = not lower_is_better(row.metric)
+            base = row.baseline_value
+            allowed = tolerance.allowed * abs(base) if tolerance.relative and base is not None else tolerance.allowed
+            if row.value is None:
+                if base is not None:
+                    regressions.append(Regression(row.variant, row.metric, row.baseline, None, base, None, allowed, None))
+                continue
+            if base is None or row.difference is None:
+                continue
+            worse_by = -row.difference if higher else row.difference
+            if worse_by > allowed + 1e-12 and (not tolerance.require_significance or row.significant):
+                regressions.append(
+                    Regression(row.variant, row.metric, row.baseline, row.value, base, row.difference, allowed, row.p_value)
+                )
+    return regressions
+
+
+# ─── tables ───
+
+
+def comparison_table(batch: BatchTestResult, baseline: str | Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of :func:`compare_variants` for every score, success and latency, for display."""
+    metrics = ["success", "latency_s"]
+    metrics += sorted({name for r in batch.results for name in r.scores})
+    present = {m for r in batch.results for m in r.metrics}
+    rows = []
+    for metric in [m for m in metrics if m in present]:
+        for row in compare_variants(batch, metric, baseline):
+            data = row.as_dict()
+            data["significant"] = "yes" if row.significant else "no"
+            rows.append(data)
+    return rows
+
+

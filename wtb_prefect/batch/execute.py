@@ -1,0 +1,177 @@
+"""Executing a batch plan inside a flow run: executions at once, observers, progress.
+
+:func:`execute_plan` runs every execution of a :class:`~wtb_prefect.batch.plan.BatchPlan`
+with at most ``plan.concurrency`` at once, tells the batch's observers (the
+registered integrations and any :func:`~wtb_prefect.batch.observers.watching`
+this batch) and keeps a Prefect progress artifact up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.batch.flow_runs import mark_crashed
+from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
+from wtb_prefect.batch.plan import BatchPlan
+from wtb_prefect.results import ExecutionResult, NodeRecord
+from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
+from wtb_prefect.services.ray_cluster import check_resources, connect_ray
+from wtb_prefect.settings import get_settings
+
+__all__ = ["check_plan_resources", "execute_plan", "task_run_log_level"]
+
+
+class _ObserverHooks(ExecutionHooks):
+    """An execution's hooks, forwarded to the batch's observers."""
+
+    def __init__(self, plan: BatchPlan, observers: list[BatchObserver]) -> None:
+        self.plan = plan
+        self.observers = observers
+
+    def on_execution_start(self, item: ExecutionItem) -> None:
+        notify(self.observers, "on_execution_start", self.plan, item)
+
+    def on_node_end(self, item: ExecutionItem, record: NodeRecord) -> None:
+        notify(self.observers, "on_node_end", self.plan, item, record)
+
+    def on_execution_end(self, item: ExecutionItem, result: ExecutionResult) -> None:
+        notify(self.observers, "on_execution_end", self.plan, item, result)
+
+
+def check_plan_resources(plan: BatchPlan) -> None:
+    """Join Ray and check every node's request against the cluster, once per plan.
+
+    Raises:
+        ResourceUnsatisfiableError: a request no node of the cluster can ever satisfy.
+    """
+    if plan.mode != "ray" or plan.resources_checked:
+        return
+    connect_ray(plan.project.execution.ray_config)
+    check_resources(plan.resource_requests())
+    plan.resources_checked = True
+
+
+def _close_dead_flow_runs(plan: BatchPlan, current: str | None) -> None:
+    """Mark Crashed the flow runs whose killed process left executions of this plan interrupted."""
+    dead = set()
+    for item in plan.items:
+        if item.resume:
+            record = plan.index.get(item.execution_id)
+            if record is not None and record.status == "interrupted" and record.flow_run_id:
+                dead.add(record.flow_run_id)
+    if dead and current:
+        mark_crashed(dead, taken_over_by=current)
+
+
+def _index_plan(plan: BatchPlan) -> None:
+    """Record the batch and its executions so they can be found and resumed from any process."""
+    plan.index.add_batch(plan.batch_id, plan.project.name, plan.variant_matrix, plan.test_cases, plan.parallelism)
+    plan.index.add_executions(
+        {
+            "execution_id": item.execution_id,
+            "project": plan.project.name,
+            "batch_id": plan.batch_id,
+            "position": position,
+            "variant": item.compiled.choice.as_dict(),
+            "variant_label": item.compiled.label,
+            "case_id": item.case.case_id,
+            "test_case": item.raw_case,
+        }
+        for position, item in enumerate(plan.items)
+    )
+
+
+_log_level_lock = threading.Lock()
+_log_level_users = 0
+_log_level_saved = logging.NOTSET
+
+
+@contextlib.contextmanager
+def task_run_log_level(level: str) -> Iterator[None]:
+    """Set Prefect's task-run logger to ``level`` while any batch of this process runs."""
+    global _log_level_users, _log_level_saved
+    logger = logging.getLogger("prefect.task_runs")
+    with _log_level_lock:
+        if _log_level_users == 0:
+            _log_level_saved = logger.level
+            logger.setLevel(level.upper())
+        _log_level_users += 1
+    try:
+        yield
+    finally:
+        with _log_level_lock:
+            _log_level_users -= 1
+            if _log_level_users == 0:
+                logger.setLevel(_log_level_saved)
+
+
+def execute_plan(plan: BatchPlan) -> BatchTestResult:
+    """Run every execution of ``plan`` with at most ``plan.concurrency`` at once."""
+    check_plan_resources(plan)
+    flow_run_id = current_flow_run_id()
+    _close_dead_flow_runs(plan, flow_run_id)
+    _index_plan(plan)
+    observers = observers_for(plan)
+    hooks = _ObserverHooks(plan, observers)
+    notify(observers, "on_batch_start", plan)
+    started = time.time()
+    results: list[ExecutionResult | None] = [None] * len(plan.items)
+    total = len(plan.items)
+    progress_id = create_progress_artifact(progress=0.0, description=f"{plan.project.name} batch {plan.batch_id}")
+    last_update = 0.0
+    done = 0
+    for index, item in enumerate(plan.items):
+        if item.done is not None:  # finished in an earlier run of this batch
+            results[index] = item.done
+            done += 1
+            notify(observers, "on_result", plan, item.done)
+    with (
+        task_run_log_level(get_settings().task_run_log_level),
+        ThreadPoolExecutor(max_workers=plan.concurrency, thread_name_prefix="wtb-exec") as pool,
+    ):
+        futures = {
+            pool.submit(
+                contextvars.copy_context().run,
+                run_execution,
+                item,
+                project=plan.project,
+                index=plan.index,
+                durability=plan.durability,
+                batch_id=plan.batch_id,
+                hooks=hooks,
+            ): index
+            for index, item in enumerate(plan.items)
+            if item.done is None
+        }
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            done += 1
+            notify(observers, "on_result", plan, result)
+            if time.monotonic() - last_update > 1.0 or done == total:
+                update_progress_artifact(artifact_id=progress_id, progress=100.0 * done / total)
+                last_update = time.monotonic()
+    batch = BatchTestResult(
+        batch_id=plan.batch_id,
+        project=plan.project.name,
+        results=[r for r in results if r is not None],
+        flow_run_id=flow_run_id,
+        started_at=started,
+        duration_s=time.time() - started,
+    )
+    notify(observers, "on_batch_end", plan, batch)
+    logger = get_run_logger()
+    logger.info(
+        "batch %s: %d executions, %d failed, %.2fs", plan.batch_id, total, len(batch.failed), batch.duration_s
+    )
+    return batch

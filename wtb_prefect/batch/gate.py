@@ -1,0 +1,136 @@
+"""The regression gate of a batch: validated with the plan, enforced when the batch ends.
+
+``run_batch_test(..., regression_gate={"baseline": ..., "tolerances": {...}})``
+and the ``wtb-batch-test`` flow's ``regression_gate`` parameter go through
+:func:`prepare_gate` before any work starts; when the batch ends,
+:meth:`RegressionGate.enforce` publishes the verdict as a Prefect table
+artifact and raises :class:`~wtb_prefect.analysis.comparison.RegressionError`,
+which fails the flow run and the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wtb_prefect.analysis.comparison import (
+    METRIC_ALIASES,
+    RegressionError,
+    Tolerance,
+    ToleranceSpec,
+    canonical_choice,
+    check_regressions,
+    parse_tolerances,
+    resolve_baseline,
+)
+from wtb_prefect.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wtb_prefect.analysis.batch_result import BatchTestResult
+    from wtb_prefect.batch.plan import BatchPlan
+
+__all__ = ["RegressionGate", "artifact_key", "enforce_regression_gate", "prepare_gate"]
+
+logger = logging.getLogger(__name__)
+
+
+def artifact_key(project: str, suffix: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", f"wtb-{project}-{suffix}".lower()).strip("-")
+
+
+def enforce_regression_gate(
+    batch: BatchTestResult,
+    baseline: str | Mapping[str, str] | None,
+    tolerances: Mapping[str, ToleranceSpec] | Sequence[str],
+) -> None:
+    """Check the gate, show its verdict as a Prefect table artifact, raise on regressions.
+
+    Raises:
+        RegressionError: at least one combination regressed (fails the flow run).
+        ConfigError: an unknown baseline or metric, or a bad tolerance.
+    """
+    regressions = check_regressions(batch, baseline, tolerances)
+    base_label = resolve_baseline(batch, baseline)
+    rows = [
+        {"variant": r.variant, "metric": r.metric, "value": r.value, "baseline": r.baseline,
+         "baseline_value": r.baseline_value, "change": r.change, "allowed": r.allowed, "verdict": "REGRESSED"}
+        for r in regressions
+    ]
+    try:
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(
+            key=artifact_key(batch.project, "regression-gate"),
+            table=rows or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
+            description=f"Regression gate of batch {batch.batch_id} against {base_label}: "
+            + (f"{len(regressions)} regression(s)" if regressions else "passed"),
+        )
+    except Exception:  # outside a flow run there is nothing to attach it to
+        logger.debug("no regression-gate artifact", exc_info=True)
+    batch.tracking["regressions"] = [str(r) for r in regressions]
+    if regressions:
+        raise RegressionError(regressions, batch)
+
+
+@dataclass(frozen=True)
+class RegressionGate:
+    """A validated gate: the baseline combination and a tolerance per metric."""
+
+    baseline: str | Mapping[str, str] | None
+    tolerances: Mapping[str, Tolerance]
+
+    def enforce(self, batch: BatchTestResult) -> None:
+        """See :func:`enforce_regression_gate`."""
+        enforce_regression_gate(batch, self.baseline, self.tolerances)
+
+
+_BUILTIN_METRICS = {"success", "error", "latency_s", *METRIC_ALIASES}
+
+
+def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionGate | None:
+    """Validate a batch's regression gate before any work starts; None without a gate.
+
+    ``gate`` is ``{"baseline": label | {node: variant} | None, "tolerances":
+    {metric: amount | "5%" | Tolerance} | ["metric=amount", ...]}``; the
+    baseline None is the first combination of the matrix.
+
+    Raises:
+        ConfigError: unknown keys, a bad tolerance, a baseline that is not in
+            the matrix, or a metric that no execution will record.
+    """
+    if not gate:
+        return None
+    if not isinstance(gate, Mapping) or set(gate) - {"baseline", "tolerances"}:
+        raise ConfigError("regression_gate", f"is {gate!r}", "give {'baseline': ..., 'tolerances': {metric: amount}}")
+    tolerances = parse_tolerances(gate.get("tolerances") or {})
+    if not tolerances:
+        raise ConfigError("regression_gate.tolerances", "is empty", "name at least one metric, e.g. {'accuracy': 0.05}")
+    evaluators = list(plan.project.evaluators)
+    for metric in tolerances:
+        known = (
+            metric in _BUILTIN_METRICS
+            or metric.startswith(("node.", "total."))
+            or any(metric == e or metric.startswith(f"{e}.") for e in evaluators)
+        )
+        if not known:
+            raise ConfigError(
+                f"regression_gate.tolerances[{metric!r}]",
+                "is not a metric of this project",
+                f"use an evaluator ({evaluators}), success, error_rate, latency_s, node.<node>.<metric> or total.<metric>",
+            )
+    baseline = gate.get("baseline")
+    labels = [v.label for v in plan.variants]
+    if isinstance(baseline, Mapping):
+        wanted = canonical_choice(baseline)
+        if not any(canonical_choice(v.choice.as_dict()) == wanted for v in plan.variants):
+            raise ConfigError("regression_gate.baseline", f"{dict(baseline)} is not in the variant matrix", f"use one of {labels}")
+    elif baseline is not None and baseline not in labels:
+        raise ConfigError("regression_gate.baseline", f"{baseline!r} is not in the variant matrix", f"use one of {labels}")
+    if len(labels) < 2:
+        raise ConfigError("regression_gate", "needs at least two variant combinations", "add the baseline and a candidate to the matrix")
+    return RegressionGate(baseline, tolerances)
+
+

@@ -1,0 +1,126 @@
+"""The one small interface through which integrations watch a batch.
+
+The batch calls every observer at its start, around each execution, for each
+result and at its end. MLflow tracking, tracing, Prefect artifacts and file
+snapshots plug in here as plugins (the ``wtb_prefect.plugins`` entry points,
+see :mod:`wtb_prefect.plugins`); the core never imports them. A caller can
+also watch one batch with :func:`watching` (the CLI's progress bar does). An observer that raises
+is logged and ignored: an integration must never fail a batch (a regression
+gate does that on purpose through its own result check, not by raising here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from wtb_prefect.plugins import load_plugins
+
+if TYPE_CHECKING:
+    from wtb_prefect.analysis.batch_result import BatchTestResult
+    from wtb_prefect.batch.plan import BatchPlan
+    from wtb_prefect.results import ExecutionResult, NodeRecord
+    from wtb_prefect.run.execution import ExecutionItem
+
+__all__ = [
+    "BatchObserver",
+    "notify",
+    "observer_factories",
+    "observers_for",
+    "register_observer_factory",
+    "watching",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class BatchObserver:
+    """Base class of batch observers; override the callbacks you need.
+
+    Callbacks of one batch may come from several threads at once (executions
+    run concurrently); ``on_batch_start`` and ``on_batch_end`` come from the
+    flow's thread.
+    """
+
+    def on_batch_start(self, plan: BatchPlan) -> None:
+        """Before the first execution starts."""
+
+    def on_execution_start(self, plan: BatchPlan, item: ExecutionItem) -> None:
+        """In the execution's thread, before ``graph.invoke``."""
+
+    def on_node_end(self, plan: BatchPlan, item: ExecutionItem, record: NodeRecord) -> None:
+        """In the flow process, right after a node's body returned or raised (``record.status``),
+        before LangGraph checkpoints its writes; LangGraph's ``get_config()`` still works here."""
+
+    def on_execution_end(self, plan: BatchPlan, item: ExecutionItem, result: ExecutionResult) -> None:
+        """In the execution's thread, after its result (and scores) are known."""
+
+    def on_result(self, plan: BatchPlan, result: ExecutionResult) -> None:
+        """In the flow's thread, once per execution of the batch as its result is stored,
+        including results of a resumed batch that an earlier run finished."""
+
+    def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
+        """After the last execution, before the flow returns."""
+
+
+_factories: list[Callable[[BatchPlan], BatchObserver | None]] = []
+_watchers: dict[str, list[BatchObserver]] = {}
+_lock = threading.Lock()
+
+
+def register_observer_factory(factory: Callable[[BatchPlan], BatchObserver | None]) -> None:
+    """Add a factory called once per batch; it returns an observer, or None to stay out."""
+    with _lock:
+        if factory not in _factories:
+            _factories.append(factory)
+
+
+def observer_factories() -> list[Callable[[BatchPlan], BatchObserver | None]]:
+    """The registered factories (installed plugins first), in registration order."""
+    load_plugins()
+    with _lock:
+        return list(_factories)
+
+
+@contextlib.contextmanager
+def watching(batch_id: str, observer: BatchObserver) -> Iterator[None]:
+    """Add ``observer`` to the batch ``batch_id`` when it runs in this process (e.g. a progress bar)."""
+    with _lock:
+        _watchers.setdefault(batch_id, []).append(observer)
+    try:
+        yield
+    finally:
+        with _lock:
+            watchers = _watchers.get(batch_id, [])
+            if observer in watchers:
+                watchers.remove(observer)
+            if not watchers:
+                _watchers.pop(batch_id, None)
+
+
+def observers_for(plan: BatchPlan) -> list[BatchObserver]:
+    """The observers of one run of ``plan``: one per registered factory, then its watchers."""
+    observers = []
+    for factory in observer_factories():
+        try:
+            observer = factory(plan)
+        except Exception:
+            logger.exception("observer factory %r failed; the batch runs without it", factory)
+            continue
+        if observer is not None:
+            observers.append(observer)
+    with _lock:
+        observers.extend(_watchers.get(plan.batch_id, []))
+    return observers
+
+
+def notify(observers: list[BatchObserver], callback: str, *args: Any) -> None:
+    """Call ``callback`` on every observer; log and swallow what one raises."""
+    for observer in observers:
+        try:
+            getattr(observer, callback)(*args)
+        except Exception:
+            logger.exception("observer %s failed in %s", type(observer).__name__, callback)

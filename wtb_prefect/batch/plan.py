@@ -1,0 +1,272 @@
+"""A batch's plan: its variants compiled, its executions listed, everything validated.
+
+:func:`prepare_batch` (and :func:`prepare_batch_resume`, :func:`prepare_resume`)
+do every check that can fail before any work starts. A :class:`BatchPlan` is
+plain data: what runs, not how it is watched (observers belong to the running
+batch, see :mod:`wtb_prefect.batch.execute`).
+
+When Python or the CLI starts a flow, it prepares the plan first (so bad input
+fails before a flow run exists), offers it with :func:`offer_plan`, and calls
+the flow with :meth:`BatchPlan.flow_parameters`. The flow claims the plan only
+when its own parameters are exactly those: what the Prefect UI shows as the
+flow run's parameters is what ran.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wtb_prefect.batch.gate import RegressionGate, prepare_gate
+from wtb_prefect.config import NodeResourceConfig
+from wtb_prefect.define.project import WorkflowProject
+from wtb_prefect.define.resolution import parse_variant_choice
+from wtb_prefect.define.state import split_test_case, validate_state
+from wtb_prefect.errors import ConfigError, ExecutionStateError, StateValidationError
+from wtb_prefect.run.checkpoints import durability_for, open_checkpointer
+from wtb_prefect.run.compile import CompiledVariant, compile_variant
+from wtb_prefect.run.dispatch import Mode
+from wtb_prefect.run.execution import ExecutionItem
+from wtb_prefect.run.executions import ExecutionIndex, ExecutionRecord, open_index
+from wtb_prefect.settings import WTBSettings, get_settings
+
+__all__ = [
+    "BatchPlan",
+    "claim_plan",
+    "offer_plan",
+    "prepare_batch",
+    "prepare_batch_resume",
+    "prepare_resume",
+]
+
+
+@dataclass
+class BatchPlan:
+    """A validated batch: compiled variants, test cases, execution ids, the regression gate."""
+
+    project: WorkflowProject
+    batch_id: str
+    variants: list[CompiledVariant]
+    items: list[ExecutionItem]
+    mode: Mode
+    concurrency: int
+    durability: str
+    index: ExecutionIndex = field(repr=False)
+    variant_matrix: list[dict[str, str]] = field(default_factory=list, repr=False)
+    test_cases: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    parallelism: int | None = None
+    gate: RegressionGate | None = None
+    regression_gate: dict[str, Any] | None = field(default=None, repr=False)
+    """The gate as given (the flow parameter); ``gate`` is its validated form."""
+    resume_of: str | None = None
+    """The batch id this plan finishes (``resume=``), if any."""
+    resources_checked: bool = False
+    """Ray was joined and every node's request checked against the cluster."""
+
+    def resource_requests(self) -> dict[str, NodeResourceConfig]:
+        """Each dispatched node's Ray request, keyed by a readable name."""
+        requests: dict[str, NodeResourceConfig] = {}
+        for variant in self.variants:
+            for name, plan in variant.nodes.items():
+                key = name if variant.label == "default" else f"{name} (variant {variant.label})"
+                requests[key] = NodeResourceConfig.model_validate(plan.resources)
+        return requests
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The parameters of the ``wtb-batch-test`` flow run that runs this plan."""
+        if self.resume_of is not None:
+            return {
+                "project": self.project.name,
+                "resume": self.resume_of,
+                "parallelism": self.parallelism,
+                "regression_gate": self.regression_gate,
+            }
+        return {
+            "project": self.project.name,
+            "variant_matrix": self.variant_matrix,
+            "test_cases": self.test_cases,
+            "parallelism": self.parallelism,
+            "regression_gate": self.regression_gate,
+            "batch_id": self.batch_id,
+        }
+
+
+_offered: dict[str, tuple[BatchPlan, dict[str, Any]]] = {}
+_offered_lock = threading.Lock()
+
+
+def offer_plan(key: str, plan: BatchPlan, parameters: Mapping[str, Any]) -> None:
+    """Let the next flow run of this process keyed ``key`` (a batch or execution id) run
+    ``plan``, provided it is called with exactly ``parameters``."""
+    with _offered_lock:
+        _offered[key] = (plan, dict(parameters))
+
+
+def claim_plan(key: str | None, parameters: Mapping[str, Any]) -> BatchPlan | None:
+    """The plan offered under ``key`` if the flow run's ``parameters`` are the ones it was
+    offered with, else None (the flow then prepares its plan from its parameters).
+    A plan is claimed once."""
+    if key is None:
+        return None
+    with _offered_lock:
+        offered = _offered.pop(key, None)
+    if offered is None:
+        return None
+    plan, expected = offered
+    given = {k: v for k, v in parameters.items() if k in expected}
+    return plan if given == expected else None
+
+
+def prepare_batch(
+    project: WorkflowProject,
+    variant_matrix: Sequence[Mapping[str, str]] | None,
+    test_cases: Sequence[Mapping[str, Any]],
+    *,
+    parallelism: int | None = None,
+    batch_id: str | None = None,
+    execution_ids: Sequence[str] | None = None,
+    regression_gate: Mapping[str, Any] | None = None,
+    settings: WTBSettings | None = None,
+) -> BatchPlan:
+    """Validate a batch and compile its variants; no work starts here.
+
+    Raises:
+        UnknownVariantError, UnknownNodeError: a bad ``variant_matrix`` entry.
+        StateValidationError: a test case that does not fit the state schema.
+        ConfigError: an empty matrix or case list, a repeated combination, a
+            bad ``parallelism`` or regression gate.
+    """
+    settings = settings or get_settings()
+    matrix = list(variant_matrix) if variant_matrix else [{}]
+    if not isinstance(test_cases, Sequence) or isinstance(test_cases, (str, bytes)) or not test_cases:
+        raise ConfigError("test_cases", "is empty or not a list", "give a list of at least one initial-state dict")
+    if parallelism is not None and parallelism < 1:
+        raise ConfigError("parallelism", f"is {parallelism}", "give a positive number of concurrent executions")
+    choices = []
+    for index, entry in enumerate(matrix):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"variant_matrix[{index}]", f"is {type(entry).__name__}", "give a dict {node: variant}")
+        choice = parse_variant_choice(project, entry)
+        if choice in choices:
+            raise ConfigError(
+                f"variant_matrix[{index}]",
+                f"repeats variant_matrix[{choices.index(choice)}] ({choice.label})",
+                "remove the duplicate",
+            )
+        choices.append(choice)
+    execution = project.execution
+    mode: Mode = execution.batch_executor
+    checkpointer = open_checkpointer(execution, settings.project_dir(project.name))
+    variants = [compile_variant(project, c, mode=mode, checkpointer=checkpointer) for c in choices]
+    batch_id = batch_id or uuid.uuid4().hex[:12]
+    items: list[ExecutionItem] = []
+    for v_index, variant in enumerate(variants):
+        for c_index, raw in enumerate(test_cases):
+            case = split_test_case(raw, variant.state_schema, c_index)
+            try:
+                validate_state(variant.state_schema, case.input, where=f"test_cases[{c_index}]")
+            except StateValidationError as exc:
+                raise StateValidationError(f"{exc} (variant {variant.label})") from exc
+            position = len(items)
+            execution_id = (
+                execution_ids[position] if execution_ids else f"{project.name}-{batch_id}-v{v_index}-c{c_index}"
+            )
+            items.append(ExecutionItem(variant, case, raw, execution_id))
+    concurrency = 1 if mode == "sequential" else (parallelism or execution.ray_config.max_concurrent_workflows)
+    plan = BatchPlan(
+        project=project,
+        batch_id=batch_id,
+        variants=variants,
+        items=items,
+        mode=mode,
+        concurrency=min(concurrency, len(items)),
+        durability=durability_for(execution),
+        index=open_index(settings.state_dir),
+        variant_matrix=[dict(m) for m in matrix],
+        test_cases=[dict(c) for c in test_cases],
+        parallelism=parallelism,
+        regression_gate=dict(regression_gate) if regression_gate else None,
+    )
+    plan.gate = prepare_gate(plan, regression_gate)
+    return plan
+
+
+def prepare_batch_resume(
+    project: WorkflowProject,
+    batch_id: str,
+    *,
+    parallelism: int | None = None,
+    regression_gate: Mapping[str, Any] | None = None,
+    settings: WTBSettings | None = None,
+) -> BatchPlan:
+    """The plan that finishes batch ``batch_id`` after its driver stopped or was killed.
+
+    The batch's variant matrix and test cases come from the execution index.
+    Executions that completed or failed are not run again (their stored
+    results are reused); interrupted and paused ones continue from their
+    latest checkpoint; the others run from the start.
+
+    Raises:
+        ConfigError: the index has no such batch, or it belongs to another project.
+        ExecutionStateError: an execution of the batch is still running in a live process.
+    """
+    settings = settings or get_settings()
+    index = open_index(settings.state_dir)
+    record = index.batch(batch_id)
+    if record is None:
+        raise ConfigError(
+            "resume",
+            f"names batch {batch_id!r}, which the execution index {index.path} does not have",
+            "give the batch_id of an earlier run_batch_test (see wtb.list_batches())",
+        )
+    if record.project != project.name:
+        raise ConfigError(
+            "resume",
+            f"batch {batch_id!r} belongs to project {record.project!r}, not {project.name!r}",
+            f"call run_batch_test(project={record.project!r}, resume={batch_id!r})",
+        )
+    plan = prepare_batch(
+        project,
+        record.variant_matrix,
+        record.test_cases,
+        parallelism=parallelism or record.parallelism,
+        batch_id=batch_id,
+        regression_gate=regression_gate,
+        settings=settings,
+    )
+    plan.resume_of = batch_id
+    plan.parallelism = parallelism
+    for item in plan.items:
+        known = index.get(item.execution_id)
+        if known is None or known.status == "pending":
+            continue
+        if known.status == "running":
+            raise ExecutionStateError(
+                f"execution {item.execution_id!r} of batch {batch_id!r} is still running in process "
+                f"{known.owner_pid}. Fix: wait for it, or pause it and resume the batch afterwards"
+            )
+        if known.finished:
+            item.done = index.result(item.execution_id)
+            if item.done is not None:
+                continue
+        item.resume = True
+    return plan
+
+
+def prepare_resume(
+    project: WorkflowProject, record: ExecutionRecord, *, settings: WTBSettings | None = None
+) -> BatchPlan:
+    """The plan that continues one execution's thread from its latest checkpoint."""
+    plan = prepare_batch(
+        project,
+        [record.variant],
+        [record.test_case],
+        batch_id=record.batch_id,
+        execution_ids=[record.execution_id],
+        settings=settings,
+    )
+    plan.items[0].resume = True
+    return plan

@@ -1,0 +1,249 @@
+"""MLflow records every batch: one experiment per project, one parent run per
+batch, one child run per variant combination.
+
+A child run's params name the combination, its workflow variant and each
+node's implementation, source version, resources and environment; its metrics
+aggregate the test cases (:func:`wtb_prefect.analysis.evaluation.aggregate_metrics`:
+success/error rate, mean and 95% interval of every score and reported metric,
+p50/p95 of total and per-node latency); the per-case results are an MLflow
+table (``cases.json``). The parent run holds every case and the comparison
+against the first combination.
+
+Tracking store: ``WTB_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else
+SQLite at ``<WTB_HOME>/mlflow.db`` with artifacts in ``<WTB_HOME>/mlartifacts``;
+:func:`mlflow_ui_command` prints the command that shows it. Every write names
+its run id through ``MlflowClient``: never MLflow's process-global active run,
+so concurrent batches cannot write to each other's runs. ``WTB_MLFLOW_ENABLED=false``
+switches recording off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wtb_prefect.analysis.evaluation import aggregate_metrics
+from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
+from wtb_prefect.settings import WTBSettings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from wtb_prefect.run.compile import CompiledVariant
+    from wtb_prefect.batch.plan import BatchPlan
+    from wtb_prefect.results import BatchTestResult, ExecutionResult
+
+__all__ = ["MlflowObserver", "artifact_root", "mlflow_client", "mlflow_ui_command", "tracking_uri"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_PARAM = 6000
+_lock = threading.Lock()
+_clients: dict[str, MlflowClient] = {}
+
+
+def tracking_uri(settings: WTBSettings | None = None) -> str:
+    """The MLflow tracking URI batches are recorded in."""
+    import os
+
+    settings = settings or get_settings()
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{settings.state_dir / 'mlflow.db'}"
+
+
+def artifact_root(settings: WTBSettings | None = None) -> str:
+    """Where new experiments keep their artifacts (tables) by default: ``<WTB_HOME>/mlartifacts``."""
+    settings = settings or get_settings()
+    return (settings.state_dir / "mlartifacts").as_uri()
+
+
+def mlflow_ui_command(settings: WTBSettings | None = None) -> str:
+    """The shell command that opens the MLflow UI on the tracking store."""
+    settings = settings or get_settings()
+    uri = tracking_uri(settings)
+    if uri.startswith(("http://", "https://", "databricks")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifact_root(settings)}"
+
+
+def mlflow_client(uri: str) -> MlflowClient:
+    """One client per tracking URI; creating the first one migrates a new SQLite store."""
+    with _lock:
+        client = _clients.get(uri)
+        if client is None:
+            from mlflow import MlflowClient
+
+            if uri.startswith("sqlite:///"):
+                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # create the schema now, under the lock
+            _clients[uri] = client
+        return client
+
+
+def _experiment_id(client: MlflowClient, name: str, artifacts: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    with _lock:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=f"{artifacts}/{name}", tags={"wtb.project": name})
+        except MlflowException:  # created meanwhile by another process
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+
+def _key(name: str) -> str:
+    """An MLflow metric or param key: letters, digits and ``_-. /`` only."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 3] + "..."
+
+
+def variant_params(compiled: CompiledVariant) -> dict[str, str]:
+    """The params of a combination's child run: its choice and every node's provenance."""
+    provenance = compiled.provenance()
+    params = {
+        "variant": compiled.label,
+        "workflow_variant": compiled.choice.workflow,
+        "project_version": str(provenance["project_version"]),
+    }
+    for node, info in provenance["nodes"].items():
+        params[f"variant.{node}"] = compiled.choice.variant_of(node)
+        params[f"node.{node}.implementation"] = info["implementation"]
+        params[f"node.{node}.version"] = info["version"]
+        params[f"node.{node}.resources"] = _param(info["resources"])
+        params[f"node.{node}.environment"] = _param(info["environment"] or "current")
+    return {_key(k): _param(v) for k, v in params.items()}
+
+
+def _case_row(result: ExecutionResult) -> dict[str, Any]:
+    row = {k: v for k, v in result.row().items()}
+    row["input"] = _param(result.initial_state)
+    row["expected"] = _param(result.expected) if result.expected is not None else ""
+    row["output"] = _param(result.final_state)[:2000]
+    for name, value in result.metrics.items():
+        if name.startswith(("node.", "total.")) and not name.endswith(".latency_s"):
+            row[name] = value
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as MLflow's column dict; a cell a row lacks is None."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return {c: [row.get(c) for row in rows] for c in columns}
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MlflowObserver(BatchObserver):
+    """Records one batch: parent run at the start, child runs' figures and tables at the end."""
+
+    def __init__(self, settings: WTBSettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.uri = tracking_uri(self.settings)
+        self.parent_run_id: str | None = None
+        self.child_run_ids: dict[str, str] = {}
+        self._client: MlflowClient | None = None
+
+    def on_batch_start(self, plan: BatchPlan) -> None:
+        from mlflow.entities import Param
+        from prefect.context import FlowRunContext
+
+        client = self._client = mlflow_client(self.uri)
+        experiment_id = _experiment_id(client, plan.project.name, artifact_root(self.settings))
+        flow_ctx = FlowRunContext.get()
+        tags = {"wtb.project": plan.project.name, "wtb.batch_id": plan.batch_id, "wtb.kind": "batch"}
+        if flow_ctx and flow_ctx.flow_run:
+            tags["prefect.flow_run_id"] = str(flow_ctx.flow_run.id)
+            tags["prefect.flow_run_name"] = flow_ctx.flow_run.name
+        parent = client.create_run(experiment_id, tags=tags, run_name=f"batch {plan.batch_id}")
+        self.parent_run_id = parent.info.run_id
+        parent_params = {
+            "project": plan.project.name,
+            "project_version": plan.project.version,
+            "batch_id": plan.batch_id,
+            "variant_combinations": len(plan.variants),
+            "test_cases": len(plan.items) // max(len(plan.variants), 1),
+            "mode": plan.mode,
+            "concurrency": plan.concurrency,
+        }
+        client.log_batch(self.parent_run_id, params=[Param(k, _param(v)) for k, v in parent_params.items()])
+        for compiled in plan.variants:
+            child = client.create_run(
+                experiment_id,
+                tags={**tags, "wtb.kind": "variant", "wtb.variant": compiled.label, "mlflow.parentRunId": self.parent_run_id},
+                run_name=compiled.label,
+            )
+            self.child_run_ids[compiled.label] = child.info.run_id
+            params = [Param(k, v) for k, v in variant_params(compiled).items()]
+            for chunk in _chunks(params, 100):
+                client.log_batch(child.info.run_id, params=chunk)
+
+    def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
+        from mlflow.entities import Metric
+
+        client = self._client
+        if client is None or self.parent_run_id is None:
+            return
+        now = int(time.time() * 1000)
+        groups = batch.by_variant()
+        for label, run_id in self.child_run_ids.items():
+            results = groups.get(label, [])
+            figures = aggregate_metrics(results)
+            metrics = [Metric(_key(k), float(v), now, 0) for k, v in figures.items()]
+            for chunk in _chunks(metrics, 1000):
+                client.log_batch(run_id, metrics=chunk)
+            if results:
+                client.log_table(run_id, _table([_case_row(r) for r in results]), "cases.json")
+            all_failed = bool(results) and figures.get("error_rate") == 1.0
+            client.set_terminated(run_id, "FAILED" if all_failed else "FINISHED")
+        overall = {
+            "executions": float(len(batch)),
+            "failed": float(len(batch.failed)),
+            "duration_s": batch.duration_s,
+        }
+        client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in overall.items()])
+        if batch.results:
+            client.log_table(self.parent_run_id, _table([_case_row(r) for r in batch.results]), "cases.json")
+        if len(groups) > 1:
+            from wtb_prefect.analysis.comparison import comparison_table
+
+            client.log_table(self.parent_run_id, _table(comparison_table(batch)), "comparison.json")
+        client.set_terminated(self.parent_run_id, "FINISHED")
+        batch.tracking["mlflow"] = {
+            "tracking_uri": self.uri,
+            "parent_run_id": self.parent_run_id,
+            "child_run_ids": dict(self.child_run_ids),
+        }
+
+
+def _mlflow_factory(plan: BatchPlan) -> BatchObserver | None:
+    settings = get_settings()
+    return MlflowObserver(settings) if settings.mlflow_enabled else None
+
+
+register_observer_factory(_mlflow_factory)

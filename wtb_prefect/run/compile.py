@@ -1,0 +1,167 @@
+"""Compilation: a project plus a variant choice becomes a runnable LangGraph graph.
+
+The project's own graph is built by its factory; the builder (``StateGraph``)
+is copied with every node's runnable replaced by a dispatching wrapper (with
+the chosen implementation inside) and compiled again, so edges, conditional
+edges, reducers, ``Send``, ``Command``, retry policies and interrupts stay
+exactly LangGraph's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph._internal._runnable import RunnableCallable
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from wtb_prefect.define.introspect import build_graph, callable_name, source_hash
+from wtb_prefect.run.dispatch import Mode, NodePlan, body_and_accepts, make_node_callable
+from wtb_prefect.run.environments import prepare_node_environment
+from wtb_prefect.define.project import DEFAULT, WorkflowProject
+from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
+
+__all__ = ["CompiledVariant", "compile_variant"]
+
+_DEFAULT_ERROR_HANDLER = "__default_error_handler__"
+
+
+@dataclass
+class CompiledVariant:
+    """A variant combination compiled to a dispatching LangGraph graph."""
+
+    project: str
+    choice: VariantChoice
+    graph: CompiledStateGraph
+    state_schema: type | None
+    nodes: dict[str, NodePlan]
+    inline_nodes: list[str] = field(default_factory=list)
+    project_version: str = "1.0"
+
+    @property
+    def label(self) -> str:
+        """The variant combination's label."""
+        return self.choice.label
+
+    def provenance(self) -> dict[str, Any]:
+        """The exact implementation versions, resources and environments this variant runs."""
+        return {
+            "project": self.project,
+            "project_version": self.project_version,
+            "workflow_variant": self.choice.workflow,
+            "variant": self.choice.as_dict(),
+            "nodes": {
+                name: {
+                    "implementation": plan.implementation,
+                    "version": plan.version,
+                    "resources": plan.resources,
+                    # spec, env key and resolved lock (None = the driver's environment)
+                    "environment": None if plan.environment is None else json.loads(plan.environment),
+                }
+                for name, plan in self.nodes.items()
+            },
+        }
+
+
+def _env_user(project: str, choice: VariantChoice, node: str) -> str:
+    """How an environment's audit names a node that uses it: ``project/node[:variant][@workflow]``."""
+    variant = choice.variant_of(node)
+    label = f"{project}/{node}" + (f":{variant}" if variant != DEFAULT else "")
+    return label + (f"@{choice.workflow}" if choice.workflow != DEFAULT else "")
+
+
+def compile_variant(
+    project: WorkflowProject,
+    choice: VariantChoice,
+    *,
+    mode: Mode,
+    checkpointer: BaseCheckpointSaver | None,
+) -> CompiledVariant:
+    """Build the graph of ``choice`` with every node dispatched as a Prefect task.
+
+    Nodes that are not plain callables (a compiled subgraph used as a node, an
+    error handler) run inline in the flow process.
+    """
+    if choice.workflow == DEFAULT:
+        factory = project.graph_factory
+        schema = project.state_schema
+        version = project.version
+    else:
+        wf = project.get_workflow_variant(choice.workflow)
+        factory, schema, version = wf.graph_factory, wf.state_schema, f"{project.version}+{wf.name}"
+    base = build_graph(factory, f"project {project.name!r}")
+    builder = copy.copy(base.builder)
+    builder.nodes = dict(base.builder.nodes)
+    if getattr(builder, "_node_defaults", None) is not None and builder._node_defaults.error_handler is not None:
+        builder.nodes.pop(_DEFAULT_ERROR_HANDLER, None)  # compile() adds it again
+
+    execution = project.execution
+    ray_config = execution.ray_config
+    plans: dict[str, NodePlan] = {}
+    inline: list[str] = []
+    for name, spec in list(builder.nodes.items()):
+        if name.startswith("__") or spec.is_error_handler:
+            continue
+        override = resolve_implementation(project, choice, name)
+        runnable = spec.runnable
+        if override is None and not isinstance(runnable, RunnableCallable):
+            inline.append(name)
+            continue
+        func, accepts = body_and_accepts(override if override is not None else runnable)
+        resources = resolve_resources(project, choice, name)
+        # Built (or reused) here, before any work starts: a bad spec raises now.
+        node_env = prepare_node_environment(
+            project.environment,
+            resolve_environment(project, choice, name),
+            used_by=_env_user(project.name, choice, name),
+            mode=mode,
+        )
+        options = resources.ray_options()
+        # Prefect alone retries (see RayConfig.max_retries): a dead worker is a failed attempt.
+        options["max_retries"] = 0
+        if node_env is not None and node_env.ray_runtime_env():
+            options["runtime_env"] = node_env.ray_runtime_env()
+        plan = NodePlan(
+            node=name,
+            func=func,
+            accepts=accepts,
+            implementation=callable_name(getattr(func, "__wrapped__", func)),
+            version=source_hash(func),
+            ray_options=options,
+            timeout_s=float(execution.node_timeouts.get(name, execution.default_timeout)),
+            retries=ray_config.max_retries,
+            retry_delay_s=ray_config.retry_delay,
+            resources=resources.model_dump(),
+            environment=None if node_env is None else json.dumps(node_env.provenance()),
+        )
+        plans[name] = plan
+        wrapper = RunnableCallable(
+            make_node_callable(plan, mode),
+            name=name,
+            tags=getattr(runnable, "tags", None),
+            trace=getattr(runnable, "trace", False),
+        )
+        builder.nodes[name] = dataclasses.replace(spec, runnable=wrapper)
+
+    graph = builder.compile(
+        checkpointer=checkpointer,
+        interrupt_before=base.interrupt_before_nodes,
+        interrupt_after=base.interrupt_after_nodes,
+        store=base.store,
+        cache=base.cache,
+        debug=base.debug,
+        name=base.name,
+    )
+    return CompiledVariant(
+        project=project.name,
+        choice=choice,
+        graph=graph,
+        state_schema=schema,
+        nodes=plans,
+        inline_nodes=inline,
+        project_version=version,
+    )

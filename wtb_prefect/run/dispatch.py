@@ -1,0 +1,207 @@
+"""Running a LangGraph node's body as a Prefect task, on Ray or in the flow process.
+
+LangGraph keeps running the graph; each node callable is replaced by a thin
+wrapper that ships the node's input to a Prefect task (with the node's Ray
+resources) and hands the task's return value back to LangGraph unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect_ray.context import remote_options
+
+from wtb_prefect.run.node_scope import current_node_metrics, observe_node
+from wtb_prefect.worker.workspace import bind_workspace
+from wtb_prefect.results import ErrorInfo, NodeRecord
+
+__all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
+
+Mode = Literal["ray", "threadpool", "sequential"]
+
+
+@dataclass
+class ExecutionContext:
+    """What the node wrappers of one running execution record into."""
+
+    execution_id: str
+    variant_label: str
+    case_id: str
+    records: list[NodeRecord] = field(default_factory=list)
+    failed_node: str | None = None
+    on_node_end: Callable[[NodeRecord], None] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, record: NodeRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+            if record.status == "failed":
+                self.failed_node = record.node
+        if self.on_node_end is not None:
+            self.on_node_end(record)
+
+
+_current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
+    "wtb_current_execution", default=None
+)
+
+
+def current_execution() -> ExecutionContext | None:
+    """The execution whose node is running in this context, if any."""
+    return _current.get()
+
+
+def set_current_execution(ctx: ExecutionContext | None) -> contextvars.Token:
+    """Make ``ctx`` the current execution of this context."""
+    return _current.set(ctx)
+
+
+@task(name="node", cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
+def node_task(fn: Callable[..., Any], state: Any, kwargs: dict[str, Any], label: str) -> Any:
+    """Run one LangGraph node body; the value goes back to LangGraph unchanged."""
+    return fn(state, **kwargs)
+
+
+@dataclass
+class NodePlan:
+    """Everything needed to dispatch one node of one compiled variant."""
+
+    node: str
+    func: Callable[..., Any]
+    accepts: dict[str, Any]
+    implementation: str
+    version: str
+    ray_options: dict[str, Any]
+    timeout_s: float
+    retries: int
+    retry_delay_s: float
+    resources: dict[str, Any]
+    environment: str | None = None
+    _task: Any = field(default=None, repr=False)
+
+    def prefect_task(self) -> Any:
+        """The node's Prefect task, named after the node, with its timeout and retries."""
+        if self._task is None:
+            self._task = node_task.with_options(
+                name=self.node,
+                timeout_seconds=self.timeout_s,
+                retries=self.retries,
+                retry_delay_seconds=self.retry_delay_s,
+            )
+        return self._task
+
+
+def _sync_body(runnable: RunnableCallable) -> Callable[..., Any]:
+    if runnable.func is not None:
+        return runnable.func
+    afunc = runnable.afunc
+
+    def run_async(state: Any, **kwargs: Any) -> Any:
+        return asyncio.run(afunc(state, **kwargs))
+
+    run_async.__wrapped__ = afunc  # type: ignore[attr-defined]
+    return run_async
+
+
+def body_and_accepts(impl: Callable[..., Any] | RunnableCallable) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The plain function of a node and the LangGraph arguments it asks for."""
+    runnable = impl if isinstance(impl, RunnableCallable) else RunnableCallable(impl, trace=False)
+    return _sync_body(runnable), dict(runnable.func_accepts)
+
+
+def _shippable_kwargs(accepts: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    """The injected arguments a node asked for, reduced to what can cross to a Ray worker."""
+    from langgraph.runtime import Runtime
+
+    kwargs: dict[str, Any] = {}
+    conf = config.get("configurable", {})
+    runtime = conf.get("__pregel_runtime")
+    for kw in accepts:
+        if kw == "config":
+            kwargs["config"] = RunnableConfig(
+                configurable={k: v for k, v in conf.items() if not k.startswith("__")},
+                tags=list(config.get("tags", [])),
+                metadata={k: v for k, v in config.get("metadata", {}).items() if isinstance(v, (str, int, float, bool))},
+                recursion_limit=config.get("recursion_limit", 25),
+            )
+        elif kw == "runtime":
+            kwargs["runtime"] = Runtime(
+                context=getattr(runtime, "context", None), previous=getattr(runtime, "previous", None)
+            )
+        elif kw == "previous":
+            kwargs["previous"] = getattr(runtime, "previous", None)
+        elif kw in ("store", "writer"):
+            kwargs[kw] = None  # process-bound objects cannot travel to a worker
+    return kwargs
+
+
+def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
+    """The callable that replaces a node's body in the compiled graph."""
+
+    def dispatched(state: Any, config: RunnableConfig) -> Any:
+        ctx = _current.get()
+        kwargs = _shippable_kwargs(plan.accepts, config)
+        label = f"{plan.node} | {ctx.variant_label} | case {ctx.case_id}" if ctx else plan.node
+        started = time.time()
+        t0 = time.perf_counter()
+        task_run_id = None
+        func = bind_workspace(plan.func)  # the execution's file workspace travels with the body
+        try:
+            if FlowRunContext.get() is None:
+                output = func(state, **kwargs)  # outside a flow: plain call
+            elif mode == "ray":
+                with remote_options(**plan.ray_options):
+                    future = plan.prefect_task().submit(func, state, kwargs, label)
+                task_run_id = str(future.task_run_id)
+                output = future.result()
+            else:
+                output = plan.prefect_task()(func, state, kwargs, label)
+        except BaseException as exc:
+            if ctx is not None:
+                ctx.add(
+                    NodeRecord(
+                        node=plan.node,
+                        implementation=plan.implementation,
+                        version=plan.version,
+                        started_at=started,
+                        duration_s=time.perf_counter() - t0,
+                        status="failed",
+                        error=ErrorInfo(type(exc).__name__, str(exc), plan.node, traceback.format_exc()),
+                        task_run_id=task_run_id,
+                        resources=plan.resources,
+                        metrics=current_node_metrics(),
+                    )
+                )
+            raise
+        if ctx is not None:
+            ctx.add(
+                NodeRecord(
+                    node=plan.node,
+                    implementation=plan.implementation,
+                    version=plan.version,
+                    started_at=started,
+                    duration_s=time.perf_counter() - t0,
+                    status="completed",
+                    output=output,
+                    task_run_id=task_run_id,
+                    resources=plan.resources,
+                    metrics=current_node_metrics(),
+                )
+            )
+        return output
+
+    dispatched.__name__ = plan.node
+    dispatched.__qualname__ = plan.node
+    return observe_node(plan, dispatched)  # span + metrics of the node run

@@ -1,0 +1,160 @@
+"""Running one execution: one LangGraph thread, from its start or latest checkpoint to its end.
+
+:func:`run_execution` invokes a compiled variant's graph on one test case under
+pause/checkpoint control, records the execution in the execution index, scores
+it with the project's evaluators and tells its :class:`ExecutionHooks` (the
+batch layer attaches its observers there).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.errors import GraphDrained
+from prefect.context import FlowRunContext
+
+from wtb_prefect.analysis.evaluation import score_case
+from wtb_prefect.define.project import WorkflowProject
+from wtb_prefect.define.state import TestCase
+from wtb_prefect.results import ErrorInfo, ExecutionResult, NodeRecord
+from wtb_prefect.run.compile import CompiledVariant
+from wtb_prefect.run.control import CHECKPOINT, controlled_run
+from wtb_prefect.run.dispatch import ExecutionContext, set_current_execution
+from wtb_prefect.run.executions import ExecutionIndex
+
+__all__ = ["ExecutionHooks", "ExecutionItem", "current_flow_run_id", "run_execution"]
+
+
+@dataclass
+class ExecutionItem:
+    """One execution to run: a compiled variant combination on one test case."""
+
+    compiled: CompiledVariant
+    case: TestCase
+    raw_case: Mapping[str, Any]
+    execution_id: str
+    resume: bool = False
+    """Continue the execution's thread from its latest checkpoint (when it has one)."""
+    done: ExecutionResult | None = None
+    """The stored result of an execution that finished before; it is not run again."""
+
+
+class ExecutionHooks:
+    """Callbacks around one execution; the default does nothing."""
+
+    def on_execution_start(self, item: ExecutionItem) -> None:
+        """In the execution's thread, before ``graph.invoke``."""
+
+    def on_node_end(self, item: ExecutionItem, record: NodeRecord) -> None:
+        """Right after a node's body returned or raised, before LangGraph checkpoints its writes."""
+
+    def on_execution_end(self, item: ExecutionItem, result: ExecutionResult) -> None:
+        """After the result (and scores) are known, before it is stored in the index."""
+
+
+def current_flow_run_id() -> str | None:
+    """The id of the Prefect flow run this code runs in, if any."""
+    flow_ctx = FlowRunContext.get()
+    return str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
+
+
+def _invoke(item: ExecutionItem, index: ExecutionIndex, config: dict[str, Any], durability: str,
+            result: ExecutionResult) -> Any:
+    """``graph.invoke`` under a RunControl; a requested manual checkpoint drains and goes on.
+
+    Raises:
+        GraphDrained: the execution was paused.
+    """
+    graph = item.compiled.graph
+    graph_input: Any = item.case.input
+    if item.resume:
+        saved = graph.checkpointer.get_tuple(config) if graph.checkpointer is not None else None
+        if saved is not None:  # else it was interrupted before its first checkpoint: start over
+            graph_input = None
+            result.provenance["resumed_from"] = saved.config["configurable"]["checkpoint_id"]
+    while True:
+        with controlled_run(item.execution_id, index) as control:
+            try:
+                return graph.invoke(graph_input, config, durability=durability, control=control)
+            except GraphDrained as drained:
+                if drained.reason != CHECKPOINT:
+                    raise
+        index.set_request(item.execution_id, None)
+        graph_input = None
+
+
+def run_execution(
+    item: ExecutionItem,
+    *,
+    project: WorkflowProject,
+    index: ExecutionIndex,
+    durability: str,
+    batch_id: str | None,
+    hooks: ExecutionHooks | None = None,
+) -> ExecutionResult:
+    """Run (or resume) one execution to its end, failure or pause; record it in the index."""
+    hooks = hooks or ExecutionHooks()
+    compiled = item.compiled
+    ctx = ExecutionContext(item.execution_id, compiled.label, item.case.case_id)
+    ctx.on_node_end = lambda record: hooks.on_node_end(item, record)
+    token = set_current_execution(ctx)
+    config = {
+        "configurable": {"thread_id": item.execution_id},
+        "recursion_limit": project.execution.recursion_limit,
+        "run_name": f"{project.name}:{compiled.label}:{item.case.case_id}",
+    }
+    result = ExecutionResult(
+        execution_id=item.execution_id,
+        project=project.name,
+        variant=compiled.choice.as_dict(),
+        variant_label=compiled.label,
+        status="running",
+        initial_state=item.case.input,
+        case_id=item.case.case_id,
+        expected=item.case.expected,
+        batch_id=batch_id,
+        flow_run_id=current_flow_run_id(),
+        provenance=compiled.provenance(),
+        started_at=time.time(),
+    )
+    index.mark_running(item.execution_id, flow_run_id=result.flow_run_id)
+    hooks.on_execution_start(item)
+    t0 = time.perf_counter()
+    try:
+        output = _invoke(item, index, config, durability, result)
+        snapshot = compiled.graph.get_state(config)
+        result.final_state = output
+        result.status = "paused" if snapshot.next else "completed"
+        result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
+    except GraphDrained:
+        snapshot = compiled.graph.get_state(config)
+        result.final_state = snapshot.values
+        result.status = "paused"
+        result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
+    except Exception as exc:
+        result.status = "failed"
+        result.error = ErrorInfo(type(exc).__name__, str(exc), ctx.failed_node, traceback.format_exc())
+        try:
+            snapshot = compiled.graph.get_state(config)
+            result.final_state = snapshot.values
+            result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
+        except Exception:  # no checkpoint was written before the failure
+            result.final_state = None
+    finally:
+        set_current_execution(None)
+        del token
+    result.duration_s = time.perf_counter() - t0
+    result.nodes = ctx.records
+    if result.status == "completed" and project.evaluators:
+        try:
+            result.scores = score_case(project.evaluators, result.final_state, item.raw_case)
+        except Exception as exc:
+            result.status = "failed"
+            result.error = ErrorInfo(type(exc).__name__, f"evaluator failed: {exc}", None, traceback.format_exc())
+    hooks.on_execution_end(item, result)  # may add provenance: store after it
+    index.finish(result)
+    return result

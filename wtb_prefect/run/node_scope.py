@@ -1,0 +1,96 @@
+"""What surrounds one node run in the flow process: its span and its metrics.
+
+``dispatch`` wraps every node callable with :func:`observe_node`. Inside, the
+node's span is open and a metrics collector is current; the task runner
+(running in a copy of this context) reads :func:`current_node_scope` to send
+the span's W3C trace context to the Ray worker, and :func:`absorb_worker_extras`
+brings the worker's metrics and spans back into this scope. The dispatcher
+reads the collected metrics with :func:`current_node_metrics` when it writes
+the node's record.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from wtb_prefect.worker.metrics import collecting_node_metrics
+from wtb_prefect.run.spans import end_node_span, import_spans, start_node_span, worker_carrier
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from wtb_prefect.run.dispatch import NodePlan
+
+__all__ = ["NodeScope", "absorb_worker_extras", "current_node_metrics", "current_node_scope", "observe_node"]
+
+
+@dataclass
+class NodeScope:
+    """The open span and the metrics of one node run."""
+
+    plan: NodePlan
+    span: Span | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def carrier(self, attributes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The trace context a worker needs for a child span of this node; None when untraced."""
+        return worker_carrier(
+            self.span, f"wtb.worker {self.plan.node}", {"wtb.node": self.plan.node, **(attributes or {})}
+        )
+
+
+_scope: contextvars.ContextVar[NodeScope | None] = contextvars.ContextVar("wtb_node_scope", default=None)
+
+
+def current_node_scope() -> NodeScope | None:
+    """The node run whose body is being dispatched in this context, if any."""
+    return _scope.get()
+
+
+def current_node_metrics() -> dict[str, float]:
+    """A copy of the metrics reported so far by the node run of this context."""
+    scope = _scope.get()
+    return dict(scope.metrics) if scope is not None else {}
+
+
+def absorb_worker_extras(extras: Mapping[str, Any] | None) -> None:
+    """Merge what a worker sent back (metrics, spans) into the current node run."""
+    if not extras:
+        return
+    scope = _scope.get()
+    if scope is not None:
+        for name, value in (extras.get("metrics") or {}).items():
+            scope.metrics[name] = scope.metrics.get(name, 0.0) + float(value)
+    spans = extras.get("spans")
+    if spans:
+        import_spans(spans)
+
+
+def observe_node(plan: NodePlan, dispatched: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a node's dispatching callable with its span and metrics collection."""
+    from wtb_prefect.run.dispatch import current_execution
+
+    @functools.wraps(dispatched)
+    def observed(state: Any, config: Any) -> Any:
+        span = start_node_span(plan, current_execution())
+        scope = NodeScope(plan, span)
+        token = _scope.set(scope)
+        try:
+            with collecting_node_metrics(scope.metrics):
+                output = dispatched(state, config)
+        except BaseException as exc:
+            end_node_span(span, exc)
+            raise
+        finally:
+            _scope.reset(token)
+        if span is not None and scope.metrics:
+            for name, value in scope.metrics.items():
+                span.set_attribute(f"wtb.metric.{name}", value)
+        end_node_span(span, None)
+        return output
+
+    return observed
