@@ -371,7 +371,9 @@ class EnvironmentManager:
                 what="create the virtual environment", used_by=used_by, spec=spec,
             )
             python = str(path / "bin" / "python")
-            install = ["pip", "install", "--python", python, *spec.dependencies]
+            # bytecode at install: Ray workers in this env would otherwise compile on every import
+            # (no .pyc is ever written under PYTHONDONTWRITEBYTECODE=1)
+            install = ["pip", "install", "--compile-bytecode", "--python", python, *spec.dependencies]
             if requirements is not None:
                 install += ["-r", str(requirements)]
             self._uv(install, what="install the dependencies", used_by=used_by, spec=spec)
