@@ -241,6 +241,30 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
         assert shot.returncode == 0 and Path(os.environ["WTB_SCREENSHOT"]).stat().st_size > 10_000, shot.stderr
 
 
+def test_deployment_run_watch_returns_when_the_flow_run_ends(deployed: dict) -> None:
+    """The README's `prefect deployment run ... --watch` follows the run through the server's event
+    stream and returns with the run: exit code 0, within 3x the flow run's own duration."""
+    from prefect import get_client
+
+    case = [{"query": "Which installer builds virtual environments fast?", "expected": "uv"}]
+    started = time.monotonic()
+    watched = _prefect(
+        ["deployment", "run", "wtb-batch-test/quickstart-on-demand", "--param", f"test_cases={json.dumps(case)}",
+         "--watch", "--watch-timeout", "600"],
+        deployed["work"], deployed["env"], timeout=660,
+    )
+    waited = time.monotonic() - started
+    assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-3000:]
+    flow_run_id = UUID.search(watched.stdout).group(0)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    assert run.state.is_completed() and "Completed" in watched.stdout, watched.stdout[-2000:]
+    # its own duration: from its creation (the command creates it) to its end, worker pick-up included
+    own = (run.end_time - run.created).total_seconds()
+    print(f"--watch returned after {waited:.1f}s; the flow run took {own:.1f}s ({waited / own:.2f}x)")
+    assert waited <= 3 * own, f"--watch took {waited:.0f}s for a flow run of {own:.0f}s"
+
+
 def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None:
     # the nightly deployment names a project YAML file and a matrix file; keep one case to stay short
     case = [{"query": "Which installer builds virtual environments fast?", "expected": "uv"}]

@@ -1,19 +1,33 @@
-"""Joining or starting the Ray cluster, and checking resource requests against it."""
+"""Joining or starting the Ray cluster, and checking resource requests against it.
+
+``wtb up`` starts a Ray head for the state folder (:class:`RayHead`) that
+outlives the command, so later runs join it instead of starting Ray again;
+``connect_ray`` with ``address="auto"`` finds it through ``<WTB_HOME>/ray/head.json``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
+from wtb_prefect.settings import WTBSettings, get_settings
 
-__all__ = ["check_resources", "cluster_resources", "connect_ray", "worker_env_vars"]
+__all__ = ["RayHead", "RayHeadInfo", "check_resources", "cluster_resources", "connect_ray", "worker_env_vars"]
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -28,6 +42,21 @@ _PROPAGATED = (
     "WTB_HOME",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
+
+
+# Keep a warm pool of workers: node tasks are many and short, and Ray's
+# default (kill idle workers above one per CPU after 1 s) makes every burst of
+# concurrent executions pay worker start-up. The soft limit also sets the
+# raylet's "N PYTHON worker processes have been started" warning (at 4x it).
+_SYSTEM_CONFIG = {
+    "num_workers_soft_limit": max(32, 2 * (os.cpu_count() or 1)),
+    "idle_worker_killing_time_threshold_ms": 600_000,
+}
+
+
+def _auth_mode() -> str:
+    """Ray's token authentication, named explicitly (Ray prints a notice when it chooses itself)."""
+    return os.environ.get("RAY_AUTH_MODE") or "token"
 
 
 def _user_paths() -> list[str]:
@@ -69,14 +98,15 @@ def worker_env_vars(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def connect_ray(config: RayConfig | None = None) -> None:
+def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = None) -> None:
     """Connect this process to the Ray cluster ``config`` names; idempotent.
 
-    ``address="auto"`` joins a running cluster (``RAY_ADDRESS`` or the one
-    ``ray start`` left on this machine) and starts a local one when none runs;
-    ``"local"`` always starts a local cluster for this process; anything else
-    is joined as given. Workers get ``PREFECT_API_URL`` and the driver's
-    source folders.
+    ``address="auto"`` joins, in this order, the head ``wtb up`` started for
+    the state folder, the cluster ``RAY_ADDRESS`` names, the one ``ray start``
+    last left on this machine; and starts a local one for this process when
+    none runs. ``"local"`` always starts a local cluster for this process;
+    anything else is joined as given. Workers get ``PREFECT_API_URL`` and the
+    driver's source folders.
 
     Raises:
         ServiceError: the named cluster cannot be reached.
@@ -96,27 +126,29 @@ def connect_ray(config: RayConfig | None = None) -> None:
             "log_to_driver": True,
             "configure_logging": False,
         }
-        local_kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            # Keep a warm pool of workers: node tasks are many and short, and
-            # Ray's default (kill idle workers above one per CPU after 1 s)
-            # makes every burst of concurrent executions pay worker start-up.
-            "_system_config": {
-                "num_workers_soft_limit": max(32, 2 * (os.cpu_count() or 1)),
-                "idle_worker_killing_time_threshold_ms": 600_000,
-            },
-        }
+        local_kwargs: dict[str, Any] = {"include_dashboard": False, "_system_config": dict(_SYSTEM_CONFIG)}
         if config.object_store_memory:
             local_kwargs["object_store_memory"] = config.object_store_memory
         if config.address == "local":
             _start_local(kwargs, local_kwargs)
         elif config.address == "auto":
-            try:
-                ray.init(address="auto", **kwargs)
-                logger.info("joined the running Ray cluster")
-            except ConnectionError:
-                logger.info("no Ray cluster is running; starting a local one")
-                _start_local(kwargs, local_kwargs)
+            head = RayHead(settings).status()
+            address = head.address if head else os.environ.get("RAY_ADDRESS") or _last_ray_start()
+            if head is not None:
+                os.environ["RAY_AUTH_MODE"] = head.auth_mode  # as the head was started: no notice
+            if address:
+                try:
+                    ray.init(address=address, **kwargs)
+                    logger.info("joined the running Ray cluster at %s", address)
+                    return None
+                except ConnectionError:
+                    if head is not None or os.environ.get("RAY_ADDRESS"):
+                        raise ServiceError(
+                            f"cannot join the Ray cluster at {address}. Fix: `wtb down` then `wtb up`, "
+                            "or unset RAY_ADDRESS"
+                        ) from None
+            logger.info("no Ray cluster is running; starting a local one")
+            _start_local(kwargs, local_kwargs)
         else:
             try:
                 ray.init(address=config.address, **kwargs)
@@ -125,6 +157,28 @@ def connect_ray(config: RayConfig | None = None) -> None:
                     f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
                     "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
                 ) from exc
+
+
+def _last_ray_start() -> str | None:
+    """The address ``ray start`` last wrote on this machine, if its GCS still answers.
+
+    Only that file: Ray's own "auto" would also join any cluster whose process
+    it sees, e.g. another user's test session on a shared machine.
+    """
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        address = Path(get_ray_address_file(None)).read_text().strip()
+    except (OSError, ImportError):
+        return None
+    host, _, port = address.rpartition(":")
+    return address if port.isdigit() and _answers(host or "127.0.0.1", int(port)) else None
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
 
 
 def _skip_uv_run_hook() -> None:
@@ -152,6 +206,7 @@ def _start_local(kwargs: dict[str, Any], local_kwargs: dict[str, Any], attempts:
     for attempt in range(1, attempts + 1):
         try:
             # address="local", not None: None joins a cluster left by `ray start` on this machine
+            os.environ.setdefault("RAY_AUTH_MODE", _auth_mode())  # said, not guessed: no notice
             ray.init(address="local", **kwargs, **local_kwargs)
             return
         except Exception as exc:
@@ -206,3 +261,144 @@ def check_resources(requests: Mapping[str, NodeResourceConfig]) -> None:
             f"Fix: lower {field} for {node!r} in ExecutionConfig.node_resources (or the variant's "
             "resources), or join a cluster that has it through RayConfig.address"
         )
+
+
+# ─── The Ray head of a state folder (`wtb up`) ───
+
+
+@dataclass
+class RayHeadInfo:
+    """What ``wtb status`` reports about the Ray head of a state folder."""
+
+    address: str
+    pid: int
+    port: int
+    temp_dir: str
+    log_file: str
+    auth_mode: str = "token"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RayHead:
+    """Start, find and stop the local Ray head of a state folder.
+
+    The head runs ``ray start --head --block`` in its own process group, on a
+    free port (6379, Ray's default, is often taken, e.g. by redis) and with a
+    temp folder of its own, so ``stop`` ends exactly its processes and no
+    other cluster on the machine.
+
+    Example:
+        ```python
+        head = RayHead()
+        info = head.start()        # or head.status() if one runs already
+        print(info.address)        # 127.0.0.1:40123
+        head.stop()
+        ```
+    """
+
+    def __init__(self, settings: WTBSettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.folder = self.settings.state_dir / "ray"
+        self.state_file = self.folder / "head.json"
+
+    def _read(self) -> RayHeadInfo | None:
+        try:
+            return RayHeadInfo(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def status(self) -> RayHeadInfo | None:
+        """The running head of this state folder, or None."""
+        info = self._read()
+        if info is None or not _alive(info.pid) or not _answers("127.0.0.1", info.port):
+            return None
+        return info
+
+    def start(self, timeout: float = 300.0) -> RayHeadInfo:
+        """Start the head (or return the one already running) and wait until it answers.
+
+        Raises:
+            ServiceError: it did not start within ``timeout`` seconds; the
+                message quotes the end of its log.
+        """
+        running = self.status()
+        if running is not None:
+            return running
+        self.folder.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        # Ray's socket paths must stay short: a temp folder under /tmp named after the state folder
+        digest = hashlib.sha1(str(self.settings.state_dir).encode()).hexdigest()[:10]
+        temp_dir = f"/tmp/wtbray-{digest}"
+        ray_cli = Path(sys.executable).with_name("ray")
+        command = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+        env = {**os.environ, **worker_env_vars()}
+        env.pop("RAY_ADDRESS", None)
+        env["RAY_AUTH_MODE"] = mode = _auth_mode()
+        # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
+        env.setdefault("RAY_agent_register_timeout_ms", "300000")
+        if mode == "token":
+            subprocess.run([*command, "get-auth-token", "--generate"], env=env, capture_output=True, check=False)
+        log_file = self.folder / "head.log"
+        with open(log_file, "ab") as log:
+            process = subprocess.Popen(
+                [*command, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                 "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+                 f"--system-config={json.dumps(_SYSTEM_CONFIG)}"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        info = RayHeadInfo(f"127.0.0.1:{port}", process.pid, port, temp_dir, str(log_file), mode)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            if _answers("127.0.0.1", port) and "Ray runtime started" in log_file.read_text(errors="replace"):
+                self.state_file.write_text(json.dumps(asdict(info), indent=2))
+                return info
+            time.sleep(0.3)
+        self._kill(info)
+        tail = log_file.read_text(errors="replace")[-2000:]
+        raise ServiceError(
+            f"the Ray head did not start within {timeout:.0f}s. Last lines of {log_file}:\n{tail}\n"
+            "Fix: check the machine's load and memory, then `wtb up` again"
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the head of this state folder and every process it started; True if one was running."""
+        info = self._read()
+        if info is None:
+            return False
+        running = _alive(info.pid)
+        self._kill(info, timeout)
+        self.state_file.unlink(missing_ok=True)
+        return running
+
+    @staticmethod
+    def _kill(info: RayHeadInfo, timeout: float = 30.0) -> None:
+        """SIGTERM the head's process group (``ray start --block`` then stops its processes), then
+        SIGKILL what is left of it, and any process that still names its temp folder."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(info.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                os.killpg(info.pid, 0)
+                time.sleep(0.2)
+            os.killpg(info.pid, signal.SIGKILL)
+        import psutil
+
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if any(info.temp_dir in part for part in proc.info["cmdline"] or []):
+                    proc.kill()
