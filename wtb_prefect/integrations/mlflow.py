@@ -19,6 +19,7 @@ switches recording off.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import re
@@ -46,6 +47,14 @@ logger = logging.getLogger(__name__)
 _MAX_PARAM = 6000
 _lock = threading.Lock()
 _clients: dict[str, MlflowClient] = {}
+_pending: set[threading.Thread] = set()
+"""Background set-ups still running; the process waits for them before it exits."""
+
+
+@atexit.register
+def _finish_pending(timeout: float = 120.0) -> None:
+    for thread in list(_pending):
+        thread.join(timeout)
 
 
 def tracking_uri(settings: WTBSettings | None = None) -> str:
@@ -168,18 +177,38 @@ class MlflowObserver(BatchObserver):
         self.parent_run_id: str | None = None
         self.child_run_ids: dict[str, str] = {}
         self._client: MlflowClient | None = None
+        self._setup: threading.Thread | None = None
+        self._setup_error: BaseException | None = None
 
     def on_batch_start(self, plan: BatchPlan) -> None:
-        from mlflow.entities import Param
+        # Importing MLflow and setting its runs up takes seconds: done in a
+        # thread while the batch runs; on_batch_end waits for it.
         from prefect.context import FlowRunContext
 
-        client = self._client = mlflow_client(self.uri)
+        flow_ctx = FlowRunContext.get()  # read here: the thread has no flow run context
+        flow_run = (str(flow_ctx.flow_run.id), flow_ctx.flow_run.name) if flow_ctx and flow_ctx.flow_run else None
+        self._setup = threading.Thread(
+            target=self._set_up_safely, args=(plan, flow_run), name="wtb-mlflow-setup", daemon=True
+        )
+        _pending.add(self._setup)
+        self._setup.start()
+
+    def _set_up_safely(self, plan: BatchPlan, flow_run: tuple[str, str] | None) -> None:
+        try:
+            self._set_up(plan, flow_run)
+        except BaseException as exc:  # raised again in on_batch_end, in the flow's thread
+            self._setup_error = exc
+        finally:
+            _pending.discard(threading.current_thread())
+
+    def _set_up(self, plan: BatchPlan, flow_run: tuple[str, str] | None) -> None:
+        from mlflow.entities import Param
+
+        client = mlflow_client(self.uri)
         experiment_id = _experiment_id(client, plan.project.name, artifact_root(self.settings))
-        flow_ctx = FlowRunContext.get()
         tags = {"wtb.project": plan.project.name, "wtb.batch_id": plan.batch_id, "wtb.kind": "batch"}
-        if flow_ctx and flow_ctx.flow_run:
-            tags["prefect.flow_run_id"] = str(flow_ctx.flow_run.id)
-            tags["prefect.flow_run_name"] = flow_ctx.flow_run.name
+        if flow_run is not None:
+            tags["prefect.flow_run_id"], tags["prefect.flow_run_name"] = flow_run
         parent = client.create_run(experiment_id, tags=tags, run_name=f"batch {plan.batch_id}")
         self.parent_run_id = parent.info.run_id
         parent_params = {
@@ -202,8 +231,19 @@ class MlflowObserver(BatchObserver):
             params = [Param(k, v) for k, v in variant_params(compiled).items()]
             for chunk in _chunks(params, 100):
                 client.log_batch(child.info.run_id, params=chunk)
+        self._client = client
+
+    def _wait_for_setup(self) -> None:
+        """Wait for the background set-up; raise what it raised."""
+        if self._setup is not None:
+            self._setup.join()
+            self._setup = None
+        if self._setup_error is not None:
+            error, self._setup_error = self._setup_error, None
+            raise error
 
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
+        self._wait_for_setup()
         from mlflow.entities import Metric
 
         client = self._client

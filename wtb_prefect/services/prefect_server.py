@@ -251,6 +251,9 @@ def use_prefect_api(api_url: str) -> Iterator[str]:
         temporary_settings,
     )
 
+    from .quiet import quiet_services
+
+    quiet_services()
     # The environment variable is left set on purpose: a process talks to one
     # Prefect API, and Ray workers and subprocesses started later inherit it.
     os.environ["PREFECT_API_URL"] = api_url

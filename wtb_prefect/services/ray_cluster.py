@@ -59,6 +59,23 @@ def _auth_mode() -> str:
     return os.environ.get("RAY_AUTH_MODE") or "token"
 
 
+def _use_auth_mode(mode: str) -> None:
+    """Set ``RAY_AUTH_MODE`` for this process (and the workers it starts) before it joins or starts Ray.
+
+    Ray reads the variable into its config when first imported; it is read
+    again here, as Ray itself does when it turns token mode on.
+    """
+    if os.environ.get("RAY_AUTH_MODE") == mode:
+        return
+    os.environ["RAY_AUTH_MODE"] = mode
+    try:
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:  # another Ray version: it reads the variable when it connects
+        logger.debug("could not refresh Ray's config", exc_info=True)
+
+
 def _user_paths() -> list[str]:
     """sys.path entries of the driver that are not part of an installed Python.
 
@@ -135,7 +152,7 @@ def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = 
             head = RayHead(settings).status()
             address = head.address if head else os.environ.get("RAY_ADDRESS") or _last_ray_start()
             if head is not None:
-                os.environ["RAY_AUTH_MODE"] = head.auth_mode  # as the head was started: no notice
+                _use_auth_mode(head.auth_mode)  # as the head was started
             if address:
                 try:
                     ray.init(address=address, **kwargs)
@@ -206,7 +223,7 @@ def _start_local(kwargs: dict[str, Any], local_kwargs: dict[str, Any], attempts:
     for attempt in range(1, attempts + 1):
         try:
             # address="local", not None: None joins a cluster left by `ray start` on this machine
-            os.environ.setdefault("RAY_AUTH_MODE", _auth_mode())  # said, not guessed: no notice
+            _use_auth_mode(_auth_mode())  # said, not guessed by Ray: no notice
             ray.init(address="local", **kwargs, **local_kwargs)
             return
         except Exception as exc:
@@ -346,7 +363,7 @@ class RayHead:
         temp_dir = f"/tmp/wtbray-{digest}"
         ray_cli = Path(sys.executable).with_name("ray")
         command = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
-        env = {**os.environ, **worker_env_vars()}
+        env = {**os.environ, **worker_env_vars(), "WTB_HOME": str(self.settings.state_dir)}
         env.pop("RAY_ADDRESS", None)
         env["RAY_AUTH_MODE"] = mode = _auth_mode()
         # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
@@ -375,7 +392,7 @@ class RayHead:
             "Fix: check the machine's load and memory, then `wtb up` again"
         )
 
-    def stop(self, timeout: float = 30.0) -> bool:
+    def stop(self, timeout: float = 10.0) -> bool:
         """Stop the head of this state folder and every process it started; True if one was running."""
         info = self._read()
         if info is None:
@@ -386,7 +403,7 @@ class RayHead:
         return running
 
     @staticmethod
-    def _kill(info: RayHeadInfo, timeout: float = 30.0) -> None:
+    def _kill(info: RayHeadInfo, timeout: float = 10.0) -> None:
         """SIGTERM the head's process group (``ray start --block`` then stops its processes), then
         SIGKILL what is left of it, and any process that still names its temp folder."""
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -1,0 +1,75 @@
+"""`wtb up` keeps a Prefect server and a Ray head running; runs join them; `wtb down` stops both.
+
+Runs the real CLI in subprocesses on a state folder of its own (not the test
+session's services), with no PREFECT_API_URL or RAY_ADDRESS to follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+WTB = str(Path(sys.executable).with_name("wtb"))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _wtb(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([WTB, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _final_state(stdout: str) -> dict:
+    """The final state `wtb run` prints as JSON (the first top-level object after the node table)."""
+    start = stdout.index("\n{") + 1
+    return json.loads(stdout[start : stdout.index("\n}", start) + 2])
+
+
+def _services_of(folder: Path, env: dict[str, str]) -> set[str]:
+    """The kinds `wtb status` lists for the state folder ``folder``."""
+    status = _wtb(["status"], env)
+    assert status.returncode == 0, status.stderr
+    rows = [line.split() for line in status.stdout.splitlines() if line.startswith("│")]
+    return {row[1] for row in rows if str(folder) in " ".join(row)}
+
+
+def test_runs_join_the_services_wtb_up_started_and_wtb_down_stops_them(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(WTB_HOME=str(tmp_path / "home"), WTB_MLFLOW_ENABLED="false", COLUMNS="200")
+    assert _services_of(tmp_path / "home", env) == set()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    up = _wtb(["up", "--port", str(port)], env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        server = json.loads((tmp_path / "home/prefect/server.json").read_text())
+        head = json.loads((tmp_path / "home/ray/head.json").read_text())
+
+        assert _services_of(tmp_path / "home", env) == {"prefect-server", "ray-head"}
+
+        runs = []
+        for query in ("first", "second"):
+            run = _wtb(["run", "tests.where_graphs:build_project", "--case", json.dumps({"query": query})], env)
+            assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+            runs.append(run)
+        states = [_final_state(r.stdout) for r in runs]
+        # the same Ray cluster (the head's GCS), as two jobs of it
+        assert {s["gcs_address"].rsplit(":", 1)[1] for s in states} == {str(head["port"])}, states
+        assert states[0]["node_id"] == states[1]["node_id"] and states[0]["job_id"] != states[1]["job_id"]
+        # the same Prefect server: each run links its flow run on the server `wtb up` started
+        for run in runs:
+            link = re.search(r"Flow run: (http://\S+)/runs/flow-run/", run.stdout)
+            assert link and link.group(1) == server["url"].removesuffix("/api"), run.stdout[-1500:]
+    finally:
+        down = _wtb(["down"], env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "Prefect server: stopped" in down.stdout and "Ray head: stopped" in down.stdout, down.stdout
+    assert _services_of(tmp_path / "home", env) == set()

@@ -1,0 +1,73 @@
+"""Quiet consoles and a light start: what a user sees and waits for when a batch starts.
+
+Runs the real CLI (and the Python API) in subprocesses on the session's Prefect
+server and Ray cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+WTB = str(Path(sys.executable).with_name("wtb"))
+REPO = Path(__file__).resolve().parents[1]
+CASES = json.dumps([{"query": f"case {i}"} for i in range(3)])
+# Lines the services used to print per node or per process (issue 16)
+NOISE = ("Timeout of", "worker processes have been started", "Token authentication",
+         "mlflow.store.db.utils", "DeprecationWarning", "WARNING")
+
+
+def _env(prefect_api: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200", **extra}
+
+
+def _batch(project: str, env: dict[str, str], *flags: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([WTB, *flags, "batch", project, "--cases", CASES], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("project", ["tests.where_graphs:build_threadpool_project",
+                                     "examples.quickstart.project:build_project"])
+def test_a_batch_console_has_no_per_node_warning_line(ray_cluster, prefect_api: str, project: str) -> None:
+    done = _batch(project, _env(prefect_api))
+    console = (done.stdout + done.stderr).splitlines()
+    noisy = [line for line in console if any(word in line for word in NOISE)]
+    assert not noisy, "\n".join(noisy)
+
+
+def test_verbose_shows_what_the_default_hides(ray_cluster, prefect_api: str) -> None:
+    done = _batch("tests.where_graphs:build_threadpool_project", _env(prefect_api), "-v")
+    console = done.stdout + done.stderr
+    # Prefect's threadpool timeout notice, once per node task run
+    assert console.count("Timeout of 300") >= 3, console[-3000:]
+
+
+_API_BATCH = """
+import sys
+from wtb_prefect import WTBTestBench
+import tests.where_graphs as graphs
+bench = WTBTestBench()
+bench.register_project(graphs.build_threadpool_project())
+batch = bench.run_batch_test(project="threadpool_echo", test_cases=[{"query": "a"}])
+print("RESULT", batch.results[0].status, "mlflow" in sys.modules, sorted(batch.tracking))
+"""
+
+
+@pytest.mark.parametrize("enabled", ["false", "true"])
+def test_only_a_process_that_logs_imports_mlflow(prefect_api: str, enabled: str) -> None:
+    done = subprocess.run([sys.executable, "-c", _API_BATCH], cwd=REPO, env=_env(prefect_api, WTB_MLFLOW_ENABLED=enabled),
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
+    if enabled == "false":
+        assert line == "RESULT completed False []", line
+    else:  # set up in the background, finished before the batch returns: the runs are recorded
+        assert line == "RESULT completed True ['mlflow']", line

@@ -1,0 +1,62 @@
+"""Quiet by default: the services' notices that do not concern a wtb user are dropped.
+
+``wtb -v`` (or ``WTB_VERBOSE=1``) shows them again. What is dropped:
+
+* MLflow's database set-up lines ("Creating initial MLflow database tables...").
+* Prefect's "Timeout of N seconds configured for this task, but the task is
+  running in a worker thread" warning, which the threadpool executor would
+  print for every node: it is shown once per process instead (the fact holds
+  for every node alike).
+
+Ray's token-authentication notice is avoided by naming the mode
+(:mod:`wtb_prefect.services.ray_cluster`), and the raylet's "N PYTHON worker
+processes have been started" warning by its worker soft limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+__all__ = ["quiet_services", "verbose"]
+
+_lock = threading.Lock()
+_installed = False
+
+
+def verbose() -> bool:
+    """True when the user asked to see the services' own notices (``wtb -v``, ``WTB_VERBOSE=1``)."""
+    return os.environ.get("WTB_VERBOSE", "").lower() in ("1", "true", "yes")
+
+
+class _OncePerProcess(logging.Filter):
+    """Let the first record whose message starts with ``prefix`` through, drop the repeats."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or not record.msg.startswith(self.prefix):
+            return True
+        with _lock:
+            first, self.seen = not self.seen, True
+        return first
+
+
+def quiet_services() -> None:
+    """Install the filters of this module in this process (once; nothing under ``wtb -v``)."""
+    global _installed
+    with _lock:
+        if _installed or verbose():
+            return
+        _installed = True
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    logging.getLogger("prefect.task_runs").addFilter(
+        _OncePerProcess("Timeout of %s seconds configured for this task, but the task is running in a worker thread")
+    )
