@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test server-stop
+.PHONY: setup demo test up down status server-stop
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,13 @@ test: setup
 
 server-stop:
 	.venv/bin/wtb server stop
+
+# Keep the Prefect server and a Ray head running between runs (`wtb up`), stop them, list them.
+up: setup
+	.venv/bin/wtb up
+
+down:
+	.venv/bin/wtb down
+
+status:
+	.venv/bin/wtb status

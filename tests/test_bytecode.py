@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 
 # The package itself and the heavy dependencies every run imports.
-MODULES = ("wtb_prefect.bench", "wtb_prefect.cli", "prefect.flows", "ray.actor", "mlflow.tracking.client",
-           "langgraph.graph.state", "pydantic.main")
+MODULES = (
+    "wtb_prefect.bench",
+    "wtb_prefect.cli",
+    "prefect.flows",
+    "ray.actor",
+    "mlflow.tracking.client",
+    "langgraph.graph.state",
+    "pydantic.main",
+)
 
 
 def _compiled(source: str | Path) -> bool:

@@ -19,8 +19,14 @@ WTB = str(Path(sys.executable).with_name("wtb"))
 REPO = Path(__file__).resolve().parents[1]
 CASES = json.dumps([{"query": f"case {i}"} for i in range(3)])
 # Lines the services used to print per node or per process (issue 16)
-NOISE = ("Timeout of", "worker processes have been started", "Token authentication",
-         "mlflow.store.db.utils", "DeprecationWarning", "WARNING")
+NOISE = (
+    "Timeout of",
+    "worker processes have been started",
+    "Token authentication",
+    "mlflow.store.db.utils",
+    "DeprecationWarning",
+    "WARNING",
+)
 
 
 def _env(prefect_api: str, **extra: str) -> dict[str, str]:
@@ -28,14 +34,22 @@ def _env(prefect_api: str, **extra: str) -> dict[str, str]:
 
 
 def _batch(project: str, env: dict[str, str], *flags: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([WTB, *flags, "batch", project, "--cases", CASES], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [WTB, *flags, "batch", project, "--cases", CASES],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
-@pytest.mark.parametrize("project", ["tests.where_graphs:build_threadpool_project",
-                                     "examples.quickstart.project:build_project"])
+@pytest.mark.parametrize(
+    "project", ["tests.where_graphs:build_threadpool_project", "examples.quickstart.project:build_project"]
+)
 def test_a_batch_console_has_no_per_node_warning_line(ray_cluster, prefect_api: str, project: str) -> None:
     done = _batch(project, _env(prefect_api))
     console = (done.stdout + done.stderr).splitlines()
@@ -63,11 +77,37 @@ print("RESULT", batch.results[0].status, "mlflow" in sys.modules, sorted(batch.t
 
 @pytest.mark.parametrize("enabled", ["false", "true"])
 def test_only_a_process_that_logs_imports_mlflow(prefect_api: str, enabled: str) -> None:
-    done = subprocess.run([sys.executable, "-c", _API_BATCH], cwd=REPO, env=_env(prefect_api, WTB_MLFLOW_ENABLED=enabled),
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _API_BATCH],
+        cwd=REPO,
+        env=_env(prefect_api, WTB_MLFLOW_ENABLED=enabled),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
     if enabled == "false":
         assert line == "RESULT completed False []", line
     else:  # set up in the background, finished before the batch returns: the runs are recorded
         assert line == "RESULT completed True ['mlflow']", line
+
+
+def test_bad_resources_are_rejected_before_the_prefect_server_starts(ray_cluster, tmp_path: Path) -> None:
+    """A GPU request on the CPU-only cluster exits 2 having started no Prefect server (nothing answers
+    in this fresh state folder, and auto-start is on)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(WTB_HOME=str(tmp_path / "home"), COLUMNS="200")
+    done = subprocess.run(
+        [WTB, "run", "benchmarks._gpu_project:build_project", "--case", json.dumps({"query": "q"})],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "num_gpus" in done.stdout
+    assert not (tmp_path / "home/prefect/server.json").exists()

@@ -23,8 +23,12 @@ def where(state: WhereState) -> dict:
     import ray
 
     context = ray.get_runtime_context()
-    return {"gcs_address": context.gcs_address, "job_id": context.get_job_id(), "node_id": context.get_node_id(),
-            "worker_pid": os.getpid()}
+    return {
+        "gcs_address": context.gcs_address,
+        "job_id": context.get_job_id(),
+        "node_id": context.get_node_id(),
+        "worker_pid": os.getpid(),
+    }
 
 
 def where_graph():
@@ -68,5 +72,6 @@ def build_threadpool_project():
         g.add_edge("third", END)
         return g.compile()
 
-    return WorkflowProject(name="threadpool_echo", graph_factory=graph,
-                           execution=ExecutionConfig(batch_executor="threadpool"))
+    return WorkflowProject(
+        name="threadpool_echo", graph_factory=graph, execution=ExecutionConfig(batch_executor="threadpool")
+    )

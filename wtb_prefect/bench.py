@@ -370,10 +370,15 @@ class WTBTestBench:
 
     @contextlib.contextmanager
     def _services(self, plan: BatchPlan) -> Iterator[None]:
-        """Prefect API (embedded server if needed), Ray with resource checks, the prepared plan."""
+        """Ray with resource checks, then the Prefect API (embedded server if needed).
+
+        Ray first: a request the cluster can never meet is rejected before
+        the Prefect server is started or waited for (node bodies on Ray workers
+        do not talk to Prefect, so they need no API address).
+        """
+        check_plan_resources(plan)
         api_url = ensure_prefect_api(self.settings)
         with use_prefect_api(api_url):
-            check_plan_resources(plan)
             yield
 
     @staticmethod

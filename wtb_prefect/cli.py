@@ -52,10 +52,10 @@ def up(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .errors import ServiceError
-    from .services.prefect_server import PrefectServer
-    from .services.ray_cluster import RayHead
-    from .settings import get_settings
+    from wtb_prefect.errors import ServiceError
+    from wtb_prefect.services.prefect_server import PrefectServer
+    from wtb_prefect.services.ray_cluster import RayHead
+    from wtb_prefect.settings import get_settings
 
     settings = get_settings()
     started = time.monotonic()
@@ -77,9 +77,9 @@ def down() -> None:
     """Stop the Prefect server and the Ray head of the state folder (WTB_HOME)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .services.prefect_server import PrefectServer
-    from .services.ray_cluster import RayHead
-    from .settings import get_settings
+    from wtb_prefect.services.prefect_server import PrefectServer
+    from wtb_prefect.services.ray_cluster import RayHead
+    from wtb_prefect.settings import get_settings
 
     settings = get_settings()
     with ThreadPoolExecutor(2) as pool:
@@ -93,8 +93,8 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """List every embedded Prefect server and Ray cluster this user runs, with their state folders."""
-    from .services.inventory import running_services
-    from .settings import get_settings
+    from wtb_prefect.services.inventory import running_services
+    from wtb_prefect.settings import get_settings
 
     here = str(get_settings().state_dir)
     services = running_services()

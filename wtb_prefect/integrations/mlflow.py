@@ -36,9 +36,9 @@ from wtb_prefect.settings import WTBSettings, get_settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from wtb_prefect.run.compile import CompiledVariant
     from wtb_prefect.batch.plan import BatchPlan
     from wtb_prefect.results import BatchTestResult, ExecutionResult
+    from wtb_prefect.run.compile import CompiledVariant
 
 __all__ = ["MlflowObserver", "artifact_root", "mlflow_client", "mlflow_ui_command", "tracking_uri"]
 

@@ -89,7 +89,7 @@ def _server_database_url(url: str | None, folder: Path) -> str:
         return f"sqlite+aiosqlite:///{folder / 'prefect.db'}"
     for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     return url
 
 
@@ -251,7 +251,7 @@ def use_prefect_api(api_url: str) -> Iterator[str]:
         temporary_settings,
     )
 
-    from .quiet import quiet_services
+    from wtb_prefect.services.quiet import quiet_services
 
     quiet_services()
     # The environment variable is left set on purpose: a process talks to one

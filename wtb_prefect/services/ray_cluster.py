@@ -373,10 +373,23 @@ class RayHead:
         log_file = self.folder / "head.log"
         with open(log_file, "ab") as log:
             process = subprocess.Popen(
-                [*command, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                 "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-                 f"--system-config={json.dumps(_SYSTEM_CONFIG)}"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [
+                    *command,
+                    "start",
+                    "--head",
+                    "--block",
+                    f"--port={port}",
+                    "--node-ip-address=127.0.0.1",
+                    "--include-dashboard=false",
+                    "--disable-usage-stats",
+                    f"--temp-dir={temp_dir}",
+                    f"--system-config={json.dumps(_SYSTEM_CONFIG)}",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         info = RayHeadInfo(f"127.0.0.1:{port}", process.pid, port, temp_dir, str(log_file), mode)
         deadline = time.monotonic() + timeout
