@@ -5,7 +5,6 @@ from __future__ import annotations
 
 def build_project():
     from examples.quickstart.project import build_project as quickstart
-
     from wtb_prefect import NodeResourceConfig
 
     project = quickstart()

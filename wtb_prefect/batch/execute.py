@@ -25,7 +25,7 @@ from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
 from wtb_prefect.results import ExecutionResult, NodeRecord
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
-from wtb_prefect.services.ray_cluster import check_resources, connect_ray
+from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
 
 __all__ = ["check_plan_resources", "execute_plan", "task_run_log_level"]
@@ -56,6 +56,9 @@ def check_plan_resources(plan: BatchPlan) -> None:
     """
     if plan.mode != "ray" or plan.resources_checked:
         return
+    local = local_cluster_resources(plan.project.execution.ray_config)
+    if local is not None:  # Ray would start here: reject what it could never run before starting it
+        check_resources(plan.resource_requests(), totals=local)
     connect_ray(plan.project.execution.ray_config)
     check_resources(plan.resource_requests())
     plan.resources_checked = True

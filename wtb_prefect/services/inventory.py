@@ -46,7 +46,8 @@ def _classify(proc) -> tuple[str, str, str | None] | None:  # noqa: ANN001 (psut
     cmdline = proc.info["cmdline"] or []
     joined = " ".join(cmdline)
     if "server" in cmdline and "start" in cmdline and ("prefect" in joined):
-        if not any(p.endswith(("prefect", "wtb_prefect.services._server_main")) for p in cmdline[:3]):
+        # Prefect's CLI, or a wtb_prefect module that runs it (`python -m wtb_prefect.services...`)
+        if not any(p.endswith("prefect") or p.startswith("wtb_prefect.services.") for p in cmdline[:3]):
             return None
         env = {}
         with contextlib.suppress(Exception):

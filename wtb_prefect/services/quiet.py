@@ -5,8 +5,9 @@
 * MLflow's database set-up lines ("Creating initial MLflow database tables...").
 * Prefect's "Timeout of N seconds configured for this task, but the task is
   running in a worker thread" warning, which the threadpool executor would
-  print for every node: it is shown once per process instead (the fact holds
-  for every node alike).
+  print for every node. It says that a node timeout cannot interrupt a node
+  blocked in a call in threadpool mode, which holds for every node alike and
+  is what the threadpool executor means (``batch_executor="ray"`` cancels).
 
 Ray's token-authentication notice is avoided by naming the mode
 (:mod:`wtb_prefect.services.ray_cluster`), and the raylet's "N PYTHON worker
@@ -30,20 +31,15 @@ def verbose() -> bool:
     return os.environ.get("WTB_VERBOSE", "").lower() in ("1", "true", "yes")
 
 
-class _OncePerProcess(logging.Filter):
-    """Let the first record whose message starts with ``prefix`` through, drop the repeats."""
+class _DropPrefix(logging.Filter):
+    """Drop the records whose message (format string) starts with ``prefix``."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
-        self.seen = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not isinstance(record.msg, str) or not record.msg.startswith(self.prefix):
-            return True
-        with _lock:
-            first, self.seen = not self.seen, True
-        return first
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.prefix))
 
 
 def quiet_services() -> None:
@@ -58,5 +54,5 @@ def quiet_services() -> None:
         if logger.level < logging.WARNING:
             logger.setLevel(logging.WARNING)
     logging.getLogger("prefect.task_runs").addFilter(
-        _OncePerProcess("Timeout of %s seconds configured for this task, but the task is running in a worker thread")
+        _DropPrefix("Timeout of %s seconds configured for this task, but the task is running in a worker thread")
     )

@@ -27,7 +27,15 @@ from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
 from wtb_prefect.settings import WTBSettings, get_settings
 
-__all__ = ["RayHead", "RayHeadInfo", "check_resources", "cluster_resources", "connect_ray", "worker_env_vars"]
+__all__ = [
+    "RayHead",
+    "RayHeadInfo",
+    "check_resources",
+    "cluster_resources",
+    "connect_ray",
+    "local_cluster_resources",
+    "worker_env_vars",
+]
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -249,32 +257,64 @@ def _node_totals() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
-def check_resources(requests: Mapping[str, NodeResourceConfig]) -> None:
+def local_cluster_resources(config: RayConfig | None = None, settings: WTBSettings | None = None) -> dict | None:
+    """The CPU and GPU totals of the local cluster ``connect_ray(config)`` would start, without starting it.
+
+    None when it would join a running cluster instead (only that cluster can
+    tell), or when this process is connected already. Lets a request that
+    no local cluster could ever meet (a GPU on a CPU-only machine) be rejected
+    in a second instead of after Ray's start-up.
+    """
+    import ray
+
+    config = config or RayConfig()
+    if ray.is_initialized() or config.address not in ("auto", "local"):
+        return None
+    if config.address == "auto" and (RayHead(settings).status() or os.environ.get("RAY_ADDRESS") or _last_ray_start()):
+        return None
+    try:  # as Ray counts them when it starts a node
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        gpus = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+        if visible is not None:
+            gpus = min(gpus, len(visible)) if gpus else len(visible)
+    except Exception:  # another Ray version: leave the check to the started cluster
+        logger.debug("cannot count this machine's GPUs the way Ray does", exc_info=True)
+        return None
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def check_resources(requests: Mapping[str, NodeResourceConfig], totals: dict[str, float] | None = None) -> None:
     """Raise if any node's request can never be met by a single node of the cluster.
 
     Ray would queue such a task forever; this turns it into an error before
-    any work starts.
+    any work starts. ``totals`` (e.g. :func:`local_cluster_resources`) checks
+    the resources it names against that one node instead of the connected
+    cluster.
 
     Raises:
         ResourceUnsatisfiableError: names the node, the resource, the request
             and the most any cluster node offers.
     """
-    totals = _node_totals()
+    nodes = [totals] if totals is not None else _node_totals()
+    where = "this machine's local cluster" if totals is not None else f"cluster: {len(nodes)} node(s)"
     for node, res in requests.items():
         need: dict[str, float] = {"CPU": res.num_cpus, "GPU": res.num_gpus, "memory": float(res.memory_bytes)}
         need.update(res.custom_resources)
-        need = {k: v for k, v in need.items() if v > 0}
-        if any(all(t.get(k, 0.0) >= v for k, v in need.items()) for t in totals):
+        need = {k: v for k, v in need.items() if v > 0 and (totals is None or k in totals)}
+        if any(all(t.get(k, 0.0) >= v for k, v in need.items()) for t in nodes):
             continue
-        missing = [k for k, v in need.items() if max((t.get(k, 0.0) for t in totals), default=0.0) < v]
+        missing = [k for k, v in need.items() if max((t.get(k, 0.0) for t in nodes), default=0.0) < v]
         key = missing[0] if missing else next(iter(need))
         field = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}.get(key, f"custom_resources[{key!r}]")
-        most = max((t.get(key, 0.0) for t in totals), default=0.0)
+        most = max((t.get(key, 0.0) for t in nodes), default=0.0)
         shown_need = res.memory if key == "memory" else need[key]
         shown_most = f"{most / 1e9:.2f}GB" if key == "memory" else most
         raise ResourceUnsatisfiableError(
             f"node {node!r} requests {field}={shown_need}, but no node of the Ray cluster has more than "
-            f"{shown_most} {key} (cluster: {len(totals)} node(s)). Ray would queue this task forever. "
+            f"{shown_most} {key} ({where}). Ray would queue this task forever. "
             f"Fix: lower {field} for {node!r} in ExecutionConfig.node_resources (or the variant's "
             "resources), or join a cluster that has it through RayConfig.address"
         )
