@@ -25,6 +25,7 @@ from typing import Any
 
 from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
+from wtb_prefect.services.ports import free_port
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = [
@@ -354,12 +355,6 @@ class RayHeadInfo:
     auth_mode: str = "token"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -416,7 +411,7 @@ class RayHead:
         if running is not None:
             return running
         self.folder.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         # Ray's socket paths must stay short: a temp folder under /tmp named after the state folder
         digest = hashlib.sha1(str(self.settings.state_dir).encode()).hexdigest()[:10]
         temp_dir = f"/tmp/wtbray-{digest}"
