@@ -47,7 +47,7 @@ def test_the_package_and_its_dependencies_are_installed_compiled(name: str) -> N
 @pytest.mark.integration
 def test_a_node_environment_is_built_with_bytecode(tmp_path: Path) -> None:
     from wtb_prefect import EnvSpec
-    from wtb_prefect.environments import EnvironmentManager
+    from wtb_prefect.run.environments import EnvironmentManager
 
     env = EnvironmentManager(tmp_path / "envs").ensure(EnvSpec(dependencies=["inflection>=0.5"]), used_by="pyc/node")
     site = next(Path(env.path).glob("lib/python*/site-packages"))
