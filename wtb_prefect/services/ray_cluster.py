@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -466,6 +467,7 @@ class RayHead:
             return False
         running = _alive(info.pid)
         self._kill(info, timeout)
+        shutil.rmtree(info.temp_dir, ignore_errors=True)  # its sessions' logs and sockets
         self.state_file.unlink(missing_ok=True)
         return running
 
