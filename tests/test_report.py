@@ -17,12 +17,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import report_graphs
 from typer.testing import CliRunner
 
-import report_graphs
+from wtb_prefect import BatchTestResult, ExecutionResult, NodeRecord
 from wtb_prefect.cli import EXIT_BAD_INPUT, app
 from wtb_prefect.integrations.report import ReportLinks, write_report
-from wtb_prefect.results import BatchTestResult, ExecutionResult, NodeRecord
 
 WINDOW = "1400,1400"
 
@@ -36,8 +36,9 @@ def chromium() -> str:
             pytest.fail("chromium is missing and cannot be installed here: run `apt-get install -y chromium` as root")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, capture_output=True,
-                       timeout=1200)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, capture_output=True, timeout=1200
+        )
         binary = shutil.which("chromium")
     assert binary is not None
     return binary
@@ -46,9 +47,20 @@ def chromium() -> str:
 def _run_chromium(binary: str, profile: Path, url: str, *flags: str) -> str:
     profile.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
-         f"--window-size={WINDOW}", *flags, url],
-        capture_output=True, text=True, timeout=180,
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={WINDOW}",
+            *flags,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -148,7 +160,9 @@ def test_grid_shows_every_case_variant_cell_with_its_output_links_and_error(
     assert "no document about Germany" in page.cell("berlin", "retriever=no_germany")
     # links: the cell's Prefect task runs (real ones) and its variant's MLflow run
     ok = report_batch.get("retriever=paris_rome", "madrid")
-    task_links = [href for css, href, where in page.links if css == "task-run" and where == ("madrid", ok.variant_label)]
+    task_links = [
+        href for css, href, where in page.links if css == "task-run" and where == ("madrid", ok.variant_label)
+    ]
     assert {href.rsplit("/runs/task-run/", 1)[1] for href in task_links} == {n.task_run_id for n in ok.nodes}
     assert len(task_links) == len(ok.nodes) == 2
     from prefect.client.orchestration import get_client
@@ -157,12 +171,16 @@ def test_grid_shows_every_case_variant_cell_with_its_output_links_and_error(
         task_run = client.read_task_run(uuid.UUID(task_links[0].rsplit("/", 1)[1]))
     assert task_run.name.startswith(("retriever", "answerer"))
     child = report_batch.tracking["mlflow"]["child_run_ids"][ok.variant_label]
-    mlflow_links = [href for css, href, where in page.links if css == "mlflow-run" and where == ("madrid", ok.variant_label)]
+    mlflow_links = [
+        href for css, href, where in page.links if css == "mlflow-run" and where == ("madrid", ok.variant_label)
+    ]
     assert len(mlflow_links) == 1 and mlflow_links[0].endswith(f"/runs/{child}")
 
 
 def test_regression_filter_hides_unchanged_cases(report_file, chromium, tmp_path):
-    regressions = _Page(_run_chromium(chromium, tmp_path / "p1", report_file.as_uri() + "#filter=regressions", "--dump-dom"))
+    regressions = _Page(
+        _run_chromium(chromium, tmp_path / "p1", report_file.as_uri() + "#filter=regressions", "--dump-dom")
+    )
     assert regressions.body["data-filter"] == "regressions"
     assert set(regressions.rows) == {"berlin", "madrid"}  # paris and rome are unchanged against the baseline
     failures = _Page(_run_chromium(chromium, tmp_path / "p2", report_file.as_uri() + "#filter=failures", "--dump-dom"))
@@ -190,6 +208,37 @@ def test_forest_plot_is_rendered(report_batch, report_file, chromium, tmp_path):
     assert max(ImageStat.Stat(plot).stddev) > 20
 
 
+def _artifacts(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def test_prefect_summary_names_the_best_variant_and_links_the_report(report_batch):
+    report = Path(report_batch.tracking["report"])  # written when the batch ended
+    assert report.is_file() and report.name == f"report_qa-batch-{report_batch.batch_id}.html"
+    summaries = [a for a in _artifacts(report_batch.flow_run_id) if a.key == "wtb-report-qa-summary"]
+    assert len(summaries) == 1 and summaries[0].type == "markdown"
+    markdown = summaries[0].data
+    # the baseline (country retriever) is right on every case: the best exact_match
+    assert "| exact_match | **default** | 1.000 |" in markdown
+    assert f"]({report.as_uri()})" in markdown and str(report) in markdown
+    assert "`retriever=no_germany` case `berlin`: ValueError" in markdown  # the failure
+    assert "retriever=paris_rome" in markdown and "Against `default`" in markdown
+
+
+def test_single_run_writes_no_summary_nor_report(bench, wtb_home):
+    bench.register_project(report_graphs.report_project("report_single"))
+    result = bench.run(project="report_single", initial_state={"question": report_graphs.CASES[0]["question"]})
+    assert result.ok, result.error
+    assert not [a for a in _artifacts(result.flow_run_id) if a.key == "wtb-report-single-summary"]
+    assert not list((wtb_home / "reports").glob("report_single-*"))
+
+
 def test_report_of_an_unknown_batch_exits_2():
     result = CliRunner().invoke(app, ["report", "no-such-batch"], catch_exceptions=False)
     assert result.exit_code == EXIT_BAD_INPUT
@@ -206,18 +255,39 @@ def _synthetic(cases: int, variants: int) -> BatchTestResult:
     for column, label in enumerate(labels):
         for case in range(cases):
             score = float(rng.random() < 0.5 + 0.05 * column)
-            results.append(ExecutionResult(
-                execution_id=f"x-{column}-{case}", project="big", variant={}, variant_label=label, status="completed",
-                initial_state={"query": f"question {case}"}, final_state={"query": f"question {case}", "answer": "a" * 40},
-                nodes=[NodeRecord("generator", "m.g", "v1", 0.0, 0.01, "completed", output={"answer": "a" * 40},
-                                  task_run_id=str(uuid.uuid4()))],
-                duration_s=0.01, case_id=f"case-{case:04d}", scores={"accuracy": score},
-            ))
+            results.append(
+                ExecutionResult(
+                    execution_id=f"x-{column}-{case}",
+                    project="big",
+                    variant={},
+                    variant_label=label,
+                    status="completed",
+                    initial_state={"query": f"question {case}"},
+                    final_state={"query": f"question {case}", "answer": "a" * 40},
+                    nodes=[
+                        NodeRecord(
+                            "generator",
+                            "m.g",
+                            "v1",
+                            0.0,
+                            0.01,
+                            "completed",
+                            output={"answer": "a" * 40},
+                            task_run_id=str(uuid.uuid4()),
+                        )
+                    ],
+                    duration_s=0.01,
+                    case_id=f"case-{case:04d}",
+                    scores={"accuracy": score},
+                )
+            )
     return BatchTestResult("big1", "big", results)
 
 
 def test_a_thousand_cases_are_paginated(chromium, tmp_path):
-    path = write_report(_synthetic(1000, 5), tmp_path / "big.html", links=ReportLinks(prefect_ui="http://127.0.0.1:4200"))
+    path = write_report(
+        _synthetic(1000, 5), tmp_path / "big.html", links=ReportLinks(prefect_ui="http://127.0.0.1:4200")
+    )
     assert path.stat().st_size < 8_000_000
     first = _Page(_run_chromium(chromium, tmp_path / "p1", path.as_uri(), "--dump-dom"))
     assert first.body["data-page"] == "1/20" and len(first.rows) == 50
@@ -231,4 +301,3 @@ def test_fifty_cases_by_five_variants_fit_one_page(chromium, tmp_path):
     page = _Page(_run_chromium(chromium, tmp_path / "p1", path.as_uri(), "--dump-dom"))
     assert page.body["data-page"] == "1/1" and len(page.rows) == 50
     assert sum(len(cells) for cells in page.rows.values()) == 250
-

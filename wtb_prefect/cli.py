@@ -144,6 +144,12 @@ def demo(
     _print_table(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
     ui = api.removesuffix("/api")
     console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
+    if batch.tracking.get("report"):
+        console.print(
+            f"Report (every case side by side across the variants): {batch.tracking['report']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     settings = get_settings()
     if settings.mlflow_enabled:
         console.print(
@@ -366,17 +372,25 @@ def report(
     batch_id: str = typer.Argument(..., help="A batch id (printed by wtb batch; see wtb executions)."),
     html: Path = typer.Option(None, "--html", help="Write the page here (default: WTB_HOME/reports/...)."),
     baseline: str = typer.Option(None, "--baseline", help="Variant label to compare against (default: the first)."),
-    mlflow_ui: str = typer.Option(None, "--mlflow-ui", help="MLflow UI address for the links (default: where `mlflow ui` serves)."),
+    mlflow_ui: str = typer.Option(
+        None, "--mlflow-ui", help="MLflow UI address for the links (default: where `mlflow ui` serves)."
+    ),
     open_: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
 ) -> None:
     """Write a batch's HTML report: verdicts, forest plot, and every case side by side across variants."""
-    from .integrations.report import find_links, load_batch, write_report
-    from .settings import get_settings
+    from wtb_prefect.integrations.report import find_links, load_batch, write_report
+    from wtb_prefect.settings import get_settings
 
     settings = get_settings()
     result = _guarded(load_batch, batch_id, settings)
-    path = _guarded(write_report, result, html, baseline=baseline,
-                    links=find_links(result, settings, mlflow_ui=mlflow_ui), settings=settings)
+    path = _guarded(
+        write_report,
+        result,
+        html,
+        baseline=baseline,
+        links=find_links(result, settings, mlflow_ui=mlflow_ui),
+        settings=settings,
+    )
     console.print(f"Report: {path}", highlight=False, soft_wrap=True)
     if open_:
         import webbrowser

@@ -1,6 +1,6 @@
 """The comparison a person reads: one self-contained HTML page per batch.
 
-:func:`write_report` turns a :class:`~wtb_prefect.results.BatchTestResult`
+:func:`write_report` turns a :class:`~wtb_prefect.BatchTestResult`
 into a single HTML file that needs no network to view (inline CSS and
 JavaScript, the forest plot as a base64 PNG):
 
@@ -28,17 +28,19 @@ import json
 import logging
 import math
 import os
+import re
 import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..comparison import compare_variants, resolve_baseline
-from ..errors import ConfigError
-from ..evaluation import lower_is_better
-from ..results import BatchTestResult, ExecutionResult
-from ..settings import WTBSettings, get_settings
+from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.analysis.comparison import compare_variants, resolve_baseline
+from wtb_prefect.analysis.evaluation import lower_is_better
+from wtb_prefect.errors import ConfigError
+from wtb_prefect.results import ErrorInfo, ExecutionResult
+from wtb_prefect.settings import WTBSettings, get_settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,6 +49,7 @@ __all__ = [
     "ReportLinks",
     "Verdict",
     "analyse",
+    "error_summary",
     "find_links",
     "load_batch",
     "render_report",
@@ -113,7 +116,7 @@ def analyse(batch: BatchTestResult, baseline: str | None = None) -> tuple[list[V
     """The verdicts of every combination against ``baseline`` and the forest plot (PNG bytes).
 
     Metrics: every evaluator score, the success rate and the latency. The
-    comparison is Welch's test of :func:`wtb_prefect.comparison.compare_variants`;
+    comparison is Welch's test of :func:`wtb_prefect.analysis.comparison.compare_variants`;
     below two values on a side there is no verdict ("too few cases").
     """
     base = resolve_baseline(batch, baseline)
@@ -130,8 +133,19 @@ def analyse(batch: BatchTestResult, baseline: str | None = None) -> tuple[list[V
                 worse = row.difference > 0 if lower_is_better(metric) else row.difference < 0
                 verdict = "worse" if worse else "better"
             verdicts.append(
-                Verdict(row.metric, row.variant, row.n, base, row.baseline_value, row.value, row.difference,
-                        row.ci_low, row.ci_high, row.p_value, verdict)
+                Verdict(
+                    row.metric,
+                    row.variant,
+                    row.n,
+                    base,
+                    row.baseline_value,
+                    row.value,
+                    row.difference,
+                    row.ci_low,
+                    row.ci_high,
+                    row.p_value,
+                    verdict,
+                )
             )
     return verdicts, _forest_png(verdicts) if verdicts else None
 
@@ -197,7 +211,9 @@ def _output(result: ExecutionResult) -> str:
     state = _plain(result.final_state)
     if not isinstance(state, dict):
         return "" if state is None else _text(state)
-    last = next((r.output for r in reversed(result.nodes) if r.status == "completed" and isinstance(r.output, dict)), None)
+    last = next(
+        (r.output for r in reversed(result.nodes) if r.status == "completed" and isinstance(r.output, dict)), None
+    )
     keys = [k for k in (last or {}) if k in state]
     if not keys:
         initial = _plain(result.initial_state) or {}
@@ -205,6 +221,23 @@ def _output(result: ExecutionResult) -> str:
     if len(keys) == 1:
         return _text(state[keys[0]])
     return "\n".join(f"{k}: {_text(state[k])}" for k in keys)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_summary(error: ErrorInfo) -> str:
+    """``Type in node 'n': message`` on one line; a Ray task error shows the remote exception, not Ray's wrapper."""
+    message = _ANSI.sub("", error.message).strip()
+    kind = error.type
+    wrapped = re.fullmatch(r"RayTaskError\((\w+)\)", kind)
+    if wrapped:
+        kind = wrapped.group(1)
+        last = [line.strip() for line in message.splitlines() if line.strip()]
+        if last:
+            message = last[-1].removeprefix(f"{kind}: ")
+    where = f" in node {error.node!r}" if error.node else ""
+    return f"{kind}{where}: {message}"
 
 
 def _better(metric: str, value: float, base: float) -> str:
@@ -228,12 +261,8 @@ def _cell(result: ExecutionResult, base: ExecutionResult | None, is_base: bool) 
     if base is not None and not is_base and base.ok and result.ok:
         cell["d"] = {k: _better(k, v, base.scores[k]) for k, v in result.scores.items() if k in base.scores}
     if result.error is not None:
-        cell["e"] = {
-            "type": result.error.type,
-            "message": _short(result.error.message, 600),
-            "node": result.error.node,
-            "tb": _short(result.error.traceback, _TRACEBACK_CHARS),
-        }
+        details = _ANSI.sub("", "\n".join(filter(None, [result.error.message, result.error.traceback])))
+        cell["e"] = {"text": _short(error_summary(result.error), 600), "tb": _short(details, _TRACEBACK_CHARS)}
     return cell
 
 
@@ -278,13 +307,17 @@ def grid_data(batch: BatchTestResult, baseline: str, links: ReportLinks) -> dict
     cases = []
     for case_id, cells in by_case.items():
         first = next(c for c in cells if c is not None)
-        cases.append({
-            "id": case_id,
-            "in": _short(_text(first.initial_state), _OUTPUT_CHARS),
-            "exp": "" if first.expected is None else _short(_text(first.expected), _OUTPUT_CHARS),
-            "flags": _flags(cells, base_index),
-            "cells": [None if c is None else _cell(c, cells[base_index], i == base_index) for i, c in enumerate(cells)],
-        })
+        cases.append(
+            {
+                "id": case_id,
+                "in": _short(_text(first.initial_state), _OUTPUT_CHARS),
+                "exp": "" if first.expected is None else _short(_text(first.expected), _OUTPUT_CHARS),
+                "flags": _flags(cells, base_index),
+                "cells": [
+                    None if c is None else _cell(c, cells[base_index], i == base_index) for i, c in enumerate(cells)
+                ],
+            }
+        )
     return {
         "variants": variants,
         "baseline": baseline,
@@ -308,8 +341,10 @@ def _number(value: float | None, digits: int = 3) -> str:
 def _comparison_html(verdicts: list[Verdict]) -> str:
     if not verdicts:
         return "<p>Only one variant combination: nothing to compare.</p>"
-    head = ("<tr><th>metric</th><th>variant</th><th>n</th><th>baseline</th><th>variant</th>"
-            "<th>difference</th><th>95% CI</th><th>p</th><th>verdict</th></tr>")
+    head = (
+        "<tr><th>metric</th><th>variant</th><th>n</th><th>baseline</th><th>variant</th>"
+        "<th>difference</th><th>95% CI</th><th>p</th><th>verdict</th></tr>"
+    )
     rows = []
     for v in verdicts:
         ci = f"[{_number(v.ci_low)}, {_number(v.ci_high)}]" if v.ci_low is not None else "–"
@@ -343,7 +378,9 @@ def _header_html(batch: BatchTestResult, baseline: str, links: ReportLinks) -> s
     parent = links.mlflow_run(links.mlflow_parent_run_id)
     if parent:
         anchors.append(f"<a href='{html.escape(parent)}'>MLflow batch run</a>")
-    return f"<p class='facts'>{' · '.join(facts)}</p>" + (f"<p class='facts'>{' · '.join(anchors)}</p>" if anchors else "")
+    return f"<p class='facts'>{' · '.join(facts)}</p>" + (
+        f"<p class='facts'>{' · '.join(anchors)}</p>" if anchors else ""
+    )
 
 
 def _script_json(data: Any) -> str:
@@ -351,19 +388,27 @@ def _script_json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def render_report(batch: BatchTestResult, links: ReportLinks | None = None, baseline: str | None = None) -> str:
+def render_report(
+    batch: BatchTestResult,
+    links: ReportLinks | None = None,
+    baseline: str | None = None,
+    analysis: tuple[list[Verdict], bytes | None] | None = None,
+) -> str:
     """The report page of ``batch`` as HTML text (self-contained).
+
+    ``analysis`` is what :func:`analyse` returned for this baseline, if the caller has it already.
 
     Raises:
         ConfigError: ``baseline`` is not a variant combination of the batch, or the batch is empty.
     """
     links = links or ReportLinks()
     base = resolve_baseline(batch, baseline)
-    verdicts, png = analyse(batch, base)
+    verdicts, png = analysis if analysis is not None else analyse(batch, base)
     plot = (
         f"<img id='forest' alt='forest plot: difference vs {html.escape(base)} with 95% CI per metric' "
         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-        if png else "<p>No plot: only one variant combination.</p>"
+        if png
+        else "<p>No plot: only one variant combination.</p>"
     )
     page = string.Template(_TEMPLATE.read_text(encoding="utf-8"))
     return page.substitute(
@@ -388,6 +433,7 @@ def write_report(
     baseline: str | None = None,
     links: ReportLinks | None = None,
     settings: WTBSettings | None = None,
+    analysis: tuple[list[Verdict], bytes | None] | None = None,
 ) -> Path:
     """Write the report of ``batch`` (to :func:`report_path` by default) and return its path.
 
@@ -398,7 +444,7 @@ def write_report(
     target = Path(path) if path is not None else report_path(batch, settings)
     if links is None:
         links = find_links(batch, settings)
-    text = render_report(batch, links, baseline)
+    text = render_report(batch, links, baseline, analysis)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     return target.resolve()
@@ -413,7 +459,7 @@ def load_batch(batch_id: str, settings: WTBSettings | None = None) -> BatchTestR
     Raises:
         ConfigError: no batch of that id in the index, or none of its executions has a result yet.
     """
-    from ..executions import open_index
+    from wtb_prefect.run.executions import open_index
 
     settings = settings or get_settings()
     index = open_index(settings.state_dir)
@@ -421,7 +467,8 @@ def load_batch(batch_id: str, settings: WTBSettings | None = None) -> BatchTestR
     if record is None:
         known = [b.batch_id for b in index.batches()][-5:]
         raise ConfigError(
-            "batch_id", f"{batch_id!r} is not in the execution index {index.path}",
+            "batch_id",
+            f"{batch_id!r} is not in the execution index {index.path}",
             f"give one of the latest batches {known} (WTB_HOME must be the folder the batch ran with)",
         )
     executions = index.list(batch_id=batch_id)
@@ -445,20 +492,22 @@ def prefect_ui_url(settings: WTBSettings | None = None) -> str | None:
     settings = settings or get_settings()
     api = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
     if not api:
-        from ..services.prefect_server import PrefectServer
+        from wtb_prefect.services.prefect_server import PrefectServer
 
         info = PrefectServer(settings).status()
         api = info.url if info else None
     return api.rstrip("/").removesuffix("/api") if api else None
 
 
-def find_links(batch: BatchTestResult, settings: WTBSettings | None = None, mlflow_ui: str | None = None) -> ReportLinks:
+def find_links(
+    batch: BatchTestResult, settings: WTBSettings | None = None, mlflow_ui: str | None = None
+) -> ReportLinks:
     """The Prefect UI address and the batch's MLflow runs (from ``batch.tracking`` or the tracking store)."""
     settings = settings or get_settings()
     links = ReportLinks(prefect_ui=prefect_ui_url(settings))
     if not settings.mlflow_enabled:
         return links
-    from .. import mlflow_tracking
+    from wtb_prefect.integrations import mlflow as mlflow_tracking
 
     uri = batch.tracking.get("mlflow", {}).get("tracking_uri") or mlflow_tracking.tracking_uri(settings)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
