@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .paired import PairedComparison
+from wtb_prefect.analysis.paired import PairedComparison
 
 __all__ = ["VERDICT_COLOURS", "forest_plot"]
 

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from ..errors import ConfigError
+from wtb_prefect.errors import ConfigError
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -162,6 +162,8 @@ class WinTieLoss:
     p_value: float
     both_orders: bool = False
     scores: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0
+    """Cases not judged: one side did not complete, or the judge failed or answered outside [-1, 1]."""
 
 
 # ─── per-case values ───
@@ -366,11 +368,11 @@ def compare_paired(
         binary=binary,
         confidence=confidence,
     )
-    if not common:
+    if not common:  # each side's own mean, so a variant without values still shows against the baseline
         return PairedComparison(
             **base,
-            value=None,
-            baseline_value=None,
+            value=statistics.fmean(v_means.values()) if v_means else None,
+            baseline_value=statistics.fmean(b_means.values()) if b_means else None,
             difference=None,
             ci_low=None,
             ci_high=None,
@@ -562,6 +564,7 @@ def win_tie_loss(
     confidence: float = 0.95,
     tie_margin: float = 0.0,
     seed: int = 0,
+    skipped: int = 0,
 ) -> WinTieLoss:
     """Win, tie and loss rates of a variant against the baseline from a judge's per-case scores.
 
@@ -614,4 +617,5 @@ def win_tie_loss(
         p_value=p,
         both_orders=both_orders,
         scores=per_case,
+        skipped=skipped,
     )
