@@ -48,9 +48,13 @@ def _batch(groups: dict[str, list[tuple[float | None, float, str]]]) -> BatchTes
     return BatchTestResult(batch_id="b1", project="p", results=results)
 
 
-GOOD = [(0.9, 1.0, "completed"), (0.8, 1.2, "completed"), (0.85, 1.1, "completed"), (0.95, 0.9, "completed")]
-WORSE = [(0.5, 2.0, "completed"), (0.4, 2.2, "completed"), (0.45, 2.1, "completed"), (0.55, 1.9, "completed")]
-SAME = [(0.88, 1.0, "completed"), (0.82, 1.1, "completed"), (0.9, 0.95, "completed"), (0.9, 0.95, "completed")]
+# Ten cases: the paired analysis gives a verdict from 10 cases both sides completed.
+_ACC = [0.9, 0.8, 0.85, 0.95, 0.7, 0.88, 0.92, 0.75, 0.83, 0.87]
+_LAT = [1.0, 1.2, 1.1, 0.9, 1.3, 1.0, 0.95, 1.15, 1.05, 1.1]
+_JITTER = [0.02, -0.02, 0.01, -0.01, 0.0, 0.03, -0.03, 0.01, -0.01, 0.0]
+GOOD = [(a, t, "completed") for a, t in zip(_ACC, _LAT, strict=True)]
+WORSE = [(a - 0.4 + j, t + 1.0 + j, "completed") for a, t, j in zip(_ACC, _LAT, _JITTER, strict=True)]
+SAME = [(a + j - 0.002, t - j - 0.01, "completed") for a, t, j in zip(_ACC, _LAT, _JITTER, strict=True)]
 
 
 def test_statistics_match_scipy_and_numpy():
@@ -77,12 +81,15 @@ def test_compare_rows_against_a_baseline():
     rows = {r.variant: r for r in batch.compare(metric="accuracy", baseline="default")}
     assert set(rows) == {"retriever=bad", "retriever=same"}
     bad, same = rows["retriever=bad"], rows["retriever=same"]
-    assert bad.baseline == "default" and bad.n == 4 and bad.baseline_n == 4
-    assert bad.value == pytest.approx(0.475) and bad.baseline_value == pytest.approx(0.875)
+    assert bad.baseline == "default" and bad.n == 10 and bad.baseline_n == 10
+    assert bad.value == pytest.approx(np.mean(_ACC) - 0.4) and bad.baseline_value == pytest.approx(np.mean(_ACC))
     assert bad.difference == pytest.approx(-0.4)
-    assert bad.relative_difference == pytest.approx(-0.4 / 0.875)
-    assert bad.significant and bad.p_value < 0.01 and bad.ci_high < 0
-    assert not same.significant and same.ci_low < 0 < same.ci_high
+    assert bad.relative_difference == pytest.approx(-0.4 / np.mean(_ACC))
+    assert bad.significant and bad.verdict == "worse" and bad.method == "paired t-test"
+    assert bad.p_value == pytest.approx(scipy_stats.ttest_rel([r[0] for r in WORSE], _ACC).pvalue)
+    assert bad.p_adjusted >= bad.p_value and bad.ci_high < 0
+    assert not same.significant and same.verdict == "no detectable difference" and same.ci_low < 0 < same.ci_high
+    assert same.mde is not None and same.mde > 0
     # the baseline as a {node: variant} dict, latency and aliases
     by_dict = batch.compare(metric="latency_s", baseline={"retriever": "bad"})
     assert {r.variant for r in by_dict} == {"default", "retriever=same"}
@@ -121,14 +128,16 @@ def test_regression_gate_uses_direction_and_tolerance():
     batch = _batch({"default": GOOD, "retriever=bad": WORSE, "retriever=same": SAME})
     found = check_regressions(batch, "default", {"accuracy": 0.05})
     assert [(r.variant, r.metric) for r in found] == [("retriever=bad", "accuracy")]
-    assert "retriever=bad: accuracy 0.475 vs 0.875" in str(found[0])
+    assert "retriever=bad: accuracy 0.445 vs 0.845" in str(found[0])
     assert check_regressions(batch, "default", {"accuracy": 0.5}) == []
     # latency: lower is better; 10% of the baseline's mean allowed
     slow = check_regressions(batch, "default", ["latency_s=10%"])
     assert [r.variant for r in slow] == ["retriever=bad"]
     # an explicit direction and a significance requirement
     assert check_regressions(batch, "default", {"latency_s": Tolerance(0.0, higher_is_better=True)})[0].variant == "retriever=same"
-    assert check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})[0].variant == "retriever=bad"
+    # "same" is 0.002 worse on accuracy: a regression at tolerance 0, but not a significant one
+    assert {r.variant for r in check_regressions(batch, "default", {"accuracy": 0.0})} == {"retriever=bad", "retriever=same"}
+    assert [r.variant for r in check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})] == ["retriever=bad"]
     # every execution of a variant failed: no values is a regression
     failing = _batch({"default": GOOD, "retriever=broken": [(None, 0.1, "failed")] * 4})
     gone = check_regressions(failing, "default", {"accuracy": 0.1, "error_rate": 0.0})

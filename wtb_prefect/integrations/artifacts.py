@@ -32,9 +32,27 @@ class ComparisonArtifactObserver(BatchObserver):
         create_table_artifact(
             key=artifact_key(plan.project.name, "vs-baseline"),
             table=comparison_table(batch),
-            description=f"Batch {batch.batch_id}: each variant combination against {base} "
-            "(difference, 95% CI, Welch p-value, significant at 0.05)",
+            description=f"Batch {batch.batch_id}: each variant combination against {base}, paired by case "
+            "(mean difference, 95% paired bootstrap CI, exact McNemar or paired t p-value, Holm-corrected "
+            "over the batch's tests, verdict; 'too few cases' below 10 pairs)"
+            + (f"; forest plot: {batch.forest_plot}" if batch.forest_plot else ""),
         )
+        if batch.pairwise:
+            create_table_artifact(
+                key=artifact_key(plan.project.name, "pairwise"),
+                table=[
+                    {
+                        "judge": w.judge, "variant": w.variant, "baseline": w.baseline, "cases": w.n,
+                        "win_rate": round(w.win_rate, 4), "win_ci": f"{w.win_ci[0]:.2f}-{w.win_ci[1]:.2f}",
+                        "tie_rate": round(w.tie_rate, 4), "tie_ci": f"{w.tie_ci[0]:.2f}-{w.tie_ci[1]:.2f}",
+                        "loss_rate": round(w.loss_rate, 4), "loss_ci": f"{w.loss_ci[0]:.2f}-{w.loss_ci[1]:.2f}",
+                        "p_value": round(w.p_value, 4), "both_orders": w.both_orders, "skipped": w.skipped,
+                    }
+                    for w in batch.pairwise
+                ],
+                description=f"Batch {batch.batch_id}: comparative evaluators, each variant against {base} "
+                "(win/tie/loss rates with 95% Wilson intervals, sign-test p-value)",
+            )
 
 
 register_observer_factory(lambda plan: ComparisonArtifactObserver())

@@ -233,12 +233,52 @@ class MlflowObserver(BatchObserver):
             from wtb_prefect.analysis.comparison import comparison_table
 
             client.log_table(self.parent_run_id, _table(comparison_table(batch)), "comparison.json")
+            _log_paired_analysis(client, self.parent_run_id, self.child_run_ids, batch, now)
         client.set_terminated(self.parent_run_id, "FINISHED")
         batch.tracking["mlflow"] = {
             "tracking_uri": self.uri,
             "parent_run_id": self.parent_run_id,
             "child_run_ids": dict(self.child_run_ids),
         }
+
+
+def _log_paired_analysis(
+    client: MlflowClient, parent_run_id: str, child_run_ids: dict[str, str], batch: BatchTestResult, now: int
+) -> None:
+    """The paired analysis against the first combination: verdicts, judges and the forest plot.
+
+    Verdicts are 1 (better), 0 (no detectable difference) or -1 (worse), "too
+    few cases" is left out: ``verdict.<metric>.<variant>`` on the parent run and
+    ``verdict.<metric>`` on the variant's run. A comparative evaluator's
+    ``judge.<name>.win_rate`` (and tie, loss, their intervals, mean score) go
+    on the variant's run and ``pairwise.json`` on the parent; the forest plot
+    PNG is an artifact of the parent run.
+    """
+    from mlflow.entities import Metric
+
+    parent: list[Metric] = []
+    for variant, codes in batch.analysis().verdict_metrics().items():
+        parent += [Metric(_key(f"{name}.{variant}"), code, now, 0) for name, code in codes.items()]
+        if variant in child_run_ids:
+            client.log_batch(child_run_ids[variant], metrics=[Metric(_key(k), v, now, 0) for k, v in codes.items()])
+    for chunk in _chunks(parent, 1000):
+        client.log_batch(parent_run_id, metrics=chunk)
+    rows = []
+    for judged in batch.pairwise:
+        figures = {
+            "win_rate": judged.win_rate, "tie_rate": judged.tie_rate, "loss_rate": judged.loss_rate,
+            "win_rate.ci95_low": judged.win_ci[0], "win_rate.ci95_high": judged.win_ci[1],
+            "loss_rate.ci95_low": judged.loss_ci[0], "loss_rate.ci95_high": judged.loss_ci[1],
+            "mean_score": judged.mean_score, "p_value": judged.p_value, "cases": float(judged.n),
+        }
+        rows.append({"variant": judged.variant, "baseline": judged.baseline, "judge": judged.judge, **figures})
+        if judged.variant in child_run_ids:
+            metrics = [Metric(_key(f"judge.{judged.judge}.{k}"), float(v), now, 0) for k, v in figures.items()]
+            client.log_batch(child_run_ids[judged.variant], metrics=metrics)
+    if rows:
+        client.log_table(parent_run_id, _table(rows), "pairwise.json")
+    if batch.forest_plot and Path(batch.forest_plot).is_file():
+        client.log_artifact(parent_run_id, batch.forest_plot)
 
 
 def _mlflow_factory(plan: BatchPlan) -> BatchObserver | None:
