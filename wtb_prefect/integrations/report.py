@@ -26,18 +26,20 @@ import base64
 import html
 import json
 import logging
-import math
 import os
 import re
 import string
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
-from wtb_prefect.analysis.comparison import compare_variants, resolve_baseline
+from wtb_prefect.analysis.comparison import resolve_baseline
 from wtb_prefect.analysis.evaluation import lower_is_better
+from wtb_prefect.analysis.forest import forest_plot
+from wtb_prefect.batch.analysis import forest_plot_path
 from wtb_prefect.errors import ConfigError
 from wtb_prefect.results import ErrorInfo, ExecutionResult
 from wtb_prefect.settings import WTBSettings, get_settings
@@ -85,6 +87,9 @@ class Verdict:
     p_value: float | None
     verdict: str
     """``better``, ``worse``, ``no detectable difference`` or ``too few cases``."""
+    p_adjusted: float | None = None
+    """The p-value corrected over the batch's tests (what the verdict uses)."""
+    test: str = ""
 
 
 @dataclass
@@ -115,75 +120,39 @@ class ReportLinks:
 def analyse(batch: BatchTestResult, baseline: str | None = None) -> tuple[list[Verdict], bytes | None]:
     """The verdicts of every combination against ``baseline`` and the forest plot (PNG bytes).
 
-    Metrics: every evaluator score, the success rate and the latency. The
-    comparison is Welch's test of :func:`wtb_prefect.analysis.comparison.compare_variants`;
-    below two values on a side there is no verdict ("too few cases").
+    The paired analysis of :meth:`BatchTestResult.analysis` (success, the nodes'
+    own run time and every evaluator score, p-values Holm-corrected over the
+    batch; "too few cases" below its minimum of pairs) and its forest plot
+    (:func:`wtb_prefect.analysis.forest.forest_plot`): the one saved with the
+    batch when there is one for this baseline, else drawn now.
     """
     base = resolve_baseline(batch, baseline)
-    metrics = [*sorted({name for r in batch.results for name in r.scores}), "success", "latency_s"]
-    present = {m for r in batch.results for m in r.metrics}
-    verdicts = []
-    for metric in [m for m in metrics if m in present]:
-        for row in compare_variants(batch, metric, base):
-            if row.p_value is None or row.difference is None:
-                verdict = "too few cases"
-            elif not row.significant:
-                verdict = "no detectable difference"
-            else:
-                worse = row.difference > 0 if lower_is_better(metric) else row.difference < 0
-                verdict = "worse" if worse else "better"
-            verdicts.append(
-                Verdict(
-                    row.metric,
-                    row.variant,
-                    row.n,
-                    base,
-                    row.baseline_value,
-                    row.value,
-                    row.difference,
-                    row.ci_low,
-                    row.ci_high,
-                    row.p_value,
-                    verdict,
-                )
-            )
-    return verdicts, _forest_png(verdicts) if verdicts else None
-
-
-def _forest_png(verdicts: list[Verdict]) -> bytes:
-    """Difference vs the baseline with its interval: a row per variant, a panel per metric."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    metrics = list(dict.fromkeys(v.metric for v in verdicts))
-    variants = list(dict.fromkeys(v.variant for v in verdicts))
-    columns = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / columns)
-    height = max(1.6, 0.45 * len(variants) + 1.0)
-    figure = Figure(figsize=(4.2 * columns, height * rows), dpi=100, layout="constrained")
-    colours = {"better": "#1a7f37", "worse": "#cf222e"}
-    for number, metric in enumerate(metrics):
-        axes = figure.add_subplot(rows, columns, number + 1)
-        for y, variant in enumerate(variants):
-            verdict = next((v for v in verdicts if v.metric == metric and v.variant == variant), None)
-            if verdict is None or verdict.difference is None:
-                continue
-            colour = colours.get(verdict.verdict, "#57606a")
-            if verdict.ci_low is not None and verdict.ci_high is not None:
-                axes.plot([verdict.ci_low, verdict.ci_high], [y, y], color=colour, linewidth=2)
-            axes.plot([verdict.difference], [y], "o", color=colour)
-        axes.axvline(0.0, color="#8c959f", linestyle="--", linewidth=1)
-        axes.set_yticks(range(len(variants)), variants if number % columns == 0 else [""] * len(variants))
-        axes.set_ylim(len(variants) - 0.5, -0.5)
-        axes.set_title(f"{metric} (vs {verdicts[0].baseline})", fontsize=10)
-        axes.tick_params(labelsize=8)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    comparisons = batch.analysis(base).comparisons
+    verdicts = [
+        Verdict(
+            metric=c.metric,
+            variant=c.variant,
+            n=c.n,
+            baseline=base,
+            baseline_value=c.baseline_value,
+            value=c.value,
+            difference=c.difference,
+            ci_low=c.ci_low,
+            ci_high=c.ci_high,
+            p_value=c.p_value,
+            verdict=c.verdict,
+            p_adjusted=c.p_adjusted,
+            test=c.test,
+        )
+        for c in comparisons
+    ]
+    if not comparisons:
+        return verdicts, None
+    saved = Path(batch.forest_plot) if batch.forest_plot else forest_plot_path(batch.project, batch.batch_id)
+    if base == resolve_baseline(batch, None) and saved.is_file():
+        return verdicts, saved.read_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        return verdicts, forest_plot(comparisons, Path(folder) / "forest.png").read_bytes()
 
 
 # ─── the grid ───
@@ -342,19 +311,21 @@ def _comparison_html(verdicts: list[Verdict]) -> str:
     if not verdicts:
         return "<p>Only one variant combination: nothing to compare.</p>"
     head = (
-        "<tr><th>metric</th><th>variant</th><th>n</th><th>baseline</th><th>variant</th>"
-        "<th>difference</th><th>95% CI</th><th>p</th><th>verdict</th></tr>"
+        "<tr><th>metric</th><th>variant</th><th>pairs</th><th>baseline</th><th>variant</th>"
+        "<th>difference</th><th>95% CI</th><th>p</th><th>p corrected</th><th>test</th><th>verdict</th></tr>"
     )
     rows = []
     for v in verdicts:
         ci = f"[{_number(v.ci_low)}, {_number(v.ci_high)}]" if v.ci_low is not None else "–"
         p = "–" if v.p_value is None else f"{v.p_value:.3g}"
+        adjusted = "–" if v.p_adjusted is None else f"{v.p_adjusted:.3g}"
         difference = "–" if v.difference is None else f"{v.difference:+.3f}"
         css = v.verdict.replace(" ", "-")
         rows.append(
             f"<tr><td>{html.escape(v.metric)}</td><td>{html.escape(v.variant)}</td><td>{v.n}</td>"
             f"<td>{_number(v.baseline_value)}</td><td>{_number(v.value)}</td><td>{difference}</td><td>{ci}</td>"
-            f"<td>{p}</td><td class='verdict {css}'>{html.escape(v.verdict)}</td></tr>"
+            f"<td>{p}</td><td>{adjusted}</td><td>{html.escape(v.test)}</td>"
+            f"<td class='verdict {css}'>{html.escape(v.verdict)}</td></tr>"
         )
     return f"<table class='comparison'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 

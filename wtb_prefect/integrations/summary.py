@@ -70,7 +70,7 @@ def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Pa
     metrics = list(dict.fromkeys(v.metric for v in verdicts))
     variants = list(dict.fromkeys(v.variant for v in verdicts))
     if verdicts:
-        lines += [f"**Against `{baseline}`** (difference of means; Welch t-test at 95%)", ""]
+        lines += [f"**Against `{baseline}`** (paired by case; verdicts corrected over the batch's tests)", ""]
         lines += ["| variant | " + " | ".join(_cell(m) for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         for variant in variants:
             cells = []
