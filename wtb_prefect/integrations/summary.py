@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from wtb_prefect.analysis.evaluation import lower_is_better
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.report import Verdict, analyse, error_summary, find_links, write_report
+from wtb_prefect.integrations.scope import is_single_run
 
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
@@ -106,19 +107,11 @@ def _artifact_key(project: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"wtb-{project}-summary".lower()).strip("-")
 
 
-def _single_run() -> bool:
-    """True inside a ``wtb-run`` flow run (one execution, not a batch)."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    return context is not None and context.flow is not None and context.flow.name == "wtb-run"
-
-
 class ReportObserver(BatchObserver):
     """Writes the batch's report and its Prefect summary when the batch ends."""
 
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
-        if not batch.results or _single_run():
+        if not batch.results or is_single_run():
             return
         analysis = analyse(batch)
         verdicts = analysis[0]
