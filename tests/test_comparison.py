@@ -203,8 +203,13 @@ def test_batch_shows_comparison_and_progress_artifacts(bench):
     assert table.type == "table"
     data = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
     exact = next(r for r in data if r["metric"] == "exact_match")
-    assert exact["variant"] == "retriever=first" and exact["difference"] == pytest.approx(-0.75)
-    assert exact["significant"] in ("yes", "no")
+    assert exact["variant"] == "retriever=first" and exact["difference (95% CI)"].startswith("-0.750")
+    assert exact["verdict"] in ("better", "worse", "no detectable difference", "too few cases")
+    assert all(len(row) <= 8 for row in data)  # fits the artifact page
+    summary = next(a for a in artifacts if a.key == "wtb-cmp-artifacts-comparison")
+    rows = summary.data if isinstance(summary.data, list) else __import__("json").loads(summary.data)
+    first = next(r for r in rows if r["variant"] == "retriever=first")
+    assert first["exact_match (95% CI)"].startswith("0.250 [")  # the mean with its interval
 
 
 def test_regression_gate_fails_the_flow_run(bench):
