@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 
 import scored_graphs
 from wtb_prefect.analysis.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
-from wtb_prefect.errors import ConfigError
+from wtb_prefect.errors import ConfigError, ProjectError
 from wtb_prefect.analysis.evaluation import aggregate_metrics
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.results import ExecutionResult, NodeRecord
@@ -257,3 +257,84 @@ def test_summary_adds_the_median_of_named_metrics_per_variant():
     assert rows["default"]["total.tokens p50"] == 20.0  # tokens are 10 x latency: median of 10, 30, 20
     assert rows["retriever=bm25"]["total.tokens p50"] == 50.0  # the failed execution is left out
     assert rows["default"]["nope p50"] is None
+
+
+def test_cases_one_side_did_not_complete_are_reported_not_paired():
+    rows = [*GOOD[:9], (None, 5.0, "failed")]
+    batch = _batch({"default": GOOD, "retriever=flaky": rows})
+    (acc,) = batch.compare(metric="accuracy")
+    assert acc.n == 9 and acc.missing == ("9",) and acc.verdict == "too few cases"
+    (success,) = batch.compare(metric="success")  # success counts the failure itself
+    assert success.n == 10 and success.missing == () and success.difference == pytest.approx(-0.1)
+    assert success.method == "exact McNemar" and success.verdict == "no detectable difference"
+
+
+def test_repetitions_are_averaged_per_case_and_give_pass_at_k():
+    results = []
+    for rep in range(3):
+        for i in range(10):
+            for label, ok in (("default", i < 5), ("retriever=x", i < 5 or (i < 8 and rep == 0))):
+                r = _result(label, str(i), 1.0 if ok else 0.0, status="completed" if ok else "failed")
+                r.repetition = rep
+                results.append(r)
+    batch = BatchTestResult("b1", "p", results)
+    (success,) = batch.compare(metric="success")
+    assert success.n == 10 and success.difference == pytest.approx(0.1)  # 3 cases pass once in 3
+    assert success.method == "paired t-test"  # per-case rates, not 0/1: no McNemar
+    figures = batch.repetitions("success")
+    assert figures["default"]["success.pass@3"] == pytest.approx(0.5)
+    assert figures["retriever=x"]["success.pass@3"] == pytest.approx(0.8)
+    assert figures["retriever=x"]["success.pass^3"] == pytest.approx(0.5)
+    summary = {row["variant"]: row for row in batch.summary()}
+    assert summary["retriever=x"]["pass@3"] == pytest.approx(0.8)
+
+
+def test_comparative_evaluator_in_both_orders_cancels_position_bias():
+    from wtb_prefect.batch.judges import judge_batch
+    from wtb_prefect.define.project import ComparativeEvaluator
+
+    batch = _batch({"default": GOOD, "retriever=bad": WORSE})
+    for r in batch.results:
+        r.final_state = {"score": r.scores.get("accuracy")}
+    raw = {str(i): {"case_id": str(i)} for i in range(10)}
+
+    def first_wins(a, b, case):  # a judge that always prefers what it sees first
+        return 1.0
+
+    def better_score(a, b, case):
+        return float((a["score"] > b["score"]) - (a["score"] < b["score"]))
+
+    biased = judge_batch({"first": ComparativeEvaluator("first", first_wins)}, batch, "default", raw)
+    assert biased[0].win_rate == 1.0
+    fair = judge_batch({"first": ComparativeEvaluator("first", first_wins, both_orders=True)}, batch, "default", raw)
+    assert fair[0].tie_rate == 1.0 and fair[0].both_orders
+    (judged,) = judge_batch({"score": ComparativeEvaluator("score", better_score, True)}, batch, "default", raw, 4)
+    assert (judged.variant, judged.wins, judged.losses, judged.n) == ("retriever=bad", 0, 10, 10)
+    assert judged.loss_ci[0] > 0.6 and judged.p_value < 0.01
+
+    def broken(a, b, case):
+        raise RuntimeError("judge down")
+
+    assert judge_batch({"broken": ComparativeEvaluator("broken", broken)}, batch, "default", raw) == []
+
+
+def test_register_comparative_evaluator_rejects_a_non_callable():
+    project = scored_graphs.qa_project("cmp_judge_bad")
+    with pytest.raises(ProjectError, match="callable"):
+        project.register_comparative_evaluator("judge", "not a function")  # type: ignore[arg-type]
+    project.register_comparative_evaluator("judge", lambda a, b, case: 0.0, both_orders=True)
+    assert project.comparative_evaluators["judge"].both_orders
+
+
+def test_gate_can_require_significance_for_every_tolerance():
+    from wtb_prefect.batch.plan import prepare_batch
+
+    project = scored_graphs.qa_project("cmp_gate_significance")
+    gate = {"tolerances": {"exact_match": 0.1, "latency_s": "20%"}, "require_significance": True}
+    plan = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate=gate)
+    assert plan.gate.require_significance
+    assert all(t.require_significance for t in plan.gate.tolerances.values())
+    plain = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={"tolerances": {"exact_match": 0.1}})
+    assert not plain.gate.require_significance and not plain.gate.tolerances["exact_match"].require_significance
+    with pytest.raises(ConfigError, match="require_significance"):
+        prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={**gate, "require_significance": "yes"})
