@@ -9,12 +9,12 @@ variant per metric, the failures and where the report is. Single runs
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wtb_prefect.analysis.evaluation import lower_is_better
+from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.report import Verdict, analyse, error_summary, find_links, write_report
 from wtb_prefect.integrations.scope import is_single_run
@@ -103,10 +103,6 @@ def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Pa
     return "\n".join(lines)
 
 
-def _artifact_key(project: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", f"wtb-{project}-summary".lower()).strip("-")
-
-
 class ReportObserver(BatchObserver):
     """Writes the batch's report and its Prefect summary when the batch ends."""
 
@@ -125,7 +121,7 @@ class ReportObserver(BatchObserver):
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(
-            key=_artifact_key(batch.project),
+            key=artifact_key(batch.project, "summary"),
             markdown=summary_markdown(batch, verdicts, path, baseline),
             description=f"Summary of batch {batch.batch_id}: verdicts, best variant per metric, failures, report",
         )
