@@ -44,17 +44,19 @@ def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
     """The comparison against the baseline in eight columns, so it fits the artifact page."""
     rows = []
     for row in comparison_table(batch):
-        difference = row["difference"]
-        rows.append({
-            "metric": row["metric"],
-            "variant": row["variant"],
-            "pairs": row["n"],
-            "baseline": row["baseline_value"],
-            "value": row["value"],
-            "difference (95% CI)": "" if difference is None else _interval(difference, row["ci_low"], row["ci_high"]),
-            "p (Holm)": row["p_adjusted"],
-            "verdict": row["verdict"],
-        })
+        difference = _interval(row["difference"], row["ci_low"], row["ci_high"])
+        rows.append(
+            {
+                "metric": row["metric"],
+                "variant": row["variant"],
+                "pairs": row["n"],
+                "baseline": row["baseline_value"],
+                "value": row["value"],
+                "difference (95% CI)": difference,
+                "p (Holm)": row["p_adjusted"],
+                "verdict": row["verdict"],
+            }
+        )
     return rows
 
 
