@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -19,11 +18,10 @@ def services() -> Iterator[str]:
         from wtb_prefect.services.prefect_server import PrefectServer
         from wtb_prefect.services.ray_cluster import connect_ray
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        from wtb_prefect.services.ports import free_port
+
         server = PrefectServer()
-        info = server.start(port=port)
+        info = server.start(port=free_port())
         os.environ["PREFECT_API_URL"] = info.url
         try:
             connect_ray(RayConfig(address="local"))

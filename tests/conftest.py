@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from wtb_prefect.services.ports import free_port
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,7 +32,7 @@ def prefect_api(wtb_home: Path) -> Iterator[str]:
 
     os.environ.pop("PREFECT_API_URL", None)
     server = PrefectServer(get_settings())
-    info = server.start(port=_free_port(), timeout=300)  # a loaded 2-core machine needs minutes
+    info = server.start(port=free_port(), timeout=300)  # a loaded 2-core machine needs minutes
     try:
         # Prefect reads its settings when it is imported (at collection, before this
         # fixture): without this context, clients made by tests would talk to an

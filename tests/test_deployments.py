@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from wtb_prefect.errors import UnknownProjectError
+from wtb_prefect.services.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -74,7 +74,7 @@ def ray_head() -> Iterator[str]:
     errors = []
     for _ in range(5):
         temp = tempfile.mkdtemp(prefix="wtbray", dir="/tmp")
-        port = _free_port()
+        port = free_port()
         started = subprocess.run(
             [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
              "--disable-usage-stats", f"--temp-dir={temp}"],
@@ -94,12 +94,6 @@ def ray_head() -> Iterator[str]:
     finally:
         _kill_matching(temp)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +193,9 @@ def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
     assert not on_demand.schedules
     # the parameter form the UI shows comes from the flow's typed signature and docstring
     properties = on_demand.parameter_openapi_schema["properties"]
-    assert set(properties) == {"project", "test_cases", "variant_matrix", "parallelism", "regression_gate", "resume"}
+    assert set(properties) == {
+        "project", "test_cases", "variant_matrix", "parallelism", "regression_gate", "resume", "batch_id"
+    }
     assert "wtb-project/<block name>" in properties["project"]["description"]
     assert on_demand.parameters["project"] == "examples.quickstart.project:build_project"
 
@@ -210,12 +206,20 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
         {"query": "Which tool tracks experiment metrics and parameters?", "expected": "mlflow"},
     ]
     matrix = [{}, {"retriever": "name_match"}]
-    flow_run_id = _run_deployment(
-        deployed, "wtb-batch-test/quickstart-on-demand", {"variant_matrix": matrix, "test_cases": cases}
-    )
+    overrides = {"variant_matrix": matrix, "test_cases": cases, "parallelism": 1, "batch_id": "override1"}
+    flow_run_id = _run_deployment(deployed, "wtb-batch-test/quickstart-on-demand", overrides)
     run = _wait(flow_run_id, deployed)
     assert run.state.is_completed(), f"{run.state}\n{deployed['log'].read_text()[-4000:]}"
-    assert run.parameters["test_cases"] == cases
+    # the flow run's parameters, read back through the client, are the overrides; the flow ran them
+    for key, value in overrides.items():
+        assert run.parameters[key] == value, key
+    assert run.name == "quickstart_qa-batch-override1"
+    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.settings import get_settings
+
+    batch = open_index(get_settings().state_dir).batch("override1")  # the worker shares WTB_HOME
+    assert batch is not None and batch.variant_matrix == matrix and batch.test_cases == cases
+    assert batch.parallelism == 1
 
     tasks, artifacts = _task_runs_and_artifacts(flow_run_id, expect=8)
     node_runs = [t for t in tasks if _node(t) in {"retriever", "generator"}]

@@ -15,7 +15,7 @@ from wtb_prefect.batch.flows import batch_test_flow, run_flow
 from wtb_prefect.batch.observers import BatchObserver, watching
 from wtb_prefect.batch.plan import BatchPlan, offer_plan, prepare_batch, prepare_batch_resume, prepare_resume
 from wtb_prefect.define.project import WORKFLOW_KEY, WorkflowProject
-from wtb_prefect.define.registry import publish_project
+from wtb_prefect.define.registry import publish_project, published_projects
 from wtb_prefect.errors import ConfigError, ExecutionStateError, UnknownExecutionError, UnknownProjectError
 from wtb_prefect.integrations.files.api import list_file_snapshots, rollback_files
 from wtb_prefect.results import ExecutionResult
@@ -61,16 +61,18 @@ class WTBTestBench:
 
     def __init__(self, settings: WTBSettings | None = None) -> None:
         self.settings = settings or get_settings()
-        self._projects: dict[str, WorkflowProject] = {}
         self._graphs: dict[tuple[str, str, str], Any] = {}
 
     # ─── Project management ───
 
     def register_project(self, project: WorkflowProject) -> None:
-        """Register a workflow project (a later one of the same name replaces it)."""
+        """Register a workflow project (a later one of the same name replaces it).
+
+        Projects live in the process's one registry
+        (:mod:`wtb_prefect.define.registry`), where the flows find them by name.
+        """
         if not isinstance(project, WorkflowProject):
             raise TypeError(f"register_project takes a WorkflowProject, got {type(project).__name__}")
-        self._projects[project.name] = project
         publish_project(project)
 
     def get_project(self, name: str) -> WorkflowProject:
@@ -80,16 +82,16 @@ class WTBTestBench:
             UnknownProjectError: no project of that name is registered.
         """
         try:
-            return self._projects[name]
+            return published_projects()[name]
         except KeyError:
             raise UnknownProjectError(
-                f"no project named {name!r} is registered; registered: {sorted(self._projects)}. "
+                f"no project named {name!r} is registered; registered: {self.list_projects()}. "
                 "Fix: wtb.register_project(project) first"
             ) from None
 
     def list_projects(self) -> list[str]:
         """Names of the registered projects."""
-        return sorted(self._projects)
+        return sorted(published_projects())
 
     # ─── Execution ───
 

@@ -208,52 +208,21 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _known_file() -> Path:
-    from wtb_prefect.settings import get_settings
+def _load(reference: str) -> Any:
+    """The project ``reference`` names (or a project name resolved before from this state folder)."""
+    from wtb_prefect.define.registry import resolve_project
+    from wtb_prefect.errors import WTBError
 
-    return get_settings().state_dir / "cli_projects.json"
+    try:
+        return resolve_project(reference)
+    except WTBError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _known() -> dict[str, dict[str, Any]]:
-    path = _known_file()
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    from wtb_prefect.define.registry import known_projects
 
-
-def _remember(name: str, reference: str) -> None:
-    from wtb_prefect.define.registry import is_yaml_path
-
-    if is_yaml_path(reference):
-        reference = str(Path(reference).expanduser().resolve())
-    known = _known()
-    known[name] = {"reference": reference, "cwd": os.getcwd(), "used_at": time.time()}
-    _known_file().write_text(json.dumps(known, indent=2))
-
-
-def _load(reference: str) -> Any:
-    """The project ``reference`` names (or a project name the CLI has used before)."""
-    import sys
-
-    from wtb_prefect.errors import UnknownProjectError, WTBError
-    from wtb_prefect.define.registry import resolve_project
-
-    remembered = _known().get(reference)
-    try:
-        try:
-            project = resolve_project(reference)
-        except UnknownProjectError:
-            if remembered is None:
-                raise
-            if remembered["cwd"] not in sys.path:
-                sys.path.insert(0, remembered["cwd"])
-            project = resolve_project(remembered["reference"])
-            reference = remembered["reference"]
-    except WTBError as exc:
-        raise _fail(str(exc)) from None
-    _remember(project.name, reference)
-    return project
+    return known_projects()
 
 
 def _bench(*projects: Any) -> Any:
@@ -288,6 +257,8 @@ def _data(value: str, what: str) -> Any:
 
 
 def _variants(pairs: list[str] | None, workflow: str | None) -> dict[str, str]:
+    from wtb_prefect.define.project import WORKFLOW_KEY
+
     choice: dict[str, str] = {}
     for pair in pairs or []:
         node, sep, name = pair.partition("=")
@@ -295,7 +266,7 @@ def _variants(pairs: list[str] | None, workflow: str | None) -> dict[str, str]:
             raise _fail(f"--variant {pair!r}: write NODE=VARIANT (or _workflow=NAME)")
         choice[node.strip()] = name.strip()
     if workflow:
-        choice["_workflow"] = workflow
+        choice[WORKFLOW_KEY] = workflow
     return choice
 
 
@@ -454,6 +425,8 @@ def projects(
     reference: str = typer.Argument(None, help="Show this project's nodes, variants and versions."),
 ) -> None:
     """List the projects this CLI has run (and saved project blocks), or show one project."""
+    from wtb_prefect.define.project import WORKFLOW_KEY
+
     if reference is not None:
         proj = _load(reference)
         table = Table(title=f"{proj.name} v{proj.version}: {proj.description}")
@@ -461,7 +434,7 @@ def projects(
         table.add_column("variants")
         for node in sorted(proj.all_nodes()):
             table.add_row(node, ", ".join(["default", *proj.list_variants(node)[node]]))
-        table.add_row("_workflow", ", ".join(["default", *proj.list_workflow_variants()]))
+        table.add_row(WORKFLOW_KEY, ", ".join(["default", *proj.list_workflow_variants()]))
         console.print(table)
         console.print(f"evaluators: {', '.join(proj.evaluators) or '-'}")
         return

@@ -53,8 +53,10 @@ class RegressionGateParameter(BaseModel):
     baseline: str | dict[str, str] | None = Field(
         default=None, description="Variant label or {node: variant}; empty = the matrix's first combination."
     )
-    tolerances: dict[str, float | str] = Field(
-        min_length=1, description="Metric -> allowed worsening: 0.05 (absolute) or '5%' (relative)."
+    tolerances: dict[str, Any] | list[str] = Field(
+        min_length=1,
+        description="Metric -> allowed worsening: 0.05 (absolute) or '5%' (relative); "
+        "or a list of 'metric=amount' strings.",
     )
     require_significance: bool = Field(
         default=False,

@@ -102,16 +102,12 @@ def watching(batch_id: str, observer: BatchObserver) -> Iterator[None]:
 
 
 def observers_for(plan: BatchPlan) -> list[BatchObserver]:
-    """The observers of one run of ``plan``: one per registered factory, then its watchers."""
-    observers = []
-    for factory in observer_factories():
-        try:
-            observer = factory(plan)
-        except Exception:
-            logger.exception("observer factory %r failed; the batch runs without it", factory)
-            continue
-        if observer is not None:
-            observers.append(observer)
+    """The observers of one run of ``plan``: one per registered factory, then its watchers.
+
+    A factory may refuse the plan by raising (file tracking does, for a tracked
+    path that does not exist): the batch then fails before its first execution.
+    """
+    observers = [o for o in (factory(plan) for factory in observer_factories()) if o is not None]
     with _lock:
         observers.extend(_watchers.get(plan.batch_id, []))
     return observers

@@ -72,7 +72,7 @@ class BatchPlan:
         for variant in self.variants:
             for name, plan in variant.nodes.items():
                 key = name if variant.label == "default" else f"{name} (variant {variant.label})"
-                requests[key] = NodeResourceConfig.model_validate(plan.resources)
+                requests[key] = plan.request or NodeResourceConfig.model_validate(plan.resources)
         return requests
 
     def flow_parameters(self) -> dict[str, Any]:

@@ -1,35 +1,40 @@
-"""Finding a project (and its batch data) by name or reference.
+"""The one project registry: finding a project (and its batch data) by name or reference.
 
-Flows run by Prefect deployments and the ``wtb`` CLI name projects by:
+``WTBTestBench.register_project``, flows run by Prefect deployments and the
+``wtb`` CLI all find projects here, by:
 
-- the name of a project published in this process;
+- the name of a project published in this process (``register_project`` publishes);
 - ``"package.module:attribute"``: a ``WorkflowProject`` or a function returning one
   (Appendix A.1's module-path submission);
 - a path to a project YAML file (``*.yaml`` / ``*.yml``, Appendix A.2);
-- ``"wtb-project/<name>"``: a saved :class:`~wtb_prefect.integrations.blocks.WTBProject` block.
+- a prefix a plugin resolves, e.g. ``"wtb-project/<name>"``: a saved Prefect block
+  (:mod:`wtb_prefect.integrations.blocks`);
+- the name of a project resolved by reference from the same state folder before,
+  in any process (remembered in ``$WTB_HOME/projects.json``).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
-import sys
 import threading
+import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import yaml
 
+from wtb_prefect.define.imports import ReferenceImportError, import_reference, on_sys_path
 from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.errors import ConfigError, UnknownProjectError, WTBError
 from wtb_prefect.plugins import load_plugins
+from wtb_prefect.settings import get_settings
 
 __all__ = [
-    "import_reference",
     "is_yaml_path",
+    "known_projects",
     "load_data",
     "publish_project",
     "published_projects",
@@ -81,21 +86,14 @@ def is_yaml_path(reference: str) -> bool:
     return reference.lower().endswith((".yaml", ".yml"))
 
 
-def import_reference(reference: str, what: str) -> Any:
-    # Like uvicorn's --app-dir default: the working directory is importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module_name, _, attribute = reference.partition(":")
+def _import_reference(reference: str, what: str) -> Any:
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
+        return import_reference(reference)
+    except ReferenceImportError as exc:
         raise UnknownProjectError(
-            f"{what} {reference!r}: cannot import it ({exc}). "
+            f"{what} {reference!r}: {exc}. "
             "Fix: check the module is on PYTHONPATH (or under the working directory) and the attribute name"
         ) from exc
-    return target
 
 
 def resolve_project(reference: str | WorkflowProject) -> WorkflowProject:
@@ -116,9 +114,60 @@ def resolve_project(reference: str | WorkflowProject) -> WorkflowProject:
     with _lock:
         if reference in _projects:
             return _projects[reference]
+    project = _resolve_reference(reference)
+    if project is None:
+        remembered = known_projects().get(reference)
+        if remembered is not None:
+            on_sys_path(remembered.get("cwd"))
+            project = _resolve_reference(remembered["reference"])
+    if project is None:
+        raise UnknownProjectError(
+            f"no project {reference!r}: it is not registered in this process, not a "
+            "'package.module:attribute' reference, not a YAML file path, not a "
+            f"reference a plugin resolves ({sorted(_resolvers)}) and not a project name run before "
+            f"from this state folder ({sorted(known_projects())}). Registered: {sorted(_projects)}"
+        )
+    return project
+
+
+def known_projects() -> dict[str, dict[str, Any]]:
+    """The projects resolved by reference from this state folder before, by name:
+    ``{"reference": ..., "cwd": ..., "used_at": ...}`` (so a name works in any later process)."""
+    path = _known_file()
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _known_file() -> Path:
+    return get_settings().state_dir / "projects.json"
+
+
+def _remember(project: WorkflowProject, reference: str) -> None:
+    if is_yaml_path(reference):
+        reference = str(Path(reference).expanduser().resolve())
+    known = known_projects()
+    if known.get(project.name, {}).get("reference") == reference:
+        return
+    known[project.name] = {"reference": reference, "cwd": os.getcwd(), "used_at": time.time()}
+    path = _known_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps(known, indent=2))
+        temp.replace(path)
+    except OSError:  # a read-only state folder only loses the memory of names
+        pass
+
+
+def _resolve_reference(reference: str) -> WorkflowProject | None:
+    """The project a plugin prefix, YAML path or module reference names; None if it is none of those."""
     resolver = _resolver_for(reference)
     if resolver is not None:
-        return resolver(reference)
+        project = resolver(reference)
+        _remember(project, reference)
+        return project
     if is_yaml_path(reference):
         path = Path(reference).expanduser()
         if not path.is_file():
@@ -128,9 +177,10 @@ def resolve_project(reference: str | WorkflowProject) -> WorkflowProject:
             )
         project = WorkflowProject.from_yaml(path)
         publish_project(project)
+        _remember(project, reference)
         return project
     if _MODULE_REF.match(reference):
-        target = import_reference(reference, "project reference")
+        target = _import_reference(reference, "project reference")
         try:
             project = target() if callable(target) and not isinstance(target, WorkflowProject) else target
         except WTBError:
@@ -145,12 +195,9 @@ def resolve_project(reference: str | WorkflowProject) -> WorkflowProject:
                 "Fix: name a WorkflowProject or a function returning one"
             )
         publish_project(project)
+        _remember(project, reference)
         return project
-    raise UnknownProjectError(
-        f"no project {reference!r}: it is not registered in this process, not a "
-        "'package.module:attribute' reference, not a YAML file path and not a "
-        f"reference a plugin resolves ({sorted(_resolvers)}). Registered: {sorted(_projects)}"
-    )
+    return None
 
 
 def load_data(value: Any, what: str) -> Any:
@@ -180,7 +227,7 @@ def load_data(value: Any, what: str) -> Any:
             raise ConfigError(what, f"file {text!r} cannot be read ({exc})", "give a JSON or YAML file") from exc
     if _MODULE_REF.match(text):
         try:
-            return import_reference(text, what)
+            return _import_reference(text, what)
         except UnknownProjectError as exc:
             raise ConfigError(what, str(exc), "name an importable list") from exc
     raise ConfigError(

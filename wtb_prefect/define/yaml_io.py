@@ -24,8 +24,6 @@ file, the key and its line.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,9 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig
-from wtb_prefect.errors import ProjectError
+from wtb_prefect.define.imports import ReferenceImportError, import_attribute, on_sys_path
 from wtb_prefect.define.project import WorkflowProject
+from wtb_prefect.errors import ProjectError
 
 __all__ = ["ProjectFileError", "load_project", "dump_project"]
 
@@ -253,28 +252,24 @@ def _validation_error(exc: ValidationError, located: _Located) -> ProjectFileErr
 
 def _import(located: _Located, path: Path_, module: str, attribute: str) -> Any:
     try:
-        target: Any = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise located.error(
-            (*path, "module"), f"module {module!r} cannot be imported ({exc})",
-            "check the module name and that its package is installed or on PYTHONPATH "
-            "(the working directory and the file's folder are searched)",
-        ) from exc
-    except Exception as exc:
-        raise located.error(
-            (*path, "module"), f"importing module {module!r} raised {type(exc).__name__}: {exc}",
-            "fix the error in that module",
-        ) from exc
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            field = next((k for k in ("factory", "function", "state_schema") if (*path, k) in located.lines), "module")
+        return import_attribute(module, attribute)
+    except ReferenceImportError as exc:
+        if exc.part == "module" and isinstance(exc.cause, ModuleNotFoundError):
             raise located.error(
-                (*path, field), f"module {module!r} has no attribute {attribute!r}",
-                f"name a function defined in {module}",
-            ) from None
-    return target
+                (*path, "module"), f"module {module!r} cannot be imported ({exc.cause})",
+                "check the module name and that its package is installed or on PYTHONPATH "
+                "(the working directory and the file's folder are searched)",
+            ) from exc
+        if exc.part == "module":
+            raise located.error(
+                (*path, "module"), f"importing module {module!r} raised {type(exc.cause).__name__}: {exc.cause}",
+                "fix the error in that module",
+            ) from exc
+        field = next((k for k in ("factory", "function", "state_schema") if (*path, k) in located.lines), "module")
+        raise located.error(
+            (*path, field), f"module {module!r} has no attribute {attribute!r}",
+            f"name a function defined in {module}",
+        ) from None
 
 
 def _import_dotted(located: _Located, path: Path_, reference: str) -> Any:
@@ -299,12 +294,6 @@ def _callable(located: _Located, path: Path_, module: str, attribute: str) -> Ca
     return value
 
 
-def _on_sys_path(folder: Path) -> None:
-    text = str(folder)
-    if text not in sys.path:
-        sys.path.insert(0, text)
-
-
 def load_project(path: str | Path) -> WorkflowProject:
     """Read a project YAML file (Appendix A.2) into a :class:`WorkflowProject`.
 
@@ -322,8 +311,8 @@ def load_project(path: str | Path) -> WorkflowProject:
         spec = ProjectFile.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc, located) from None
-    _on_sys_path(Path.cwd())
-    _on_sys_path(file.parent)
+    on_sys_path(Path.cwd())
+    on_sys_path(file.parent)
 
     w = spec.workflow
     factory = _callable(located, ("workflow",), w.module, w.factory)
@@ -379,9 +368,10 @@ def _reference(obj: Any, what: str) -> tuple[str, str]:
             f"to_yaml: {what} ({qualname or obj!r} in {module}) cannot be named by module and attribute. "
             "Fix: define it at the top level of an importable module (not a lambda, closure or __main__)"
         )
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
+    try:
+        target: Any = import_attribute(module, qualname)
+    except ReferenceImportError:
+        target = None
     if target is not obj:
         raise ProjectError(
             f"to_yaml: {what} {module}.{qualname} is not the object that importing that name gives. "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +59,7 @@ class CompiledVariant:
                     "version": plan.version,
                     "resources": plan.resources,
                     # spec, env key and resolved lock (None = the driver's environment)
-                    "environment": None if plan.environment is None else json.loads(plan.environment),
+                    "environment": copy.deepcopy(plan.environment),
                 }
                 for name, plan in self.nodes.items()
             },
@@ -136,7 +135,8 @@ def compile_variant(
             retries=ray_config.max_retries,
             retry_delay_s=ray_config.retry_delay,
             resources=resources.model_dump(),
-            environment=None if node_env is None else json.dumps(node_env.provenance()),
+            request=resources,
+            environment=None if node_env is None else node_env.provenance(),
         )
         plans[name] = plan
         wrapper = RunnableCallable(

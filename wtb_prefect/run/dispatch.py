@@ -25,6 +25,7 @@ from prefect_ray.context import remote_options
 
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.worker.workspace import bind_workspace
+from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
@@ -88,7 +89,10 @@ class NodePlan:
     retries: int
     retry_delay_s: float
     resources: dict[str, Any]
-    environment: str | None = None
+    request: NodeResourceConfig | None = None
+    """``resources`` as the validated model (what Ray is asked for)."""
+    environment: dict[str, Any] | None = None
+    """The node's uv environment: spec, key and resolved lock (None = the driver's environment)."""
     _task: Any = field(default=None, repr=False)
 
     def prefect_task(self) -> Any:

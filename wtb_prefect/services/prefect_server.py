@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 
 from wtb_prefect.errors import ServiceError
+from wtb_prefect.services.ports import free_port, port_in_use
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = ["PrefectServer", "ServerInfo", "ensure_prefect_api", "use_prefect_api"]
@@ -71,17 +71,6 @@ def _healthy(api_url: str, timeout: float = 2.0) -> bool:
         return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _server_database_url(url: str | None, folder: Path) -> str:
@@ -143,8 +132,8 @@ class PrefectServer:
         if running is not None:
             return running
         port = port or self.settings.prefect_port
-        if not _port_free(port):
-            port = _free_port()
+        if port_in_use(port):
+            port = free_port()
         database = _server_database_url(database_url or self.settings.prefect_database_url, self.folder)
         log_file = self.folder / "server.log"
         env = {**_SERVER_TUNING, **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}}

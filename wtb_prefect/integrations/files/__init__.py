@@ -6,7 +6,7 @@ works in its own workspace (a copy of the tracked paths; nodes find it with
 says. ``WTBTestBench.get_file_snapshots`` lists the snapshots and
 ``WTBTestBench.rollback`` restores the files with the checkpoint.
 
-Importing this package registers its observer factory with the engine.
+Importing this package (a plugin, see :mod:`wtb_prefect.plugins`) registers its batch observer factory.
 """
 
 from __future__ import annotations
