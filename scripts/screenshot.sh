@@ -27,14 +27,14 @@ fi
 
 FLOW_RUN_ID=${1:-$($PY - <<'PYEOF'
 from prefect import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStateType
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
 with get_client(sync_client=True) as client:
     runs = client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=["wtb-batch-test"])),
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))),
         sort=FlowRunSort.START_TIME_DESC,
         limit=1,
     )

@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 
 import scored_graphs
 from wtb_prefect.analysis.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
-from wtb_prefect.errors import ConfigError
+from wtb_prefect.errors import ConfigError, ProjectError
 from wtb_prefect.analysis.evaluation import aggregate_metrics
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.results import ExecutionResult, NodeRecord
@@ -48,9 +48,13 @@ def _batch(groups: dict[str, list[tuple[float | None, float, str]]]) -> BatchTes
     return BatchTestResult(batch_id="b1", project="p", results=results)
 
 
-GOOD = [(0.9, 1.0, "completed"), (0.8, 1.2, "completed"), (0.85, 1.1, "completed"), (0.95, 0.9, "completed")]
-WORSE = [(0.5, 2.0, "completed"), (0.4, 2.2, "completed"), (0.45, 2.1, "completed"), (0.55, 1.9, "completed")]
-SAME = [(0.88, 1.0, "completed"), (0.82, 1.1, "completed"), (0.9, 0.95, "completed"), (0.9, 0.95, "completed")]
+# Ten cases: the paired analysis gives a verdict from 10 cases both sides completed.
+_ACC = [0.9, 0.8, 0.85, 0.95, 0.7, 0.88, 0.92, 0.75, 0.83, 0.87]
+_LAT = [1.0, 1.2, 1.1, 0.9, 1.3, 1.0, 0.95, 1.15, 1.05, 1.1]
+_JITTER = [0.02, -0.02, 0.01, -0.01, 0.0, 0.03, -0.03, 0.01, -0.01, 0.0]
+GOOD = [(a, t, "completed") for a, t in zip(_ACC, _LAT, strict=True)]
+WORSE = [(a - 0.4 + j, t + 1.0 + j, "completed") for a, t, j in zip(_ACC, _LAT, _JITTER, strict=True)]
+SAME = [(a + j - 0.002, t - j - 0.01, "completed") for a, t, j in zip(_ACC, _LAT, _JITTER, strict=True)]
 
 
 def test_statistics_match_scipy_and_numpy():
@@ -77,12 +81,15 @@ def test_compare_rows_against_a_baseline():
     rows = {r.variant: r for r in batch.compare(metric="accuracy", baseline="default")}
     assert set(rows) == {"retriever=bad", "retriever=same"}
     bad, same = rows["retriever=bad"], rows["retriever=same"]
-    assert bad.baseline == "default" and bad.n == 4 and bad.baseline_n == 4
-    assert bad.value == pytest.approx(0.475) and bad.baseline_value == pytest.approx(0.875)
+    assert bad.baseline == "default" and bad.n == 10 and bad.baseline_n == 10
+    assert bad.value == pytest.approx(np.mean(_ACC) - 0.4) and bad.baseline_value == pytest.approx(np.mean(_ACC))
     assert bad.difference == pytest.approx(-0.4)
-    assert bad.relative_difference == pytest.approx(-0.4 / 0.875)
-    assert bad.significant and bad.p_value < 0.01 and bad.ci_high < 0
-    assert not same.significant and same.ci_low < 0 < same.ci_high
+    assert bad.relative_difference == pytest.approx(-0.4 / np.mean(_ACC))
+    assert bad.significant and bad.verdict == "worse" and bad.method == "paired t-test"
+    assert bad.p_value == pytest.approx(scipy_stats.ttest_rel([r[0] for r in WORSE], _ACC).pvalue)
+    assert bad.p_adjusted >= bad.p_value and bad.ci_high < 0
+    assert not same.significant and same.verdict == "no detectable difference" and same.ci_low < 0 < same.ci_high
+    assert same.mde is not None and same.mde > 0
     # the baseline as a {node: variant} dict, latency and aliases
     by_dict = batch.compare(metric="latency_s", baseline={"retriever": "bad"})
     assert {r.variant for r in by_dict} == {"default", "retriever=same"}
@@ -121,14 +128,16 @@ def test_regression_gate_uses_direction_and_tolerance():
     batch = _batch({"default": GOOD, "retriever=bad": WORSE, "retriever=same": SAME})
     found = check_regressions(batch, "default", {"accuracy": 0.05})
     assert [(r.variant, r.metric) for r in found] == [("retriever=bad", "accuracy")]
-    assert "retriever=bad: accuracy 0.475 vs 0.875" in str(found[0])
+    assert "retriever=bad: accuracy 0.445 vs 0.845" in str(found[0])
     assert check_regressions(batch, "default", {"accuracy": 0.5}) == []
     # latency: lower is better; 10% of the baseline's mean allowed
     slow = check_regressions(batch, "default", ["latency_s=10%"])
     assert [r.variant for r in slow] == ["retriever=bad"]
     # an explicit direction and a significance requirement
     assert check_regressions(batch, "default", {"latency_s": Tolerance(0.0, higher_is_better=True)})[0].variant == "retriever=same"
-    assert check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})[0].variant == "retriever=bad"
+    # "same" is 0.002 worse on accuracy: a regression at tolerance 0, but not a significant one
+    assert {r.variant for r in check_regressions(batch, "default", {"accuracy": 0.0})} == {"retriever=bad", "retriever=same"}
+    assert [r.variant for r in check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})] == ["retriever=bad"]
     # every execution of a variant failed: no values is a regression
     failing = _batch({"default": GOOD, "retriever=broken": [(None, 0.1, "failed")] * 4})
     gone = check_regressions(failing, "default", {"accuracy": 0.1, "error_rate": 0.0})
@@ -194,8 +203,13 @@ def test_batch_shows_comparison_and_progress_artifacts(bench):
     assert table.type == "table"
     data = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
     exact = next(r for r in data if r["metric"] == "exact_match")
-    assert exact["variant"] == "retriever=first" and exact["difference"] == pytest.approx(-0.75)
-    assert exact["significant"] in ("yes", "no")
+    assert exact["variant"] == "retriever=first" and exact["difference (95% CI)"].startswith("-0.750")
+    assert exact["verdict"] in ("better", "worse", "no detectable difference", "too few cases")
+    assert all(len(row) <= 8 for row in data)  # fits the artifact page
+    summary = next(a for a in artifacts if a.key == "wtb-cmp-artifacts-comparison")
+    rows = summary.data if isinstance(summary.data, list) else __import__("json").loads(summary.data)
+    first = next(r for r in rows if r["variant"] == "retriever=first")
+    assert first["exact_match (95% CI)"].startswith("0.250 [")  # the mean with its interval
 
 
 def test_regression_gate_fails_the_flow_run(bench):
@@ -243,3 +257,84 @@ def test_summary_adds_the_median_of_named_metrics_per_variant():
     assert rows["default"]["total.tokens p50"] == 20.0  # tokens are 10 x latency: median of 10, 30, 20
     assert rows["retriever=bm25"]["total.tokens p50"] == 50.0  # the failed execution is left out
     assert rows["default"]["nope p50"] is None
+
+
+def test_cases_one_side_did_not_complete_are_reported_not_paired():
+    rows = [*GOOD[:9], (None, 5.0, "failed")]
+    batch = _batch({"default": GOOD, "retriever=flaky": rows})
+    (acc,) = batch.compare(metric="accuracy")
+    assert acc.n == 9 and acc.missing == ("9",) and acc.verdict == "too few cases"
+    (success,) = batch.compare(metric="success")  # success counts the failure itself
+    assert success.n == 10 and success.missing == () and success.difference == pytest.approx(-0.1)
+    assert success.method == "exact McNemar" and success.verdict == "no detectable difference"
+
+
+def test_repetitions_are_averaged_per_case_and_give_pass_at_k():
+    results = []
+    for rep in range(3):
+        for i in range(10):
+            for label, ok in (("default", i < 5), ("retriever=x", i < 5 or (i < 8 and rep == 0))):
+                r = _result(label, str(i), 1.0 if ok else 0.0, status="completed" if ok else "failed")
+                r.repetition = rep
+                results.append(r)
+    batch = BatchTestResult("b1", "p", results)
+    (success,) = batch.compare(metric="success")
+    assert success.n == 10 and success.difference == pytest.approx(0.1)  # 3 cases pass once in 3
+    assert success.method == "paired t-test"  # per-case rates, not 0/1: no McNemar
+    figures = batch.repetitions("success")
+    assert figures["default"]["success.pass@3"] == pytest.approx(0.5)
+    assert figures["retriever=x"]["success.pass@3"] == pytest.approx(0.8)
+    assert figures["retriever=x"]["success.pass^3"] == pytest.approx(0.5)
+    summary = {row["variant"]: row for row in batch.summary()}
+    assert summary["retriever=x"]["pass@3"] == pytest.approx(0.8)
+
+
+def test_comparative_evaluator_in_both_orders_cancels_position_bias():
+    from wtb_prefect.batch.judges import judge_batch
+    from wtb_prefect.define.project import ComparativeEvaluator
+
+    batch = _batch({"default": GOOD, "retriever=bad": WORSE})
+    for r in batch.results:
+        r.final_state = {"score": r.scores.get("accuracy")}
+    raw = {str(i): {"case_id": str(i)} for i in range(10)}
+
+    def first_wins(a, b, case):  # a judge that always prefers what it sees first
+        return 1.0
+
+    def better_score(a, b, case):
+        return float((a["score"] > b["score"]) - (a["score"] < b["score"]))
+
+    biased = judge_batch({"first": ComparativeEvaluator("first", first_wins)}, batch, "default", raw)
+    assert biased[0].win_rate == 1.0
+    fair = judge_batch({"first": ComparativeEvaluator("first", first_wins, both_orders=True)}, batch, "default", raw)
+    assert fair[0].tie_rate == 1.0 and fair[0].both_orders
+    (judged,) = judge_batch({"score": ComparativeEvaluator("score", better_score, True)}, batch, "default", raw, 4)
+    assert (judged.variant, judged.wins, judged.losses, judged.n) == ("retriever=bad", 0, 10, 10)
+    assert judged.loss_ci[0] > 0.6 and judged.p_value < 0.01
+
+    def broken(a, b, case):
+        raise RuntimeError("judge down")
+
+    assert judge_batch({"broken": ComparativeEvaluator("broken", broken)}, batch, "default", raw) == []
+
+
+def test_register_comparative_evaluator_rejects_a_non_callable():
+    project = scored_graphs.qa_project("cmp_judge_bad")
+    with pytest.raises(ProjectError, match="callable"):
+        project.register_comparative_evaluator("judge", "not a function")  # type: ignore[arg-type]
+    project.register_comparative_evaluator("judge", lambda a, b, case: 0.0, both_orders=True)
+    assert project.comparative_evaluators["judge"].both_orders
+
+
+def test_gate_can_require_significance_for_every_tolerance():
+    from wtb_prefect.batch.plan import prepare_batch
+
+    project = scored_graphs.qa_project("cmp_gate_significance")
+    gate = {"tolerances": {"exact_match": 0.1, "latency_s": "20%"}, "require_significance": True}
+    plan = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate=gate)
+    assert plan.gate.require_significance
+    assert all(t.require_significance for t in plan.gate.tolerances.values())
+    plain = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={"tolerances": {"exact_match": 0.1}})
+    assert not plain.gate.require_significance and not plain.gate.tolerances["exact_match"].require_significance
+    with pytest.raises(ConfigError, match="require_significance"):
+        prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={**gate, "require_significance": "yes"})

@@ -83,14 +83,14 @@ def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path
         for node in ("retriever", "answerer"):
             assert params[f"node.{node}.implementation"] == provenance[node]["implementation"]
             assert params[f"node.{node}.version"] == provenance[node]["version"]
-            assert json.loads(params[f"node.{node}.resources"])["num_cpus"] == 0.25
+            assert "num_cpus=0.25" in params[f"node.{node}.resources"]
             assert params[f"node.{node}.environment"] == "current"
         assert params["node.retriever.implementation"].startswith("scored_graphs.")
         # metrics aggregate the evaluator results over the 4 cases
         scores = [r.scores["exact_match"] for r in results]
         assert len(scores) == 4
-        assert metrics["exact_match.mean"] == pytest.approx(expected_accuracy[label])
-        assert metrics["exact_match.mean"] == pytest.approx(statistics.fmean(scores))
+        assert metrics["exact_match"] == pytest.approx(expected_accuracy[label])
+        assert metrics["exact_match"] == pytest.approx(statistics.fmean(scores))
         ci = mean_ci(scores)
         if label == "default":  # no spread: the interval is the mean
             assert metrics["exact_match.ci95_low"] == metrics["exact_match.ci95_high"] == 1.0
@@ -99,15 +99,15 @@ def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path
             assert metrics["exact_match.ci95_high"] == pytest.approx(ci.high)
             assert ci.low < ci.mean < ci.high
         lengths = [r.scores["answer.length"] for r in results]
-        assert metrics["answer.length.mean"] == pytest.approx(statistics.fmean(lengths))
-        assert metrics["success_rate"] == 1.0 and metrics["error_rate"] == 0.0 and metrics["cases"] == 4
+        assert metrics["answer.length"] == pytest.approx(statistics.fmean(lengths))
+        assert metrics["success_rate"] == 1.0 and metrics["error_rate"] == 0.0 and params["cases"] == "4"
         assert metrics["latency_s.p50"] == pytest.approx(percentile([r.duration_s for r in results], 50))
         assert metrics["latency_s.p95"] == pytest.approx(percentile([r.duration_s for r in results], 95))
         for node in ("retriever", "answerer"):
             node_latency = [r.node_timings[node] for r in results]
             assert metrics[f"node.{node}.latency_s.p95"] == pytest.approx(percentile(node_latency, 95))
-        assert metrics["node.answerer.cost.mean"] == pytest.approx(0.75)
-        assert metrics["total.tokens.mean"] == pytest.approx(statistics.fmean(r.metrics["total.tokens"] for r in results))
+        assert metrics["node.answerer.cost"] == pytest.approx(0.75)
+        assert metrics["total.tokens"] == pytest.approx(statistics.fmean(r.metrics["total.tokens"] for r in results))
         # the per-case results as an MLflow table
         table = _load_table(client, child.info.run_id, "cases.json", tmp_path / label)
         assert sorted(row["case"] for row in table) == ["berlin", "madrid", "paris", "rome"]
@@ -117,6 +117,50 @@ def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path
     comparison = _load_table(client, parent.info.run_id, "comparison.json", tmp_path / "parent")
     accuracy_rows = {r["variant"]: r for r in comparison if r["metric"] == "exact_match"}
     assert accuracy_rows["retriever=first"]["difference"] == pytest.approx(-0.75)
+
+
+def test_batch_reads_back_set_up_for_comparison(qa_batch, tmp_path):
+    """What MLflow's UI shows: the runs view, one plain metric per quantity, short params, the forest plot."""
+    client = MlflowClient(tracking_uri())
+    experiment = client.get_experiment_by_name("mlflow_qa")
+    # opens on the runs view (ML experiment), not on the GenAI overview
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = _runs(client, "mlflow_qa", qa_batch.batch_id)
+    parent = next(r for r in runs if r.data.tags["wtb.kind"] == "batch")
+    children = [r for r in runs if r.data.tags["wtb.kind"] == "variant"]
+    for run in runs:
+        too_long = {k: len(v) for k, v in run.data.params.items() if len(v) > 250}
+        assert not too_long, too_long
+    for child in children:
+        names = set(child.data.metrics)
+        # a mean under the quantity's own name, its interval bounds as metrics of their own
+        assert {"exact_match", "exact_match.ci95_low", "exact_match.ci95_high", "answer.length", "success_rate",
+                "error_rate", "latency_s", "latency_s.p50", "latency_s.p95"} <= names
+        assert not [n for n in names if n.endswith(".mean")] and "cases" not in names
+        # the long provenance (resources, environment locks) is an artifact
+        provenance = json.loads(Path(client.download_artifacts(child.info.run_id, "provenance.json", str(tmp_path))).read_text())
+        assert provenance["variant"] == qa_batch.by_variant()[child.data.tags["wtb.variant"]][0].variant
+        # the per-case table's columns have no dots (MLflow's viewer leaves dotted columns empty)
+        columns = json.loads(Path(client.download_artifacts(child.info.run_id, "cases.json", str(tmp_path))).read_text())["columns"]
+        assert "node_retriever_s" in columns and "answer_length" in columns
+        assert not [c for c in columns if "." in c]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "forest.png" in artifacts
+    png = Path(client.download_artifacts(parent.info.run_id, "forest.png", str(tmp_path / "plot"))).read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def test_single_run_is_no_batch_parent(ray_cluster):
+    from wtb_prefect import WTBTestBench
+
+    bench = WTBTestBench()
+    bench.register_project(scored_graphs.qa_project("mlflow_single"))
+    result = bench.run(project="mlflow_single", initial_state={"question": scored_graphs.CASES[0]["question"]})
+    assert result.ok, result.error
+    client = MlflowClient(tracking_uri())
+    experiment = client.get_experiment_by_name("mlflow_single")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    assert not [r for r in runs if r.data.tags.get("wtb.kind") == "batch"]
 
 
 def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
@@ -167,8 +211,8 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
         assert parent.data.tags["prefect.flow_run_id"] == batch.flow_run_id
         for child in children:
             label = child.data.params["variant"]
-            assert child.data.metrics["exact_match.mean"] == pytest.approx(expected_accuracy[label])
-            assert child.data.metrics["cases"] == 4
+            assert child.data.metrics["exact_match"] == pytest.approx(expected_accuracy[label])
+            assert child.data.params["cases"] == "4"
         spans.append((parent.info.start_time, parent.info.end_time))
     # both batches really ran at once: their parent runs overlap in time
     assert both_started.n_waiting == 0 and not both_started.broken

@@ -226,8 +226,15 @@ def demo(
         )
     summary = batch.summary(metrics=getattr(module, "SUMMARY_METRICS", ()))
     _print_table(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
+    _print_verdicts(batch)
     ui = api.removesuffix("/api")
     console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
+    if batch.tracking.get("report"):
+        console.print(
+            f"Report (every case side by side across the variants): {batch.tracking['report']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     settings = get_settings()
     if settings.mlflow_enabled:
         console.print(
@@ -240,6 +247,41 @@ def demo(
     if batch.failed:
         console.print(f"[red]{len(batch.failed)} execution(s) failed[/red]")
         raise typer.Exit(1)
+
+
+def _print_verdicts(batch: Any) -> None:
+    """Each variant against the first combination: verdict, difference and interval per metric; the plot's path."""
+    if len(batch.by_variant()) < 2:
+        return
+    analysis = batch.analysis()
+    metrics = list(dict.fromkeys(c.metric for c in analysis.comparisons))
+    table = Table(title=f"Verdicts against {analysis.baseline} (paired by case, Holm-corrected over the batch's tests)")
+    table.add_column("variant")
+    for metric in metrics:
+        table.add_column(metric)
+    colours = {"better": "green", "worse": "red"}
+    for variant in dict.fromkeys(c.variant for c in analysis.comparisons):
+        cells = []
+        for metric in metrics:
+            c = next((c for c in analysis.rows(metric) if c.variant == variant), None)
+            if c is None or c.difference is None:
+                cells.append("")
+                continue
+            text = f"{c.verdict} {c.difference:+.3g} [{c.ci_low:.3g}, {c.ci_high:.3g}]"
+            if c.verdict == "no detectable difference" and c.mde is not None:
+                text += f" (mde {c.mde:.2g})"
+            colour = colours.get(c.verdict)
+            cells.append(f"[{colour}]{text}[/{colour}]" if colour else text)
+        table.add_row(variant, *cells)
+    _print_table(table)
+    for judged in batch.pairwise:
+        console.print(
+            f"{judged.judge}: {judged.variant} vs {judged.baseline} win/tie/loss "
+            f"{judged.win_rate:.2f}/{judged.tie_rate:.2f}/{judged.loss_rate:.2f} (p={judged.p_value:.3g})",
+            highlight=False,
+        )
+    if batch.forest_plot:
+        console.print(f"Forest plot: {batch.forest_plot}", highlight=False, soft_wrap=True)
 
 
 # ─── Projects by reference, remembered per state folder ───
@@ -368,6 +410,10 @@ def batch(
     tolerance: list[str] = typer.Option(
         None, "--tolerance", help="METRIC=AMOUNT (e.g. answer_hit=0.05, latency_s=20%); a regression exits 3."
     ),
+    require_significance: bool = typer.Option(
+        False, "--require-significance",
+        help="A regression also needs the paired verdict, corrected over the batch's tests, to be 'worse'.",
+    ),
     output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
 ) -> None:
     """Run every variant combination on every test case with a live progress bar."""
@@ -379,6 +425,8 @@ def batch(
     variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
     test_cases = _data(cases, "--cases")
     gate = {"baseline": baseline, "tolerances": list(tolerance)} if tolerance else None
+    if gate is not None and require_significance:
+        gate["require_significance"] = True
     bench = _bench(proj)
     failed = 0
     total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
@@ -414,6 +462,37 @@ def batch(
         raise _fail(f"{len(regression.regressions)} regression(s) against the baseline", EXIT_REGRESSION)
     if gate is not None:
         console.print("[green]no regression[/green]")
+
+
+@app.command()
+def report(
+    batch_id: str = typer.Argument(..., help="A batch id (printed by wtb batch; see wtb executions)."),
+    html: Path = typer.Option(None, "--html", help="Write the page here (default: WTB_HOME/reports/...)."),
+    baseline: str = typer.Option(None, "--baseline", help="Variant label to compare against (default: the first)."),
+    mlflow_ui: str = typer.Option(
+        None, "--mlflow-ui", help="MLflow UI address for the links (default: where `mlflow ui` serves)."
+    ),
+    open_: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
+) -> None:
+    """Write a batch's HTML report: verdicts, forest plot, and every case side by side across variants."""
+    from wtb_prefect.integrations.report import find_links, load_batch, write_report
+    from wtb_prefect.settings import get_settings
+
+    settings = get_settings()
+    result = _guarded(load_batch, batch_id, settings)
+    path = _guarded(
+        write_report,
+        result,
+        html,
+        baseline=baseline,
+        links=find_links(result, settings, mlflow_ui=mlflow_ui),
+        settings=settings,
+    )
+    console.print(f"Report: {path}", highlight=False, soft_wrap=True)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
 
 
 def _summary(result: Any, baseline: str | None) -> list[dict[str, Any]]:

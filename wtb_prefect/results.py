@@ -43,6 +43,18 @@ class NodeRecord:
     task_run_id: str | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    run_s: float | None = None
+    """Seconds the body itself ran in its Ray worker (summed over attempts); None when it ran in the driver."""
+
+    @property
+    def own_time_s(self) -> float:
+        """The node's own run time: ``run_s`` when known, else ``duration_s``."""
+        return self.run_s if self.run_s is not None else self.duration_s
+
+    @property
+    def queue_s(self) -> float:
+        """Seconds the node waited outside its body: for a worker, resources, Prefect (0 when unknown)."""
+        return max(0.0, self.duration_s - self.run_s) if self.run_s is not None else 0.0
 
 
 @dataclass
@@ -70,6 +82,8 @@ class ExecutionResult:
     flow_run_id: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    repetition: int = 0
+    """Which repetition of its (variant, case) this execution is (0 for a single run)."""
 
     @property
     def ok(self) -> bool:
@@ -96,8 +110,10 @@ class ExecutionResult:
     def metrics(self) -> dict[str, float]:
         """Every number recorded for this execution (see :mod:`wtb_prefect.analysis.evaluation`).
 
-        ``success`` and ``error`` (1.0 or 0.0), ``latency_s``,
-        ``node.<node>.latency_s``, what nodes reported with
+        ``success`` and ``error`` (1.0 or 0.0), ``latency_s`` (end to end),
+        ``run_s`` (the nodes' own run time, what variant comparisons use for
+        latency), ``queue_s`` (the nodes' wait for workers and resources),
+        ``node.<node>.latency_s``, ``node.<node>.run_s``, what nodes reported with
         :func:`wtb_prefect.log_node_metrics` as ``node.<node>.<name>`` and
         summed as ``total.<name>``, and the evaluator scores.
         """
@@ -105,9 +121,14 @@ class ExecutionResult:
             "success": 1.0 if self.status == "completed" else 0.0,
             "error": 1.0 if self.status == "failed" else 0.0,
             "latency_s": self.duration_s,
+            "run_s": sum(record.own_time_s for record in self.nodes),
+            "queue_s": sum(record.queue_s for record in self.nodes),
         }
         for node, seconds in self.node_timings.items():
             metrics[f"node.{node}.latency_s"] = seconds
+        for record in self.nodes:
+            key = f"node.{record.node}.run_s"
+            metrics[key] = metrics.get(key, 0.0) + record.own_time_s
         for record in self.nodes:
             for name, value in record.metrics.items():
                 key = f"node.{record.node}.{name}"

@@ -34,6 +34,10 @@ class WTBSettings(BaseSettings):
         default=True, description="Start the embedded Prefect server when none answers."
     )
     mlflow_enabled: bool = Field(default=True, description="Record every batch in MLflow.")
+    mlflow_single_runs: bool = Field(
+        default=False,
+        description="Also record single runs (wtb run) in MLflow, like a batch of one; batches are always recorded.",
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None,
         description="MLflow tracking URI; None = MLFLOW_TRACKING_URI, else SQLite at <home>/mlflow.db.",

@@ -13,7 +13,10 @@ from wtb_prefect.analysis.comparison import (
     ToleranceSpec,
     check_regressions,
     compare_variants,
+    resolve_baseline,
 )
+from wtb_prefect.analysis.paired import BOOTSTRAP_RESAMPLES, Correction, PairedTest, WinTieLoss
+from wtb_prefect.analysis.verdicts import BatchAnalysis, analyse_batch, repetition_figures
 from wtb_prefect.results import ExecutionResult
 
 __all__ = ["BatchTestResult"]
@@ -31,6 +34,11 @@ class BatchTestResult:
     duration_s: float = 0.0
     tracking: dict[str, Any] = field(default_factory=dict)
     """Where integrations recorded the batch: MLflow run ids, trace id, gate verdicts."""
+    pairwise: list[WinTieLoss] = field(default_factory=list)
+    """What the comparative evaluators said of each variant against the baseline (win/tie/loss)."""
+    forest_plot: str | None = None
+    """Path of the PNG forest plot of the variants against the baseline, saved with the batch."""
+    _analyses: dict[tuple[Any, ...], BatchAnalysis] = field(default_factory=dict, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[ExecutionResult]:
         return iter(self.results)
@@ -64,19 +72,36 @@ class BatchTestResult:
     def summary(self, metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
         """One row per variant combination: success rate, latency and mean scores.
 
+        ``latency_p50_s`` is end to end; ``run_p50_s`` the nodes' own run time
+        and ``queue_p50_s`` their wait for workers and resources. With
+        repetitions, ``pass@k``/``pass^k`` of success at the largest k; with
+        comparative evaluators, ``<judge> w/t/l`` against the baseline.
         ``metrics`` adds a column per named execution metric (see
         :attr:`ExecutionResult.metrics`, e.g. ``"node.retriever.latency_s"`` or
         ``"total.compute_ms"``): its median over the completed executions.
         """
         rows = []
+        repeated = self.repetitions("success")
         for label, group in self.by_variant().items():
-            latencies = [r.duration_s for r in group if r.ok]
+            done = [r for r in group if r.ok]
+            latencies = [r.duration_s for r in done]
+            run = [sum(n.own_time_s for n in r.nodes) for r in done]
+            queue = [sum(n.queue_s for n in r.nodes) for r in done]
             row: dict[str, Any] = {
                 "variant": label,
                 "cases": len(group),
                 "success_rate": round(sum(r.ok for r in group) / len(group), 4),
                 "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
+                "run_p50_s": round(statistics.median(run), 4) if run else None,
+                "queue_p50_s": round(statistics.median(queue), 4) if queue else None,
             }
+            if label in repeated:
+                k = max(int(name.rsplit("@", 1)[1]) for name in repeated[label] if "@" in name)
+                row[f"pass@{k}"] = round(repeated[label][f"success.pass@{k}"], 4)
+                row[f"pass^{k}"] = round(repeated[label][f"success.pass^{k}"], 4)
+            for judged in self.pairwise:
+                if judged.variant == label:
+                    row[f"{judged.judge} w/t/l"] = f"{judged.win_rate:.2f}/{judged.tie_rate:.2f}/{judged.loss_rate:.2f}"
             completed = [r.metrics for r in group if r.ok] if metrics else []  # each built once
             for name in metrics:
                 values = [m[name] for m in completed if name in m]
@@ -88,11 +113,47 @@ class BatchTestResult:
             rows.append(row)
         return rows
 
+    def analysis(
+        self,
+        baseline: str | dict[str, str] | None = None,
+        metrics: Sequence[str] = (),
+        *,
+        correction: Correction = "holm",
+        test: PairedTest = "auto",
+        alpha: float = 0.05,
+    ) -> BatchAnalysis:
+        """The paired comparison of every variant against ``baseline`` on the batch's metrics.
+
+        The family of tests is success, the nodes' run time (``run_s``), every
+        evaluator score and ``metrics``; their p-values are corrected together
+        (``holm`` by default, ``bh`` for Benjamini-Hochberg). See
+        :func:`wtb_prefect.analysis.verdicts.analyse_batch`.
+
+        Raises:
+            ConfigError: an unknown baseline or a bad option.
+        """
+        base_label = resolve_baseline(self, baseline)
+        key = (base_label, tuple(metrics), correction, test, alpha, len(self.results))
+        if key not in self._analyses:
+            pairwise = [w for w in self.pairwise if w.baseline == base_label]
+            self._analyses[key] = analyse_batch(
+                self.results, base_label, metrics, correction=correction, test=test, alpha=alpha,
+                resamples=BOOTSTRAP_RESAMPLES, pairwise=pairwise,
+            )
+        return self._analyses[key]
+
+    def repetitions(self, metric: str = "success") -> dict[str, dict[str, float]]:
+        """pass@k and pass^k per variant of a 0/1 ``metric`` run with repetitions (see :func:`~wtb_prefect.analysis.verdicts.repetition_figures`)."""
+        return repetition_figures(self.results, metric)
+
     def compare(
         self,
         metric: str = "success",
         baseline: str | dict[str, str] | None = None,
         confidence: float = 0.95,
+        *,
+        correction: Correction = "holm",
+        test: PairedTest = "auto",
     ) -> list[ComparisonRow]:
         """Each variant combination against ``baseline`` on ``metric``.
 
@@ -102,8 +163,15 @@ class BatchTestResult:
                 ``node.<node>.<name>`` or ``total.<name>`` of reported metrics.
             baseline: a variant label or ``{node: variant}`` dict; None = the
                 first combination of the matrix.
-            confidence: level of the difference's interval; significance is a
-                Welch t-test p-value below ``1 - confidence``.
+            confidence: level of the difference's interval; a row is
+                significant when its p-value, corrected over the batch's tests,
+                is below ``1 - confidence``.
+            correction: ``holm`` (default), ``bh`` (Benjamini-Hochberg) or ``none``.
+            test: ``auto`` (exact McNemar on 0/1 values, else paired t), ``t`` or ``wilcoxon``.
+
+        Cases are paired: each variant is compared with the baseline on the
+        cases both completed (repetitions averaged per case first); below 10
+        pairs the verdict is ``too few cases``.
 
         Raises:
             ConfigError: an unknown metric or baseline.
@@ -111,10 +179,10 @@ class BatchTestResult:
         Example:
             ```python
             for row in batch.compare(metric="accuracy", baseline={"retriever": "default"}):
-                print(row.variant, row.value, row.difference, row.p_value, row.significant)
+                print(row.variant, row.difference, row.ci_low, row.ci_high, row.p_adjusted, row.verdict)
             ```
         """
-        return compare_variants(self, metric, baseline, confidence)
+        return compare_variants(self, metric, baseline, confidence, correction=correction, test=test)
 
     def regressions(
         self,

@@ -1,10 +1,13 @@
 """Comparing variant combinations against a baseline, and regressions beyond tolerances.
 
 ``BatchTestResult.compare(metric, baseline)`` gives one :class:`ComparisonRow`
-per variant combination: its mean, the baseline's mean, the difference with
-its confidence interval, Welch's p-value and whether the difference is
-significant. :func:`check_regressions` applies tolerances per metric; the
-batch flow's regression gate (:mod:`wtb_prefect.batch.gate`) is built on it.
+per variant combination from the paired analysis of the batch
+(:mod:`wtb_prefect.analysis.paired`, :mod:`wtb_prefect.analysis.verdicts`):
+the variant's and the baseline's means over the cases both completed, the mean
+paired difference with its bootstrap interval, the test's p-value, the p-value
+corrected over every (variant, metric) test of the batch, and the verdict.
+:func:`check_regressions` applies tolerances per metric; the batch flow's
+regression gate (:mod:`wtb_prefect.batch.gate`) is built on it.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from wtb_prefect.analysis.evaluation import lower_is_better, metric_values
-from wtb_prefect.analysis.stats import welch_difference
+from wtb_prefect.analysis.evaluation import lower_is_better
+from wtb_prefect.analysis.paired import Correction, PairedComparison, PairedTest
 from wtb_prefect.define.project import DEFAULT, WORKFLOW_KEY
 from wtb_prefect.errors import ConfigError, WTBError
 
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
-    from wtb_prefect.results import ExecutionResult
 
 __all__ = [
     "ComparisonRow",
@@ -40,12 +42,26 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRIC_ALIASES = {"success_rate": "success", "error_rate": "error", "latency": "latency_s"}
+METRIC_ALIASES = {"success_rate": "success", "error_rate": "error", "latency": "run_s"}
+"""Other names of metrics; ``latency`` compares the nodes' own run time (``run_s``), not ``latency_s``."""
 
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One variant combination against the baseline on one metric."""
+    """One variant combination against the baseline on one metric, paired by case.
+
+    ``n`` counts the cases both completed (repetitions averaged per case),
+    ``baseline_n`` the baseline's cases with a value; ``value`` and
+    ``baseline_value`` are means over the paired cases (each side's own
+    mean when there are none). ``difference`` is variant minus baseline with
+    its paired bootstrap interval; ``p_value`` comes from ``method`` and
+    ``p_adjusted`` is corrected over the batch's tests (``correction``).
+    ``significant`` is True when the ``verdict`` is better or worse;
+    ``verdict`` says ``too few cases`` below
+    :data:`~wtb_prefect.analysis.paired.MIN_PAIRED_CASES` pairs. ``mde`` is the
+    minimal detectable effect when no difference was detected; ``missing`` the
+    cases completed on one side only.
+    """
 
     variant: str
     metric: str
@@ -61,6 +77,11 @@ class ComparisonRow:
     p_value: float | None
     significant: bool
     method: str
+    p_adjusted: float | None = None
+    verdict: str = ""
+    correction: str = "none"
+    mde: float | None = None
+    missing: tuple[str, ...] = ()
 
     def as_dict(self, digits: int = 4) -> dict[str, Any]:
         """The row as a flat dict, floats rounded to ``digits``."""
@@ -115,62 +136,52 @@ def compare_variants(
     metric: str,
     baseline: str | Mapping[str, str] | None = None,
     confidence: float = 0.95,
+    *,
+    correction: Correction = "holm",
+    test: PairedTest = "auto",
 ) -> list[ComparisonRow]:
-    """Each other variant combination against ``baseline`` on ``metric``.
+    """Each other variant combination against ``baseline`` on ``metric``, paired by case.
 
-    Significance is Welch's t-test at ``1 - confidence``; latencies count
-    completed executions only.
+    The p-values are corrected (``holm``, ``bh`` or ``none``) over the batch's
+    family of tests: every variant on success, run time, every score and
+    ``metric`` (see :func:`wtb_prefect.analysis.verdicts.analyse_batch`); the
+    family's error level is ``1 - confidence``. ``test`` is ``auto`` (exact
+    McNemar for 0/1 values, else the paired t-test), ``t`` or ``wilcoxon``.
 
     Raises:
-        ConfigError: an unknown metric or baseline.
+        ConfigError: an unknown metric or baseline, or a bad option.
     """
     if not 0 < confidence < 1:
         raise ConfigError("confidence", f"is {confidence}", "give a level between 0 and 1, e.g. 0.95")
     name = _metric_name(batch, metric)
     base_label = resolve_baseline(batch, baseline)
-    groups = batch.by_variant()
-    base_values = metric_values(groups[base_label], name)
-    base_mean = sum(base_values) / len(base_values) if base_values else None
-    rows = []
-    for label, results in groups.items():
-        if label == base_label:
-            continue
-        rows.append(_row(label, name, metric_values(results, name), base_label, base_values, base_mean, confidence))
-    return rows
+    analysis = batch.analysis(base_label, metrics=[name], correction=correction, test=test, alpha=1 - confidence)
+    return [_row(c) for c in analysis.rows(name)]
 
 
-def _row(
-    label: str,
-    name: str,
-    values: list[float],
-    base_label: str,
-    base_values: list[float],
-    base_mean: float | None,
-    confidence: float,
-) -> ComparisonRow:
-    mean = sum(values) / len(values) if values else None
-    if values and base_values:
-        test = welch_difference(values, base_values, confidence)
-        diff, low, high, p, method = test.difference, test.low, test.high, test.p_value, test.method
-    else:
-        diff = low = high = p = None
-        method = "none (no values)"
-    relative = diff / abs(base_mean) if diff is not None and base_mean else None
+def _row(c: PairedComparison) -> ComparisonRow:
+    base_n = c.n + len(c.only_baseline)
+    relative = c.difference / abs(c.baseline_value) if c.difference is not None and c.baseline_value else None
     return ComparisonRow(
-        variant=label,
-        metric=name,
-        n=len(values),
-        value=mean,
-        baseline=base_label,
-        baseline_n=len(base_values),
-        baseline_value=base_mean,
-        difference=diff,
+        variant=c.variant,
+        metric=c.metric,
+        n=c.n,
+        value=c.value,
+        baseline=c.baseline,
+        baseline_n=base_n,
+        baseline_value=c.baseline_value,
+        difference=c.difference,
         relative_difference=relative,
-        ci_low=low,
-        ci_high=high,
-        p_value=p,
-        significant=p is not None and p < 1 - confidence,
-        method=method,
+        ci_low=c.ci_low,
+        ci_high=c.ci_high,
+        p_value=c.p_value,
+        significant=c.significant,
+        method=c.test,
+        p_adjusted=c.p_adjusted,
+        verdict=c.verdict,
+        correction=c.correction,
+        mde=c.mde,
+        missing=c.missing,
     )
 
 
@@ -184,7 +195,9 @@ class Tolerance:
     ``allowed`` is an absolute amount, or a fraction of the baseline value when
     ``relative``. ``higher_is_better`` None takes the metric's usual
     direction (latency, error, cost and tokens go down; scores go up). With
-    ``require_significance`` a regression also needs a significant difference.
+    ``require_significance`` a regression also needs the corrected paired
+    verdict to be "worse" (significant after Holm over the batch's tests, and
+    at least :data:`~wtb_prefect.analysis.paired.MIN_PAIRED_CASES` pairs).
     """
 
     allowed: float = 0.0
@@ -205,6 +218,7 @@ class Regression:
     change: float | None
     allowed: float
     p_value: float | None
+    """The paired test's p-value, corrected over the batch's tests."""
 
     def __str__(self) -> str:
         if self.value is None:
@@ -212,7 +226,7 @@ class Regression:
         return (
             f"{self.variant}: {self.metric} {self.value:.4g} vs {self.baseline_value:.4g} in {self.baseline} "
             f"(change {self.change:+.4g}, allowed {self.allowed:.4g} worse"
-            + (f", p={self.p_value:.3g})" if self.p_value is not None else ")")
+            + (f", corrected p={self.p_value:.3g})" if self.p_value is not None else ")")
         )
 
 
@@ -294,7 +308,8 @@ def check_regressions(
         ConfigError: an unknown baseline or metric, or a bad tolerance.
     """
     regressions: list[Regression] = []
-    for metric, tolerance in parse_tolerances(tolerances).items():
+    parsed = parse_tolerances(tolerances)
+    for metric, tolerance in parsed.items():
         for row in compare_variants(batch, metric, baseline, confidence):
             higher = tolerance.higher_is_better
             if higher is None:
@@ -310,7 +325,10 @@ def check_regressions(
             worse_by = -row.difference if higher else row.difference
             if worse_by > allowed + 1e-12 and (not tolerance.require_significance or row.significant):
                 regressions.append(
-                    Regression(row.variant, row.metric, row.baseline, row.value, base, row.difference, allowed, row.p_value)
+                    Regression(
+                        row.variant, row.metric, row.baseline, row.value, base, row.difference, allowed,
+                        row.p_adjusted if row.p_adjusted is not None else row.p_value,
+                    )
                 )
     return regressions
 
@@ -319,16 +337,34 @@ def check_regressions(
 
 
 def comparison_table(batch: BatchTestResult, baseline: str | Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Rows of :func:`compare_variants` for every score, success and latency, for display."""
-    metrics = ["success", "latency_s"]
-    metrics += sorted({name for r in batch.results for name in r.scores})
-    present = {m for r in batch.results for m in r.metrics}
+    """The batch's paired comparison against ``baseline`` (success, run time, every score), for display.
+
+    One row per (metric, variant): means, difference with its 95% interval,
+    raw and Holm-corrected p-values, verdict, minimal detectable effect and the
+    number of cases left out because one side did not complete them.
+    """
+    if len(batch.by_variant()) < 2:
+        return []
     rows = []
-    for metric in [m for m in metrics if m in present]:
-        for row in compare_variants(batch, metric, baseline):
-            data = row.as_dict()
-            data["significant"] = "yes" if row.significant else "no"
-            rows.append(data)
+    for c in batch.analysis(baseline).comparisons:
+        row = _row(c)
+        data = {
+            "metric": row.metric,
+            "variant": row.variant,
+            "baseline": row.baseline,
+            "n": row.n,
+            "value": row.value,
+            "baseline_value": row.baseline_value,
+            "difference": row.difference,
+            "ci_low": row.ci_low,
+            "ci_high": row.ci_high,
+            "p_value": row.p_value,
+            "p_adjusted": row.p_adjusted,
+            "verdict": row.verdict,
+            "significant": "yes" if row.significant else "no",
+            "mde": row.mde,
+            "missing": len(row.missing),
+            "method": row.method,
+        }
+        rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in data.items()})
     return rows
-
-

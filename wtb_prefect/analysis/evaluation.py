@@ -1,7 +1,8 @@
 """Metrics of executions and their aggregation over the test cases of a variant.
 
 Every execution has built-in metrics (see :attr:`ExecutionResult.metrics`):
-``success``, ``error``, ``latency_s``, ``node.<node>.latency_s``, the metrics
+``success``, ``error``, ``latency_s``, ``run_s``, ``queue_s``,
+``node.<node>.latency_s``, ``node.<node>.run_s``, the metrics
 nodes report with :func:`wtb_prefect.log_node_metrics` (``node.<node>.<name>``
 and their sum ``total.<name>``) and the evaluator scores registered with
 ``project.register_evaluator`` (under the evaluator's name, or
@@ -27,13 +28,18 @@ __all__ = ["aggregate_metrics", "is_latency", "lower_is_better", "metric_values"
 _LOWER_IS_BETTER = ("latency", "error", "cost", "tokens", "duration", "time")
 
 
+_TIMINGS = ("latency_s", "run_s", "queue_s")
+
+
 def is_latency(name: str) -> bool:
-    """True for the built-in latency metrics."""
-    return name == "latency_s" or name.endswith(".latency_s")
+    """True for the built-in timings: ``latency_s``, ``run_s``, ``queue_s``, and each node's."""
+    return name in _TIMINGS or (name.startswith("node.") and name.rsplit(".", 1)[-1] in _TIMINGS)
 
 
 def lower_is_better(name: str) -> bool:
     """The default direction of a metric: latencies, errors, cost and tokens go down."""
+    if is_latency(name):
+        return True
     last = name.rsplit(".", 1)[-1] if name.startswith(("node.", "total.")) else name
     return any(word in last.lower() for word in _LOWER_IS_BETTER)
 

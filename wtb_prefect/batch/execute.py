@@ -20,6 +20,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.batch.analysis import analyse_finished_batch
 from wtb_prefect.batch.flow_runs import mark_crashed
 from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
@@ -172,6 +173,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         started_at=started,
         duration_s=time.time() - started,
     )
+    analyse_finished_batch(plan, batch)  # judges and forest plot, before the observers record the batch
     notify(observers, "on_batch_end", plan, batch)
     logger = get_run_logger()
     logger.info(

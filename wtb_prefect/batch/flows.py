@@ -58,12 +58,17 @@ class RegressionGateParameter(BaseModel):
         description="Metric -> allowed worsening: 0.05 (absolute) or '5%' (relative); "
         "or a list of 'metric=amount' strings.",
     )
+    require_significance: bool = Field(
+        default=False,
+        description="Count a regression only when the paired verdict, corrected over the batch's tests, is 'worse'.",
+    )
 
 
 def _gate_dict(gate: RegressionGateParameter | dict[str, Any] | None) -> dict[str, Any] | None:
     if gate is None:
         return None
-    return gate.model_dump() if isinstance(gate, BaseModel) else dict(gate)
+    # exclude_unset: the dict a caller gave stays the same dict, so the offered plan is claimed
+    return gate.model_dump(exclude_unset=True) if isinstance(gate, BaseModel) else dict(gate)
 
 
 def _batch_run_name() -> str:

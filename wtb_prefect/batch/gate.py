@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from wtb_prefect.analysis.comparison import (
@@ -81,6 +81,7 @@ class RegressionGate:
 
     baseline: str | Mapping[str, str] | None
     tolerances: Mapping[str, Tolerance]
+    require_significance: bool = False
 
     def enforce(self, batch: BatchTestResult) -> None:
         """See :func:`enforce_regression_gate`."""
@@ -94,8 +95,12 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
     """Validate a batch's regression gate before any work starts; None without a gate.
 
     ``gate`` is ``{"baseline": label | {node: variant} | None, "tolerances":
-    {metric: amount | "5%" | Tolerance} | ["metric=amount", ...]}``; the
-    baseline None is the first combination of the matrix.
+    {metric: amount | "5%" | Tolerance} | ["metric=amount", ...],
+    "require_significance": False}``; the baseline None is the first
+    combination of the matrix. With ``require_significance`` a variant
+    regresses only where the paired verdict, corrected over the batch's
+    tests, is "worse" beyond the tolerance (opt-in: by default the absolute
+    tolerance alone decides).
 
     Raises:
         ConfigError: unknown keys, a bad tolerance, a baseline that is not in
@@ -103,9 +108,17 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
     """
     if not gate:
         return None
-    if not isinstance(gate, Mapping) or set(gate) - {"baseline", "tolerances"}:
-        raise ConfigError("regression_gate", f"is {gate!r}", "give {'baseline': ..., 'tolerances': {metric: amount}}")
+    if not isinstance(gate, Mapping) or set(gate) - {"baseline", "tolerances", "require_significance"}:
+        raise ConfigError(
+            "regression_gate", f"is {gate!r}",
+            "give {'baseline': ..., 'tolerances': {metric: amount}, 'require_significance': False}",
+        )
+    require = gate.get("require_significance") or False
+    if not isinstance(require, bool):
+        raise ConfigError("regression_gate.require_significance", f"is {require!r}", "give true or false")
     tolerances = parse_tolerances(gate.get("tolerances") or {})
+    if require:
+        tolerances = {m: replace(t, require_significance=True) for m, t in tolerances.items()}
     if not tolerances:
         raise ConfigError("regression_gate.tolerances", "is empty", "name at least one metric, e.g. {'accuracy': 0.05}")
     evaluators = list(plan.project.evaluators)
@@ -131,6 +144,6 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
         raise ConfigError("regression_gate.baseline", f"{baseline!r} is not in the variant matrix", f"use one of {labels}")
     if len(labels) < 2:
         raise ConfigError("regression_gate", "needs at least two variant combinations", "add the baseline and a candidate to the matrix")
-    return RegressionGate(baseline, tolerances)
+    return RegressionGate(baseline, tolerances, require)
 
 

@@ -163,8 +163,10 @@ def prepare_batch(
     variants = [compile_variant(project, c, mode=mode, checkpointer=checkpointer) for c in choices]
     batch_id = batch_id or uuid.uuid4().hex[:12]
     items: list[ExecutionItem] = []
-    for v_index, variant in enumerate(variants):
-        for c_index, raw in enumerate(test_cases):
+    # Case-major order (case 0 of every variant, then case 1, ...): executions of the
+    # variants interleave, so none of them absorbs the batch's warm-up (worker start).
+    for c_index, raw in enumerate(test_cases):
+        for v_index, variant in enumerate(variants):
             case = split_test_case(raw, variant.state_schema, c_index)
             try:
                 validate_state(variant.state_schema, case.input, where=f"test_cases[{c_index}]")

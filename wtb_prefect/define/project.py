@@ -20,13 +20,27 @@ from wtb_prefect.define.introspect import build_graph, callable_name, node_names
 from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig
 from wtb_prefect.errors import ProjectError, UnknownNodeError, UnknownVariantError, UnknownVersionError
 
-__all__ = ["NodeVariant", "ProjectVersion", "WorkflowProject", "WorkflowVariant", "DEFAULT"]
+__all__ = ["ComparativeEvaluator", "NodeVariant", "ProjectVersion", "WorkflowProject", "WorkflowVariant", "DEFAULT"]
 
 DEFAULT = "default"
 """The name that selects a node's (or the workflow's) own implementation."""
 
 WORKFLOW_KEY = "_workflow"
 """The key of a variant choice that selects a workflow variant."""
+
+
+@dataclass(frozen=True)
+class ComparativeEvaluator:
+    """A pairwise judge: ``fn(state_a, state_b, test_case) -> float in [-1, 1]``, positive when ``a`` is better.
+
+    With ``both_orders`` each case is judged twice, the variant first and then
+    the baseline first, and the two verdicts are averaged (cancels a judge's
+    position bias).
+    """
+
+    name: str
+    fn: Callable[[Any, Any, dict[str, Any]], float]
+    both_orders: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,7 @@ class WorkflowProject:
         self._node_variants: dict[str, dict[str, NodeVariant]] = {}
         self._workflow_variants: dict[str, WorkflowVariant] = {}
         self.evaluators: dict[str, Callable[..., Any]] = {}
+        self.comparative_evaluators: dict[str, ComparativeEvaluator] = {}
 
     # ─── Current definition ───
 
@@ -427,6 +442,26 @@ class WorkflowProject:
         if not callable(fn):
             raise ProjectError(f"evaluator {name!r} must be callable")
         self.evaluators[name] = fn
+
+    def register_comparative_evaluator(
+        self, name: str, fn: Callable[[Any, Any, dict[str, Any]], float], both_orders: bool = False
+    ) -> None:
+        """Register a pairwise judge ``fn(state_a, state_b, test_case) -> float in [-1, 1]``.
+
+        After each batch it judges every variant against the baseline, case by
+        case: 1 means ``state_a`` (the variant) is better, -1 the baseline, 0 a
+        tie. ``both_orders`` also asks with the baseline first and averages, to
+        cancel position bias. The batch reports win/tie/loss rates with
+        intervals (``batch.pairwise``, the summary, MLflow, the comparison artifact).
+
+        Raises:
+            ProjectError: ``fn`` is not callable or ``name`` is empty.
+        """
+        if not name or not isinstance(name, str):
+            raise ProjectError(f"comparative evaluator name {name!r} must be a non-empty string")
+        if not callable(fn):
+            raise ProjectError(f"comparative evaluator {name!r} must be callable")
+        self.comparative_evaluators[name] = ComparativeEvaluator(name, fn, both_orders)
 
     def __repr__(self) -> str:
         return (

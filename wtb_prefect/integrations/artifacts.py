@@ -2,39 +2,107 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import create_table_artifact
 
 from wtb_prefect.analysis.comparison import comparison_table, resolve_baseline
+from wtb_prefect.analysis.stats import mean_ci
 from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
+from wtb_prefect.integrations.scope import is_single_run
 
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
     from wtb_prefect.batch.plan import BatchPlan
 
-__all__ = ["ComparisonArtifactObserver"]
+__all__ = ["ComparisonArtifactObserver", "compact_comparison", "summary_rows"]
+
+
+def _interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
+    """One row per variant combination: cases, success rate, run time, each score's mean with its 95% CI."""
+    rows = []
+    scores = sorted({name for r in batch.results for name in r.scores})
+    for summary, (label, group) in zip(batch.summary(), batch.by_variant().items(), strict=True):
+        row: dict[str, Any] = {"variant": label, "cases": len(group), "success": summary["success_rate"]}
+        row["run p50 s"] = summary.get("run_p50_s", summary.get("latency_p50_s"))
+        for name in scores:
+            values = [r.scores[name] for r in group if name in r.scores]
+            ci = mean_ci(values) if values else None
+            row[f"{name} (95% CI)"] = _interval(ci.mean, ci.low, ci.high) if ci else ""
+        rows.append(row)
+    return rows
+
+
+def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
+    """The comparison against the baseline in eight columns, so it fits the artifact page."""
+    rows = []
+    for row in comparison_table(batch):
+        difference = _interval(row["difference"], row["ci_low"], row["ci_high"])
+        rows.append(
+            {
+                "metric": row["metric"],
+                "variant": row["variant"],
+                "pairs": row["n"],
+                "baseline": row["baseline_value"],
+                "value": row["value"],
+                "difference (95% CI)": difference,
+                "p (Holm)": row["p_adjusted"],
+                "verdict": row["verdict"],
+            }
+        )
+    return rows
 
 
 class ComparisonArtifactObserver(BatchObserver):
-    """Publishes the batch's summary and its comparison against the first combination as Prefect table artifacts."""
+    """Publishes the batch's summary and its comparison against the first combination as Prefect table artifacts.
+
+    Single runs (flow ``wtb-run``) publish neither: the project's comparison
+    artifact keeps the history of its batches only.
+    """
 
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
+        if is_single_run():
+            return
         create_table_artifact(
             key=artifact_key(plan.project.name, "comparison"),
-            table=batch.summary(),
-            description=f"Variant comparison of batch {plan.batch_id} ({len(plan.items)} executions)",
+            table=summary_rows(batch),
+            description=f"Variant comparison of batch {plan.batch_id} ({len(plan.items)} executions): "
+            "success rate, the nodes' median run time, each score's mean with its 95% interval",
         )
         if len(batch.by_variant()) < 2:
             return
         base = resolve_baseline(batch, None)
         create_table_artifact(
             key=artifact_key(plan.project.name, "vs-baseline"),
-            table=comparison_table(batch),
-            description=f"Batch {batch.batch_id}: each variant combination against {base} "
-            "(difference, 95% CI, Welch p-value, significant at 0.05)",
+            table=compact_comparison(batch),
+            description=f"Batch {batch.batch_id}: each variant combination against {base}, paired by case "
+            "(mean difference, 95% paired bootstrap CI, exact McNemar or paired t p-value, Holm-corrected "
+            "over the batch's tests, verdict; 'too few cases' below 10 pairs)"
+            + (f"; forest plot: {batch.forest_plot}" if batch.forest_plot else ""),
         )
+        if batch.pairwise:
+            create_table_artifact(
+                key=artifact_key(plan.project.name, "pairwise"),
+                table=[
+                    {
+                        "judge": w.judge, "variant": w.variant, "baseline": w.baseline, "cases": w.n,
+                        "win_rate": round(w.win_rate, 4), "win_ci": f"{w.win_ci[0]:.2f}-{w.win_ci[1]:.2f}",
+                        "tie_rate": round(w.tie_rate, 4), "tie_ci": f"{w.tie_ci[0]:.2f}-{w.tie_ci[1]:.2f}",
+                        "loss_rate": round(w.loss_rate, 4), "loss_ci": f"{w.loss_ci[0]:.2f}-{w.loss_ci[1]:.2f}",
+                        "p_value": round(w.p_value, 4), "both_orders": w.both_orders, "skipped": w.skipped,
+                    }
+                    for w in batch.pairwise
+                ],
+                description=f"Batch {batch.batch_id}: comparative evaluators, each variant against {base} "
+                "(win/tie/loss rates with 95% Wilson intervals, sign-test p-value)",
+            )
 
 
 register_observer_factory(lambda plan: ComparisonArtifactObserver())

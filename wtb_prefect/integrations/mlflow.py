@@ -44,7 +44,9 @@ __all__ = ["MlflowObserver", "artifact_root", "mlflow_client", "mlflow_ui_comman
 
 logger = logging.getLogger(__name__)
 
-_MAX_PARAM = 6000
+_MAX_PARAM = 250  # what MLflow's UI shows whole; longer values (locks, specs) go to provenance.json
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The tag that opens an experiment on MLflow's runs view (not the GenAI overview)."""
 _lock = threading.Lock()
 _clients: dict[str, MlflowClient] = {}
 _pending: set[threading.Thread] = set()
@@ -107,9 +109,13 @@ def _experiment_id(client: MlflowClient, name: str, artifacts: str) -> str:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment.experiment_id)
+            for key, value in EXPERIMENT_KIND.items():
+                if experiment.tags.get(key) != value:
+                    client.set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=f"{artifacts}/{name}", tags={"wtb.project": name})
+            tags = {"wtb.project": name, **EXPERIMENT_KIND}
+            return client.create_experiment(name, artifact_location=f"{artifacts}/{name}", tags=tags)
         except MlflowException:  # created meanwhile by another process
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -124,11 +130,29 @@ def _key(name: str) -> str:
 
 def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 3] + "..."
+    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 1] + "…"
+
+
+def _resources_label(resources: dict[str, Any]) -> str:
+    """``num_cpus=0.25 memory=64MB``: the resources a node asked for, without the unset ones."""
+    return " ".join(f"{k}={v}" for k, v in sorted(resources.items()) if v not in (None, {}, [], 0)) or "default"
+
+
+def _environment_label(environment: dict[str, Any] | None) -> str:
+    """``current`` (the driver's interpreter) or the uv environment's key; its lock is in provenance.json."""
+    if not environment:
+        return "current"
+    dependencies = (environment.get("spec") or {}).get("dependencies") or []
+    label = f"uv {str(environment.get('key') or '')[:12]}".rstrip()
+    return f"{label}: {', '.join(map(str, dependencies))}" if dependencies else label
 
 
 def variant_params(compiled: CompiledVariant) -> dict[str, str]:
-    """The params of a combination's child run: its choice and every node's provenance."""
+    """The params of a combination's child run: short labels a person reads in MLflow's tables.
+
+    The full provenance (resource requests, environment specs and locks) is the
+    run's ``provenance.json`` artifact; no param is longer than 250 characters.
+    """
     provenance = compiled.provenance()
     params = {
         "variant": compiled.label,
@@ -139,9 +163,19 @@ def variant_params(compiled: CompiledVariant) -> dict[str, str]:
         params[f"variant.{node}"] = compiled.choice.variant_of(node)
         params[f"node.{node}.implementation"] = info["implementation"]
         params[f"node.{node}.version"] = info["version"]
-        params[f"node.{node}.resources"] = _param(info["resources"])
-        params[f"node.{node}.environment"] = _param(info["environment"] or "current")
+        params[f"node.{node}.resources"] = _resources_label(info["resources"] or {})
+        params[f"node.{node}.environment"] = _environment_label(info["environment"])
     return {_key(k): _param(v) for k, v in params.items()}
+
+
+def run_metrics(figures: dict[str, float]) -> dict[str, float]:
+    """A combination's figures under the names MLflow shows: one metric per quantity.
+
+    A mean goes under the quantity's own name (``exact_match``, ``latency_s``),
+    its interval bounds and percentiles beside it (``exact_match.ci95_low``,
+    ``latency_s.p50``); the number of cases is a param, not a metric.
+    """
+    return {_key(k.removesuffix(".mean")): float(v) for k, v in figures.items() if k != "cases"}
 
 
 def _case_row(result: ExecutionResult) -> dict[str, Any]:
@@ -156,11 +190,15 @@ def _case_row(result: ExecutionResult) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows as MLflow's column dict; a cell a row lacks is None."""
+    """Rows as MLflow's column dict; a cell a row lacks is None.
+
+    Dots in column names become ``_``: MLflow's table viewer reads a dotted
+    name as a path into the row and shows an empty column.
+    """
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    return {c: [row.get(c) for row in rows] for c in columns}
+    return {c.replace(".", "_"): [row.get(c) for row in rows] for c in columns}
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -229,8 +267,10 @@ class MlflowObserver(BatchObserver):
             )
             self.child_run_ids[compiled.label] = child.info.run_id
             params = [Param(k, v) for k, v in variant_params(compiled).items()]
+            params.append(Param("cases", str(len(plan.items) // max(len(plan.variants), 1))))
             for chunk in _chunks(params, 100):
                 client.log_batch(child.info.run_id, params=chunk)
+            client.log_dict(child.info.run_id, compiled.provenance(), "provenance.json")
         self._client = client
 
     def _wait_for_setup(self) -> None:
@@ -254,7 +294,7 @@ class MlflowObserver(BatchObserver):
         for label, run_id in self.child_run_ids.items():
             results = groups.get(label, [])
             figures = aggregate_metrics(results)
-            metrics = [Metric(_key(k), float(v), now, 0) for k, v in figures.items()]
+            metrics = [Metric(k, v, now, 0) for k, v in run_metrics(figures).items()]
             for chunk in _chunks(metrics, 1000):
                 client.log_batch(run_id, metrics=chunk)
             if results:
@@ -273,6 +313,7 @@ class MlflowObserver(BatchObserver):
             from wtb_prefect.analysis.comparison import comparison_table
 
             client.log_table(self.parent_run_id, _table(comparison_table(batch)), "comparison.json")
+            _log_paired_analysis(client, self.parent_run_id, self.child_run_ids, batch, now)
         client.set_terminated(self.parent_run_id, "FINISHED")
         batch.tracking["mlflow"] = {
             "tracking_uri": self.uri,
@@ -281,9 +322,52 @@ class MlflowObserver(BatchObserver):
         }
 
 
+def _log_paired_analysis(
+    client: MlflowClient, parent_run_id: str, child_run_ids: dict[str, str], batch: BatchTestResult, now: int
+) -> None:
+    """The paired analysis against the first combination: verdicts, judges and the forest plot.
+
+    Verdicts are 1 (better), 0 (no detectable difference) or -1 (worse), "too
+    few cases" is left out: ``verdict.<metric>.<variant>`` on the parent run and
+    ``verdict.<metric>`` on the variant's run. A comparative evaluator's
+    ``judge.<name>.win_rate`` (and tie, loss, their intervals, mean score) go
+    on the variant's run and ``pairwise.json`` on the parent; the forest plot
+    PNG is an artifact of the parent run.
+    """
+    from mlflow.entities import Metric
+
+    parent: list[Metric] = []
+    for variant, codes in batch.analysis().verdict_metrics().items():
+        parent += [Metric(_key(f"{name}.{variant}"), code, now, 0) for name, code in codes.items()]
+        if variant in child_run_ids:
+            client.log_batch(child_run_ids[variant], metrics=[Metric(_key(k), v, now, 0) for k, v in codes.items()])
+    for chunk in _chunks(parent, 1000):
+        client.log_batch(parent_run_id, metrics=chunk)
+    rows = []
+    for judged in batch.pairwise:
+        figures = {
+            "win_rate": judged.win_rate, "tie_rate": judged.tie_rate, "loss_rate": judged.loss_rate,
+            "win_rate.ci95_low": judged.win_ci[0], "win_rate.ci95_high": judged.win_ci[1],
+            "loss_rate.ci95_low": judged.loss_ci[0], "loss_rate.ci95_high": judged.loss_ci[1],
+            "mean_score": judged.mean_score, "p_value": judged.p_value, "cases": float(judged.n),
+        }
+        rows.append({"variant": judged.variant, "baseline": judged.baseline, "judge": judged.judge, **figures})
+        if judged.variant in child_run_ids:
+            metrics = [Metric(_key(f"judge.{judged.judge}.{k}"), float(v), now, 0) for k, v in figures.items()]
+            client.log_batch(child_run_ids[judged.variant], metrics=metrics)
+    if rows:
+        client.log_table(parent_run_id, _table(rows), "pairwise.json")
+    if batch.forest_plot and Path(batch.forest_plot).is_file():
+        client.log_artifact(parent_run_id, batch.forest_plot)
+
+
 def _mlflow_factory(plan: BatchPlan) -> BatchObserver | None:
+    from wtb_prefect.integrations.scope import is_single_run
+
     settings = get_settings()
-    return MlflowObserver(settings) if settings.mlflow_enabled else None
+    if not settings.mlflow_enabled or (is_single_run() and not settings.mlflow_single_runs):
+        return None  # a single run is no batch: no parent run, unless WTB_MLFLOW_SINGLE_RUNS asks for one
+    return MlflowObserver(settings)
 
 
 register_observer_factory(_mlflow_factory)

@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect_ray.context import remote_options
 
-from wtb_prefect.run.node_scope import current_node_metrics, observe_node
+from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.worker.workspace import bind_workspace
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
@@ -186,6 +186,7 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                         task_run_id=task_run_id,
                         resources=plan.resources,
                         metrics=current_node_metrics(),
+                        run_s=current_node_run_s(),
                     )
                 )
             raise
@@ -202,6 +203,7 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                     task_run_id=task_run_id,
                     resources=plan.resources,
                     metrics=current_node_metrics(),
+                    run_s=current_node_run_s(),
                 )
             )
         return output

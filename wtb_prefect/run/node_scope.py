@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
     from wtb_prefect.run.dispatch import NodePlan
 
-__all__ = ["NodeScope", "absorb_worker_extras", "current_node_metrics", "current_node_scope", "observe_node"]
+__all__ = [
+    "NodeScope",
+    "absorb_worker_extras",
+    "current_node_metrics",
+    "current_node_run_s",
+    "current_node_scope",
+    "observe_node",
+]
 
 
 @dataclass
@@ -35,6 +42,8 @@ class NodeScope:
     plan: NodePlan
     span: Span | None
     metrics: dict[str, float] = field(default_factory=dict)
+    run_s: float | None = None
+    """Seconds the body ran in Ray workers (summed over attempts); None until a worker reports."""
 
     def carrier(self, attributes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The trace context a worker needs for a child span of this node; None when untraced."""
@@ -57,12 +66,20 @@ def current_node_metrics() -> dict[str, float]:
     return dict(scope.metrics) if scope is not None else {}
 
 
+def current_node_run_s() -> float | None:
+    """Seconds the body of this context's node run ran in Ray workers; None when it did not run on Ray."""
+    scope = _scope.get()
+    return scope.run_s if scope is not None else None
+
+
 def absorb_worker_extras(extras: Mapping[str, Any] | None) -> None:
-    """Merge what a worker sent back (metrics, spans) into the current node run."""
+    """Merge what a worker sent back (run time, metrics, spans) into the current node run."""
     if not extras:
         return
     scope = _scope.get()
     if scope is not None:
+        if extras.get("run_s") is not None:
+            scope.run_s = (scope.run_s or 0.0) + float(extras["run_s"])
         for name, value in (extras.get("metrics") or {}).items():
             scope.metrics[name] = scope.metrics.get(name, 0.0) + float(value)
     spans = extras.get("spans")

@@ -6,6 +6,7 @@ every new worker imports this module to unpickle the task body, and on a
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,8 @@ def call_observed(
 ) -> tuple[Any, dict[str, Any]]:
     """:func:`call` that also returns what the body reported: ``(result, extras)``.
 
-    ``extras`` holds ``metrics`` (from :func:`wtb_prefect.log_node_metrics`)
+    ``extras`` holds ``run_s`` (seconds the body ran here, without the wait
+    for this worker), ``metrics`` (from :func:`wtb_prefect.log_node_metrics`)
     and ``spans`` (finished OpenTelemetry spans of this call, serialized, when
     ``trace_carrier`` holds a W3C ``traceparent``: the worker has no exporter
     of the driver, so its spans travel back with the result). When the body
@@ -40,19 +42,22 @@ def call_observed(
 
     metrics: dict[str, float] = {}
     spans: list[dict[str, Any]] = []
+    started = time.perf_counter()
     try:
         with collecting_node_metrics(metrics):
             if trace_carrier and trace_carrier.get("traceparent"):
                 from wtb_prefect.worker.trace import worker_span
 
                 with worker_span(trace_carrier, spans):
+                    started = time.perf_counter()
                     result = call(fn, args, kwargs)
             else:
+                started = time.perf_counter()
                 result = call(fn, args, kwargs)
     except BaseException as exc:
         try:
-            setattr(exc, EXTRAS_ATTR, {"metrics": metrics, "spans": spans})
+            setattr(exc, EXTRAS_ATTR, {"metrics": metrics, "spans": spans, "run_s": time.perf_counter() - started})
         except Exception:  # an exception type that refuses attributes: lose the extras, keep the error
             pass
         raise
-    return result, {"metrics": metrics, "spans": spans}
+    return result, {"metrics": metrics, "spans": spans, "run_s": time.perf_counter() - started}
