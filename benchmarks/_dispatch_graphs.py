@@ -60,3 +60,42 @@ def three_io_graph():
     graph.add_edge("b", "c")
     graph.add_edge("c", END)
     return graph.compile()
+
+
+# --- LLM-shaped nodes: they wait (an API call), they do not compute -----------------------
+
+LLM_SECONDS = 1.0
+
+
+async def llm_a(state: Counter) -> dict:
+    import asyncio
+
+    await asyncio.sleep(LLM_SECONDS)
+    return {"x": state["x"] + 1}
+
+
+async def llm_b(state: Counter) -> dict:
+    import asyncio
+
+    await asyncio.sleep(LLM_SECONDS)
+    return {"x": state["x"] + 2}
+
+
+async def llm_c(state: Counter) -> dict:
+    import asyncio
+
+    await asyncio.sleep(LLM_SECONDS)
+    return {"x": state["x"] + 3}
+
+
+def three_llm_graph():
+    """Three ``async def`` nodes of LLM_SECONDS each, in a chain."""
+    graph = StateGraph(Counter)
+    graph.add_node("a", llm_a)
+    graph.add_node("b", llm_b)
+    graph.add_node("c", llm_c)
+    graph.add_edge(START, "a")
+    graph.add_edge("a", "b")
+    graph.add_edge("b", "c")
+    graph.add_edge("c", END)
+    return graph.compile()

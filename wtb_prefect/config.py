@@ -144,12 +144,33 @@ class EnvironmentConfig(_Config):
 
 
 class NodeResourceConfig(_Config):
-    """Ray resources of one node: CPUs, GPUs, memory and custom resources."""
+    """Ray resources of one node: CPUs, GPUs, memory and custom resources.
+
+    Where the node runs (see ``wtb_prefect.run.lanes``): an ``async def`` node,
+    or a sync node with ``io_bound=True`` (it waits on a network, e.g. an LLM
+    API, rather than computing), runs in a long-lived Ray actor of an I/O lane
+    that holds up to ``calls_per_worker`` calls at once. Such an actor reserves
+    this request (CPUs, GPUs, memory, custom resources) once, for itself, and
+    its calls share it: the request sizes and places the actor, not each call.
+    Any other node is CPU-bound: each call is a Ray task holding this request.
+
+    ``max_in_flight`` and ``max_calls_per_second`` limit this node (or this
+    variant of it, when set on the variant's resources) across all executions
+    running in the batch, as LLM APIs enforce both.
+    """
 
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     memory: str = "1GB"
     custom_resources: dict[str, float] = Field(default_factory=dict)
+    io_bound: bool = False
+    """A sync body that mostly waits (network, API calls): run it on an I/O lane's threads."""
+    calls_per_worker: int = Field(default=32, ge=1, le=1000)
+    """The most calls of an I/O lane one actor runs at once; the pool has ceil(concurrency / this) actors."""
+    max_in_flight: int | None = Field(default=None, ge=1)
+    """The most calls of this node running at once in the batch (None: no limit)."""
+    max_calls_per_second: float | None = Field(default=None, gt=0)
+    """The most calls of this node started per second in the batch (None: no limit)."""
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -234,6 +255,10 @@ class ExecutionConfig(_Config):
     checkpoint_storage: Literal["memory", "sqlite", "postgres"] = "sqlite"
     checkpoint_url: str | None = None
     default_timeout: int = Field(default=300, gt=0)
+    queue_timeout: float = Field(default=1800.0, gt=0)
+    """The longest a node call may wait to start (for a free worker, an actor's start, resources, a
+    rate limit) before it fails with ``NodeQueueTimeoutError``; ``default_timeout`` and
+    ``node_timeouts`` count only the body's own run time."""
     node_timeouts: dict[str, float] = Field(default_factory=dict)
     recursion_limit: int = Field(default=25, ge=1)
 

@@ -89,3 +89,11 @@ class UnknownCheckpointError(ExecutionError, KeyError):
 
 class ExecutionStateError(ExecutionError):
     """A control operation does not fit the execution's status (e.g. resume a completed one)."""
+
+
+class NodeQueueTimeoutError(ExecutionError, TimeoutError):
+    """A node call waited longer than ``ExecutionConfig.queue_timeout`` to start.
+
+    The message names what was short: workers starting, CPUs, GPUs, memory,
+    a custom resource, or a rate limit.
+    """

@@ -25,6 +25,7 @@ from wtb_prefect.batch.flow_runs import mark_crashed
 from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
 from wtb_prefect.results import ExecutionResult, NodeRecord
+from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
@@ -119,6 +120,14 @@ def task_run_log_level(level: str) -> Iterator[None]:
                 logger.setLevel(_log_level_saved)
 
 
+def _lanes(plan: BatchPlan) -> contextlib.AbstractContextManager[None]:
+    """The batch's I/O lanes, started before its first node (Ray mode only)."""
+    if plan.mode != "ray":
+        return contextlib.nullcontext()
+    specs = [n.ray_options[LANE_OPTION] for v in plan.variants for n in v.nodes.values() if LANE_OPTION in n.ray_options]
+    return batch_lanes(specs, plan.concurrency)
+
+
 def execute_plan(plan: BatchPlan) -> BatchTestResult:
     """Run every execution of ``plan`` with at most ``plan.concurrency`` at once."""
     check_plan_resources(plan)
@@ -140,6 +149,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             done += 1
             notify(observers, "on_result", plan, item.done)
     with (
+        _lanes(plan),
         task_run_log_level(get_settings().task_run_log_level),
         ThreadPoolExecutor(max_workers=plan.concurrency, thread_name_prefix="wtb-exec") as pool,
     ):

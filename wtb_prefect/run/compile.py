@@ -23,6 +23,7 @@ from wtb_prefect.run.dispatch import Mode, NodePlan, body_and_accepts, make_node
 from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
 from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
+from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
 
 __all__ = ["CompiledVariant", "compile_variant"]
 
@@ -124,6 +125,14 @@ def compile_variant(
         options["max_retries"] = 0
         if node_env is not None and node_env.ray_runtime_env():
             options["runtime_env"] = node_env.ray_runtime_env()
+        options[LANE_OPTION] = lane_spec(
+            name,
+            func,
+            resources,
+            options,
+            limit_key=_env_user(project.name, choice, name),
+            queue_timeout=execution.queue_timeout,
+        )
         plan = NodePlan(
             node=name,
             func=func,

@@ -27,6 +27,7 @@ from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s,
 from wtb_prefect.worker.workspace import bind_workspace
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
+from wtb_prefect.worker.call import COROUTINE_ATTR
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
 
@@ -116,6 +117,7 @@ def _sync_body(runnable: RunnableCallable) -> Callable[..., Any]:
         return asyncio.run(afunc(state, **kwargs))
 
     run_async.__wrapped__ = afunc  # type: ignore[attr-defined]
+    setattr(run_async, COROUTINE_ATTR, afunc)  # an I/O lane's actor awaits afunc itself
     return run_async
 
 

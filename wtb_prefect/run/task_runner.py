@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
-import threading
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,38 +12,48 @@ from prefect.futures import PrefectConcurrentFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_ray.context import RemoteOptionsContext
 
+from wtb_prefect.config import ExecutionConfig, NodeResourceConfig
+from wtb_prefect.run.lanes import LANE_OPTION, LaneSpec, call_node, lane_spec
 from wtb_prefect.worker.call import EXTRAS_ATTR
-from wtb_prefect.worker.call import call_observed as _call
 
 __all__ = ["WTBRayTaskRunner"]
 
-_remote_lock = threading.Lock()
-_remote_calls: dict[str, Any] = {}
 
+def _node_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The node body call inside a call of ``dispatch.node_task`` (``fn(state, **kwargs)``).
 
-def _remote_call(options: dict[str, Any]) -> Any:
-    """One ``ray.remote`` function per distinct set of options, built once."""
-    import ray
-
-    key = json.dumps(options, sort_keys=True, default=repr)
-    with _remote_lock:
-        remote = _remote_calls.get(key)
-        if remote is None:
-            remote = ray.remote(**options)(_call) if options else ray.remote(_call)
-            _remote_calls[key] = remote
-        return remote
+    The worker then runs the node's body itself (an actor can await an
+    ``async def`` body) instead of the task function around it.
+    """
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    return bound.arguments["fn"], (bound.arguments["state"],), dict(bound.arguments["kwargs"])
 
 
 def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float | None) -> Callable[..., Any]:
-    """Wrap ``fn`` so that each call runs as a Ray task with ``options`` and waits for it.
+    """Wrap ``fn`` so that each call runs on Ray with ``options`` and waits for it.
 
+    ``options`` may hold a node's :class:`~wtb_prefect.run.lanes.LaneSpec`
+    under ``"wtb_lane"`` (``compile`` puts it there): the call then takes the
+    node's lane (an I/O lane's actor or a Ray task) and its rate limits.
     The user's exception comes back as itself (Ray's ``RayTaskError`` is an
-    instance of the original exception class); a call that outlives
-    ``timeout`` seconds is cancelled on Ray and raises ``TimeoutError``.
+    instance of the original exception class); a call whose body runs longer
+    than ``timeout`` seconds raises ``TimeoutError``, and one that waits longer
+    than the node's ``queue_timeout`` to start raises ``NodeQueueTimeoutError``.
     """
-    import ray
-
-    remote = _remote_call(options)
+    options = dict(options)
+    spec: LaneSpec | None = options.pop(LANE_OPTION, None)
+    if spec is None:
+        spec = lane_spec(
+            getattr(fn, "__name__", "task"),
+            fn,
+            NodeResourceConfig(),
+            options,
+            limit_key="",
+            queue_timeout=ExecutionConfig.model_fields["queue_timeout"].default,
+        )
+        spec.kind = "task"  # a plain Prefect task keeps one Ray task per call
 
     @functools.wraps(fn)
     def on_ray(*args: Any, **kwargs: Any) -> Any:
@@ -54,12 +63,9 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
         connect_ray()  # no-op once connected
         scope = current_node_scope()
         carrier = scope.carrier(_task_run_attributes()) if scope is not None else None
-        ref = remote.remote(fn, args, kwargs, carrier)
+        body, body_args, body_kwargs = (fn, args, kwargs) if spec.body is fn else _node_call(fn, args, kwargs)
         try:
-            result, extras = ray.get(ref, timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            ray.cancel(ref, force=True)
-            raise TimeoutError(f"{getattr(fn, '__name__', 'task')} did not finish within {timeout}s") from None
+            result, extras = call_node(spec, options, body, body_args, body_kwargs, carrier, timeout)
         except Exception as exc:
             cause = getattr(exc, "cause", None)
             absorb_worker_extras(getattr(exc, EXTRAS_ATTR, None) or getattr(cause, EXTRAS_ATTR, None))
@@ -131,6 +137,6 @@ class WTBRayTaskRunner(ThreadPoolTaskRunner):
         options = dict(RemoteOptionsContext.get().current_remote_options)
         on_ray = copy.copy(task)
         timeout = task.timeout_seconds
-        on_ray.timeout_seconds = None  # enforced on Ray, where the call can be cancelled
+        on_ray.timeout_seconds = None  # enforced where the body runs, on its own run time
         on_ray.fn = run_on_ray(task.fn, options, timeout)
         return super().submit(on_ray, parameters, wait_for, dependencies)

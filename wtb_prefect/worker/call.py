@@ -1,26 +1,81 @@
 """Code that runs inside Ray workers. Kept free of heavy imports on purpose:
 every new worker imports this module to unpickle the task body, and on a
 2-core machine importing Prefect there would cost seconds per worker.
+
+Two ways a node body runs here:
+
+- :func:`call_observed`, the function of a Ray task (one task per node call,
+  the lane of CPU-bound nodes);
+- :class:`NodeLane`, a long-lived async actor that runs many calls at once
+  (the I/O lane: ``async def`` bodies on its event loop, sync bodies marked
+  ``io_bound`` on its threads); see ``wtb_prefect.run.lanes``.
+
+Both time the body (``run_s``) and enforce the node's timeout on the body's
+own run time, so waiting for a worker or for resources never spends it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import inspect
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 EXTRAS_ATTR = "_wtb_extras"
+COROUTINE_ATTR = "_wtb_coroutine"
+"""Set by ``dispatch`` on the sync wrapper of an ``async def`` node: the coroutine function itself."""
 
 
 def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call ``fn`` with ``args`` and ``kwargs``; run it to completion if it is a coroutine."""
     result = fn(*args, **kwargs)
     if inspect.iscoroutine(result):
-        import asyncio
-
         result = asyncio.run(result)
     return result
+
+
+def _timeout_error(fn: Any, timeout: float) -> TimeoutError:
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "fn", None), "__name__", "node")
+    return TimeoutError(f"{name} ran longer than its timeout of {timeout}s (its own run time, not the wait to start)")
+
+
+@contextlib.contextmanager
+def _alarm(fn: Any, timeout: float | None) -> Iterator[None]:
+    """Raise ``TimeoutError`` in this (main) thread once the body has run ``timeout`` seconds.
+
+    A Ray task runs in its worker's main thread, so a ``SIGALRM`` interrupts
+    the body (a sleep, a socket wait, Python code) wherever it is. Elsewhere
+    (a thread, or no timeout) this does nothing and the driver's backstop
+    applies.
+    """
+    if not timeout or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _timeout_error(fn, timeout)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _with_extras(exc: BaseException, extras: dict[str, Any]) -> None:
+    try:
+        setattr(exc, EXTRAS_ATTR, extras)
+    except Exception:  # an exception type that refuses attributes: lose the extras, keep the error
+        pass
 
 
 def call_observed(
@@ -28,36 +83,133 @@ def call_observed(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     trace_carrier: dict[str, Any] | None = None,
+    timeout: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """:func:`call` that also returns what the body reported: ``(result, extras)``.
 
-    ``extras`` holds ``run_s`` (seconds the body ran here, without the wait
-    for this worker), ``metrics`` (from :func:`wtb_prefect.log_node_metrics`)
-    and ``spans`` (finished OpenTelemetry spans of this call, serialized, when
+    ``extras`` holds ``metrics`` (from :func:`wtb_prefect.log_node_metrics`),
+    ``spans`` (finished OpenTelemetry spans of this call, serialized, when
     ``trace_carrier`` holds a W3C ``traceparent``: the worker has no exporter
-    of the driver, so its spans travel back with the result). When the body
-    raises, the same extras ride on the exception as ``_wtb_extras``.
+    of the driver, so its spans travel back with the result), ``started_at``
+    (wall clock when the body started) and ``run_s`` (the body's own run
+    time). When the body raises, the same extras ride on the exception as
+    ``_wtb_extras``. With ``timeout``, a body still running after that many
+    seconds of its own run time raises ``TimeoutError``.
     """
     from wtb_prefect.worker.metrics import collecting_node_metrics
 
     metrics: dict[str, float] = {}
     spans: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    started_at = time.time()
+    t0 = time.perf_counter()
     try:
-        with collecting_node_metrics(metrics):
+        with collecting_node_metrics(metrics), _alarm(fn, timeout):
             if trace_carrier and trace_carrier.get("traceparent"):
                 from wtb_prefect.worker.trace import worker_span
 
                 with worker_span(trace_carrier, spans):
-                    started = time.perf_counter()
                     result = call(fn, args, kwargs)
             else:
-                started = time.perf_counter()
                 result = call(fn, args, kwargs)
     except BaseException as exc:
-        try:
-            setattr(exc, EXTRAS_ATTR, {"metrics": metrics, "spans": spans, "run_s": time.perf_counter() - started})
-        except Exception:  # an exception type that refuses attributes: lose the extras, keep the error
-            pass
+        extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+        _with_extras(exc, extras)
         raise
-    return result, {"metrics": metrics, "spans": spans, "run_s": time.perf_counter() - started}
+    return result, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+
+
+async def _within(awaitable: Any, fn: Any, timeout: float | None) -> Any:
+    """Await ``awaitable``; past ``timeout`` seconds raise the node's ``TimeoutError``.
+
+    A ``TimeoutError`` the body raises itself passes through unchanged.
+    """
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():
+            raise _timeout_error(fn, timeout or 0) from None
+        raise
+
+
+def _coroutine_body(fn: Any) -> tuple[Callable[..., Any] | None, str | None]:
+    """The coroutine function of an ``async def`` node body and its workspace, if ``fn`` is one."""
+    path = None
+    if type(fn).__name__ == "WorkspaceBound":
+        path, fn = fn.path, fn.fn
+    coro = getattr(fn, COROUTINE_ATTR, None)
+    if coro is None and inspect.iscoroutinefunction(fn):
+        coro = fn
+    return coro, path
+
+
+class NodeLane:
+    """A Ray actor running many node calls at once (wrap with ``ray.remote``).
+
+    ``async def`` bodies run on the actor's event loop; sync bodies run on
+    its threads (``max_threads``, at least the calls it may hold at once), so
+    a body that waits on the network never holds up the others. Each call
+    is timed and its timeout counts from the body's start. A sync body that
+    overruns its timeout cannot be stopped (Python threads cannot be killed):
+    the call fails with ``TimeoutError`` and the thread finishes on its own.
+    """
+
+    def __init__(self, max_threads: int) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="wtb-lane")
+
+    async def ready(self, bodies: list[Any]) -> int:
+        """Nothing to do: unpickling ``bodies`` has imported their modules. Returns the pid."""
+        return os.getpid()
+
+    async def call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        trace_carrier: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Run one node call; same contract as :func:`call_observed`."""
+        coro, path = _coroutine_body(fn)
+        if coro is None:
+            loop = asyncio.get_running_loop()
+            ctx = contextvars.copy_context()
+            future = loop.run_in_executor(self._threads, ctx.run, call_observed, fn, args, kwargs, trace_carrier)
+            return await _within(future, fn, timeout)
+        return await self._call_async(coro, path, args, kwargs, trace_carrier, timeout)
+
+    async def _call_async(
+        self,
+        coro: Callable[..., Any],
+        path: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        trace_carrier: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> tuple[Any, dict[str, Any]]:
+        from wtb_prefect.worker.workspace import use_workspace
+        from wtb_prefect.worker.metrics import collecting_node_metrics
+
+        metrics: dict[str, float] = {}
+        spans: list[dict[str, Any]] = []
+        started_at = time.time()
+        t0 = time.perf_counter()
+        token = use_workspace(path) if path else None
+        try:
+            with collecting_node_metrics(metrics), contextlib.ExitStack() as stack:
+                if trace_carrier and trace_carrier.get("traceparent"):
+                    from wtb_prefect.worker.trace import worker_span
+
+                    stack.enter_context(worker_span(trace_carrier, spans))
+                result = await _within(coro(*args, **kwargs), coro, timeout)
+        except BaseException as exc:
+            _with_extras(
+                exc, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+            )
+            raise
+        finally:
+            if token is not None:
+                from wtb_prefect.worker.workspace import _workspace
+
+                _workspace.reset(token)
+        return result, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}

@@ -1,0 +1,468 @@
+"""Where a node call runs on Ray: an I/O lane (a pool of actors) or a Ray task.
+
+A node that waits rather than computes (an LLM call) should not hold a whole
+worker process while it waits. So node calls take one of two lanes:
+
+- **I/O lane**: ``async def`` nodes, and sync nodes whose resources say
+  ``io_bound=True``, run in long-lived async Ray actors
+  (:class:`wtb_prefect.worker.call.NodeLane`), up to
+  ``NodeResourceConfig.calls_per_worker`` calls at once per actor: coroutines
+  on the actor's event loop, sync bodies on its threads.
+- **CPU lane**: every other node is one Ray task per call, as before.
+
+**Pools.** There is one actor pool per (environment, resource shape). A batch
+starts its pools before its first node (:func:`batch_lanes`): each actor is
+created and has unpickled the batch's node bodies, so their modules are
+imported. A pool has ``ceil(concurrency / calls_per_worker)`` actors, where
+concurrency is the batch's (capped by the node's ``max_in_flight``). Pools
+stay up for the next batch of the same driver; a batch releases the idle
+pools it does not need.
+
+**Reservations.** An actor reserves its node's request once (``num_cpus``,
+``num_gpus``, ``memory``, ``custom_resources``) for as long as it lives, and
+the calls it holds share that reservation: on an I/O lane the request sizes
+and places the actor, it is not held per call. GPUs and custom resources
+therefore still decide where the actor runs; to bound how many calls use a
+scarce thing at once, use ``max_in_flight``.
+
+**Failures.** Ray restarts a dead actor (``max_restarts=-1``); the calls it
+held fail with Ray's actor error, which Prefect counts as a failed attempt of
+each node's task run and retries (``RayConfig.max_retries``).
+
+**Time.** The node's timeout counts the body's own run time, enforced where it
+runs (a ``SIGALRM`` in a Ray task, ``asyncio.timeout`` in an actor). Waiting to
+start (for a slot of the pool, a starting actor, a worker process, CPUs or a
+custom resource, a rate limit) has its own limit, ``ExecutionConfig.queue_timeout``,
+and exceeding it raises :class:`~wtb_prefect.errors.NodeQueueTimeoutError`
+naming what was short.
+
+**Rate limits.** ``max_in_flight`` and ``max_calls_per_second`` hold for one
+node (or one variant of it) across every execution of the driver. They are
+enforced in the driver, where all of a batch's calls start: Prefect's global
+concurrency limits would cost two API round trips per node call, on the very
+server whose CPU bounds throughput at high concurrency, and they do not
+express a per-second pace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from wtb_prefect.config import NodeResourceConfig
+from wtb_prefect.errors import NodeQueueTimeoutError
+from wtb_prefect.worker.call import COROUTINE_ATTR, NodeLane, call_observed
+
+__all__ = [
+    "LANE_OPTION",
+    "ActorPool",
+    "CallLimiter",
+    "LaneSpec",
+    "batch_lanes",
+    "call_node",
+    "lane_spec",
+    "remote_task",
+]
+
+LANE_OPTION = "wtb_lane"
+"""Key of the :class:`LaneSpec` among a node's ``remote_options`` (removed before Ray sees them)."""
+
+GRACE_S = 30.0
+"""How long the driver waits past a call's own timeout before giving up on its worker."""
+
+_ACTOR_KEYS = ("num_cpus", "num_gpus", "memory", "resources", "runtime_env", "accelerator_type")
+
+
+@dataclass(eq=False)
+class LaneSpec:
+    """How one node (of one variant) is called on Ray."""
+
+    node: str
+    kind: Literal["actor", "task"]
+    limit_key: str
+    queue_timeout: float
+    request: dict[str, float]
+    actor_options: dict[str, Any] = field(default_factory=dict)
+    calls_per_worker: int = 32
+    max_in_flight: int | None = None
+    max_calls_per_second: float | None = None
+    body: Any = field(default=None, repr=False)
+
+    @property
+    def pool_key(self) -> str:
+        """One pool per environment and resource shape (and calls per actor)."""
+        return json.dumps([self.actor_options, self.calls_per_worker], sort_keys=True, default=repr)
+
+
+def is_async_body(func: Callable[..., Any]) -> bool:
+    """True for the body of an ``async def`` node (as ``dispatch`` wraps it)."""
+    return getattr(func, COROUTINE_ATTR, None) is not None or inspect.iscoroutinefunction(func)
+
+
+def lane_spec(
+    node: str,
+    func: Callable[..., Any],
+    resources: NodeResourceConfig,
+    ray_options: dict[str, Any],
+    *,
+    limit_key: str,
+    queue_timeout: float,
+) -> LaneSpec:
+    """The lane of a node: I/O lane for ``async def`` or ``io_bound`` nodes, else a Ray task each."""
+    kind: Literal["actor", "task"] = "actor" if resources.io_bound or is_async_body(func) else "task"
+    request = {"CPU": resources.num_cpus, "GPU": resources.num_gpus, "memory": float(resources.memory_bytes)}
+    request.update(resources.custom_resources)
+    return LaneSpec(
+        node=node,
+        kind=kind,
+        limit_key=limit_key,
+        queue_timeout=queue_timeout,
+        request={k: v for k, v in request.items() if v > 0},
+        actor_options={k: ray_options[k] for k in _ACTOR_KEYS if k in ray_options},
+        calls_per_worker=resources.calls_per_worker,
+        max_in_flight=resources.max_in_flight,
+        max_calls_per_second=resources.max_calls_per_second,
+        body=func,
+    )
+
+
+# --- what was short --------------------------------------------------------------------------
+
+
+def _shortage(request: dict[str, float]) -> str:
+    """What the cluster lacks right now for ``request``, in words."""
+    import ray
+
+    try:
+        available = ray.available_resources()
+    except Exception:  # the cluster cannot answer: say what we know
+        return "unknown (the Ray cluster did not report its free resources)"
+    words = {"CPU": "CPUs", "GPU": "GPUs", "memory": "memory"}
+    short = [
+        f"{words.get(name, f'custom resource {name!r}')} (needs {need:g}, free {available.get(name, 0.0):g})"
+        for name, need in request.items()
+        if available.get(name, 0.0) < need
+    ]
+    return ", ".join(short) if short else "workers starting (the resources were free)"
+
+
+def _queue_error(spec: LaneSpec, what: str) -> NodeQueueTimeoutError:
+    return NodeQueueTimeoutError(
+        f"node {spec.node!r} waited more than queue_timeout={spec.queue_timeout:g}s to start; short of: {what}. "
+        "Fix: free or add what was short, lower the batch's parallelism, or raise ExecutionConfig.queue_timeout"
+    )
+
+
+# --- rate limits -----------------------------------------------------------------------------
+
+
+class CallLimiter:
+    """At most ``max_in_flight`` calls at once and ``per_second`` call starts per second."""
+
+    def __init__(self, max_in_flight: int | None, per_second: float | None) -> None:
+        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self._interval = 1.0 / per_second if per_second else 0.0
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def acquire(self, deadline: float) -> str | None:
+        """Wait for a turn until ``deadline`` (monotonic); returns what was short, or None when admitted."""
+        if self._slots is not None and not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return "its max_in_flight limit (calls of this node already running)"
+        if self._interval:
+            with self._lock:
+                now = time.monotonic()
+                start = max(now, self._next)
+                if start > deadline:
+                    self.release()
+                    return "its max_calls_per_second limit"
+                self._next = start + self._interval
+            if start > now:
+                time.sleep(start - now)
+        return None
+
+    def release(self) -> None:
+        """End a call admitted by :meth:`acquire`."""
+        if self._slots is not None:
+            self._slots.release()
+
+
+_limiters: dict[tuple[str, int | None, float | None], CallLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def _limiter(spec: LaneSpec) -> CallLimiter | None:
+    if spec.max_in_flight is None and spec.max_calls_per_second is None:
+        return None
+    key = (spec.limit_key, spec.max_in_flight, spec.max_calls_per_second)
+    with _limiters_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = _limiters[key] = CallLimiter(spec.max_in_flight, spec.max_calls_per_second)
+        return limiter
+
+
+# --- actor pools -----------------------------------------------------------------------------
+
+
+class ActorPool:
+    """The actors of one I/O lane and the calls each holds; the driver picks the least busy."""
+
+    def __init__(self, options: dict[str, Any], per_actor: int) -> None:
+        self.options = options
+        self.per_actor = per_actor
+        self.actors: list[Any] = []
+        self.in_flight: list[int] = []
+        self.ready: list[bool] = []
+        self.users = 0
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def grow(self, size: int, bodies: list[Any]) -> list[Any]:
+        """Start actors until the pool has ``size``; returns their readiness refs (bodies imported)."""
+        lane = _lane_class()
+        refs = []
+        with self._cond:
+            while len(self.actors) < size:
+                actor = lane.options(
+                    **self.options,
+                    max_concurrency=self.per_actor + 2,
+                    max_restarts=-1,
+                    max_task_retries=0,
+                ).remote(max_threads=2 * self.per_actor)
+                self.actors.append(actor)
+                self.in_flight.append(0)
+                self.ready.append(False)
+                refs.append(actor.ready.remote(bodies))
+            index = {ref: len(self.actors) - len(refs) + i for i, ref in enumerate(refs)}
+        if refs:
+            threading.Thread(target=self._await_ready, args=(index,), daemon=True, name="wtb-lane-start").start()
+        return refs
+
+    def _await_ready(self, index: dict[Any, int]) -> None:
+        import ray
+
+        pending = list(index)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except BaseException as exc:  # the actor cannot start (environment, unpicklable body)
+                    with self._cond:
+                        self.error = exc
+                        self._cond.notify_all()
+                    continue
+                with self._cond:
+                    self.ready[index[ref]] = True
+                    self._cond.notify_all()
+
+    def acquire(self, spec: LaneSpec, deadline: float) -> int:
+        """The index of a started actor with a free slot, waiting until ``deadline`` for one."""
+        with self._cond:
+            while True:
+                if self.error is not None and not any(self.ready):
+                    raise self.error
+                best = -1
+                for i, busy in enumerate(self.in_flight):
+                    if self.ready[i] and busy < self.per_actor and (best < 0 or busy < self.in_flight[best]):
+                        best = i
+                if best >= 0:
+                    self.in_flight[best] += 1
+                    return best
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if not any(self.ready):
+                        raise _queue_error(spec, f"its I/O lane's actors had not started: {_shortage(spec.request)}")
+                    raise _queue_error(
+                        spec, f"free slots of its I/O lane ({len(self.actors)} actors x {self.per_actor} calls, all busy)"
+                    )
+                self._cond.wait(remaining)
+
+    def release(self, index: int) -> None:
+        """A call on actor ``index`` ended."""
+        with self._cond:
+            self.in_flight[index] -= 1
+            self._cond.notify()
+
+    def kill(self) -> None:
+        """Stop every actor of the pool (their reservations go back to the cluster)."""
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
+_lane_remote: Any = None
+_pools: dict[str, ActorPool] = {}
+_pools_session: str | None = None
+_pools_lock = threading.Lock()
+
+
+def _lane_class() -> Any:
+    global _lane_remote
+    if _lane_remote is None:
+        import ray
+
+        _lane_remote = ray.remote(NodeLane)
+    return _lane_remote
+
+
+def _session() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_job_id()
+
+
+def _pools_of_session() -> dict[str, ActorPool]:
+    """The pools of the current Ray session (pools of an earlier, shut-down cluster are dropped)."""
+    global _pools_session
+    session = _session()
+    if session != _pools_session:
+        _pools.clear()
+        _pools_session = session
+    return _pools
+
+
+def _pool_for(spec: LaneSpec) -> ActorPool:
+    """The pool of ``spec``; a call outside :func:`batch_lanes` starts a one-actor pool."""
+    pool = _pools.get(spec.pool_key)
+    if pool is not None:
+        return pool
+    with _pools_lock:
+        pools = _pools_of_session()
+        pool = pools.get(spec.pool_key)
+        if pool is None:
+            pool = pools[spec.pool_key] = ActorPool(spec.actor_options, spec.calls_per_worker)
+            pool.grow(1, [spec.body])
+        return pool
+
+
+@contextlib.contextmanager
+def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
+    """Start the I/O lanes a batch needs before its first node, and hold them while it runs.
+
+    Each pool gets ``ceil(min(concurrency, max_in_flight) / calls_per_worker)``
+    actors; this waits (up to the nodes' ``queue_timeout``) until they have
+    started and imported the node bodies, so a cold batch spends no node's
+    timeout on start-up. Idle pools of earlier batches that this one does
+    not need are stopped, returning their reservations.
+
+    Raises:
+        NodeQueueTimeoutError: the pools did not start in time; names what was short.
+    """
+    import ray
+
+    needed: dict[str, list[LaneSpec]] = {}
+    for spec in specs:
+        if spec.kind == "actor":
+            needed.setdefault(spec.pool_key, []).append(spec)
+    with _pools_lock:
+        pools = _pools_of_session()
+        for key in [k for k, p in pools.items() if p.users == 0 and k not in needed]:
+            pools.pop(key).kill()
+        held: list[ActorPool] = []
+        waits: list[tuple[LaneSpec, list[Any]]] = []
+        for key, group in needed.items():
+            pool = pools.get(key)
+            if pool is None:
+                pool = pools[key] = ActorPool(group[0].actor_options, group[0].calls_per_worker)
+            calls = max(min(concurrency, s.max_in_flight or concurrency) for s in group)
+            refs = pool.grow(max(1, math.ceil(calls / pool.per_actor)), [s.body for s in group])
+            pool.users += 1
+            held.append(pool)
+            waits.append((group[0], refs))
+    try:
+        for spec, refs in waits:
+            if not refs:
+                continue
+            done, pending = ray.wait(refs, num_returns=len(refs), timeout=spec.queue_timeout)
+            if pending:
+                raise _queue_error(spec, f"its I/O lane's actors had not started: {_shortage(spec.request)}")
+            ray.get(done)  # an actor that could not start raises its error here, before any work
+        yield
+    finally:
+        with _pools_lock:
+            for pool in held:
+                pool.users -= 1
+
+
+# --- calling a node --------------------------------------------------------------------------
+
+_remote_lock = threading.Lock()
+_remote_calls: dict[str, Any] = {}
+
+
+def remote_task(options: dict[str, Any]) -> Any:
+    """The ``ray.remote`` form of the worker's call for one set of options, built once."""
+    import ray
+
+    key = json.dumps(options, sort_keys=True, default=repr)
+    remote = _remote_calls.get(key)
+    if remote is None:
+        with _remote_lock:
+            remote = _remote_calls.get(key)
+            if remote is None:
+                remote = ray.remote(**options)(call_observed) if options else ray.remote(call_observed)
+                _remote_calls[key] = remote
+    return remote
+
+
+def call_node(
+    spec: LaneSpec,
+    options: dict[str, Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carrier: dict[str, Any] | None,
+    timeout: float | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Run one node call on its lane and wait for it: ``(result, extras)`` as the worker returns them.
+
+    Raises:
+        TimeoutError: the body ran longer than ``timeout``.
+        NodeQueueTimeoutError: the call waited longer than the node's ``queue_timeout`` to start.
+        Exception: whatever the body raised (as itself), or Ray's error for a dead worker.
+    """
+    import ray
+
+    deadline = time.monotonic() + spec.queue_timeout
+    limiter = _limiter(spec)
+    if limiter is not None:
+        short = limiter.acquire(deadline)
+        if short is not None:
+            raise _queue_error(spec, short)
+    try:
+        if spec.kind == "actor":
+            pool = _pool_for(spec)
+            index = pool.acquire(spec, deadline)
+            try:
+                ref = pool.actors[index].call.remote(fn, args, kwargs, carrier, timeout)
+                try:
+                    return ray.get(ref, timeout=None if timeout is None else timeout + GRACE_S)
+                except ray.exceptions.GetTimeoutError:
+                    ray.cancel(ref)
+                    raise TimeoutError(f"{spec.node} did not finish within {timeout}s (its actor stopped answering)") from None
+            finally:
+                pool.release(index)
+        ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout)
+        # The worker enforces the timeout from the body's start; this limit only
+        # catches a call that never started (or a body that ignored the alarm).
+        limit = None if timeout is None else max(0.0, deadline - time.monotonic()) + timeout + GRACE_S
+        try:
+            return ray.get(ref, timeout=limit)
+        except ray.exceptions.GetTimeoutError:
+            short = _shortage(spec.request)
+            ray.cancel(ref, force=True)
+            raise _queue_error(spec, f"{short} (or its body ignored its timeout of {timeout}s)") from None
+    finally:
+        if limiter is not None:
+            limiter.release()
