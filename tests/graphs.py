@@ -328,3 +328,90 @@ def uncompiled_graph():
 
 def failing_node(state: RAGState) -> dict:
     raise ValueError(f"cannot answer {state.query!r}")
+
+
+# 12. The same features with ``async def`` nodes (they run on an I/O lane's actors)
+async def abranch_a(state: FanState) -> dict:
+    return {"results": [f"a{state['x']}"]}
+
+
+async def abranch_b(state: FanState) -> dict:
+    return {"results": [f"b{state['x'] * 2}"]}
+
+
+async def ajoin(state: FanState) -> dict:
+    return {"total": len(state["results"])}
+
+
+def async_parallel_graph():
+    graph = StateGraph(FanState)
+    graph.add_node("a", abranch_a)
+    graph.add_node("b", abranch_b)
+    graph.add_node("join", ajoin)
+    graph.add_edge(START, "a")
+    graph.add_edge(START, "b")
+    graph.add_edge(["a", "b"], "join")
+    graph.add_edge("join", END)
+    return graph.compile()
+
+
+async def asquare(state: ItemState) -> dict:
+    return {"squares": [state["item"] ** 2]}
+
+
+async def areduce_squares(state: MapState) -> dict:
+    return {"total": sum(state["squares"])}
+
+
+def async_send_graph():
+    graph = StateGraph(MapState)
+    graph.add_node("square", asquare)
+    graph.add_node("reduce", areduce_squares)
+    graph.add_conditional_edges(START, lambda s: [Send("square", {"item": i}) for i in s["items"]], ["square"])
+    graph.add_edge("square", "reduce")
+    graph.add_edge("reduce", END)
+    return graph.compile()
+
+
+async def adecide(state: CommandState) -> Command[Literal["big", "small"]]:
+    target = "big" if state["value"] > 10 else "small"
+    return Command(update={"trail": ["decide"]}, goto=target)
+
+
+async def abig(state: CommandState) -> dict:
+    return {"trail": ["big"]}
+
+
+async def asmall(state: CommandState) -> dict:
+    return {"trail": ["small"]}
+
+
+def async_command_graph():
+    graph = StateGraph(CommandState)
+    graph.add_node("decide", adecide)
+    graph.add_node("big", abig)
+    graph.add_node("small", asmall)
+    graph.add_edge(START, "decide")
+    graph.add_edge("big", END)
+    graph.add_edge("small", END)
+    return graph.compile()
+
+
+async def aecho_bot(state: ChatState, config: RunnableConfig) -> dict:
+    style = config.get("configurable", {}).get("style", "plain")
+    last = state["messages"][-1].content
+    return {"messages": [AIMessage(content=f"[{style}] {last}", id=f"ai-{len(state['messages'])}")]}
+
+
+async def ashout(state: ChatState) -> dict:
+    return {"messages": [HumanMessage(content=state["messages"][-1].content.upper(), id="shout")]}
+
+
+def async_messages_graph():
+    graph = StateGraph(ChatState)
+    graph.add_node("bot", aecho_bot)
+    graph.add_node("shout", ashout)
+    graph.add_edge(START, "bot")
+    graph.add_edge("bot", "shout")
+    graph.add_edge("shout", END)
+    return graph.compile()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from langchain_core.messages import HumanMessage
 
@@ -67,3 +69,45 @@ def test_other_executors_match_graph_invoke(bench, executor):
     assert result.status == "completed", result.error
     assert result.final_state == graphs.send_graph().invoke(state)
     assert [r.node for r in result.nodes].count("square") == 2
+
+
+def _lane_project(name: str, factory, *, io_bound: bool) -> WorkflowProject:
+    return WorkflowProject(
+        name=name,
+        graph_factory=factory,
+        execution=ExecutionConfig(
+            default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB", io_bound=io_bound),
+            ray_config=RayConfig(max_retries=0),
+        ),
+    )
+
+
+@pytest.mark.parametrize(("name", "factory", "state", "_"), CASES, ids=[c[0] for c in CASES])
+def test_io_lane_run_matches_graph_invoke(bench, name, factory, state, _):
+    """Sync nodes marked io_bound run on an I/O lane's threaded actors, with LangGraph's semantics."""
+    expected = factory().invoke(state)
+    bench.register_project(_lane_project(f"eq_io_{name}", factory, io_bound=True))
+    result = bench.run(project=f"eq_io_{name}", initial_state=state)
+    assert result.status == "completed", result.error
+    assert result.final_state == expected
+    assert all(record.task_run_id and record.run_s is not None for record in result.nodes)
+
+
+ASYNC_CASES = [
+    ("async_parallel_reducer", graphs.async_parallel_graph, {"x": 3, "results": []}),
+    ("async_send_fanout", graphs.async_send_graph, {"items": [1, 2, 3, 4], "squares": []}),
+    ("async_command_big", graphs.async_command_graph, {"value": 42, "trail": []}),
+    ("async_command_small", graphs.async_command_graph, {"value": 1, "trail": []}),
+    ("async_messages_config", graphs.async_messages_graph, {"messages": [HumanMessage(content="hi", id="h1")]}),
+]
+
+
+@pytest.mark.parametrize(("name", "factory", "state"), ASYNC_CASES, ids=[c[0] for c in ASYNC_CASES])
+def test_async_nodes_match_graph_ainvoke(bench, name, factory, state):
+    """``async def`` nodes run on an I/O lane's async actors and end where ``graph.ainvoke`` ends."""
+    expected = asyncio.run(factory().ainvoke(state))
+    bench.register_project(_lane_project(f"eq_{name}", factory, io_bound=False))
+    result = bench.run(project=f"eq_{name}", initial_state=state)
+    assert result.status == "completed", result.error
+    assert result.final_state == expected
+    assert all(record.task_run_id and record.run_s is not None for record in result.nodes)

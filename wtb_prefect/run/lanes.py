@@ -416,6 +416,18 @@ def remote_task(options: dict[str, Any]) -> Any:
     return remote
 
 
+def _get(ref: Any, timeout: float | None) -> tuple[Any, dict[str, Any]]:
+    """``ray.get``, with a body's timeout raised as the plain ``TimeoutError`` it is."""
+    import ray
+
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, TimeoutError):
+            raise exc.cause from None
+        raise
+
+
 def call_node(
     spec: LaneSpec,
     options: dict[str, Any],
@@ -447,7 +459,7 @@ def call_node(
             try:
                 ref = pool.actors[index].call.remote(fn, args, kwargs, carrier, timeout)
                 try:
-                    return ray.get(ref, timeout=None if timeout is None else timeout + GRACE_S)
+                    return _get(ref, None if timeout is None else timeout + GRACE_S)
                 except ray.exceptions.GetTimeoutError:
                     ray.cancel(ref)
                     raise TimeoutError(f"{spec.node} did not finish within {timeout}s (its actor stopped answering)") from None
@@ -458,7 +470,7 @@ def call_node(
         # catches a call that never started (or a body that ignored the alarm).
         limit = None if timeout is None else max(0.0, deadline - time.monotonic()) + timeout + GRACE_S
         try:
-            return ray.get(ref, timeout=limit)
+            return _get(ref, limit)
         except ray.exceptions.GetTimeoutError:
             short = _shortage(spec.request)
             ray.cancel(ref, force=True)

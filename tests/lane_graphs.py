@@ -1,0 +1,146 @@
+"""Graphs of LLM-shaped nodes (they wait, they do not compute) for the I/O-lane tests.
+
+Importable so Ray workers can load the node functions. Node bodies record what
+they observe in files named by the state, since they run in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
+
+
+class Call(TypedDict, total=False):
+    x: int
+    log: str
+    seconds: float
+    done: list[str]
+
+
+def _record(path: str, event: str) -> None:
+    with open(path, "a") as handle:  # one short append per event: atomic across processes
+        handle.write(f"{time.time_ns()} {event} {os.getpid()}\n")
+
+
+async def llm_call(state: Call) -> dict:
+    """An ``async def`` node that waits ``seconds`` like an API call, logging its start and end."""
+    _record(state["log"], "start")
+    try:
+        await asyncio.sleep(state.get("seconds", 1.0))
+    finally:
+        _record(state["log"], "end")
+    return {"x": state["x"] + 1}
+
+
+def one_call_graph():
+    graph = StateGraph(Call)
+    graph.add_node("llm", llm_call)
+    graph.add_edge(START, "llm")
+    graph.add_edge("llm", END)
+    return graph.compile()
+
+
+async def llm_second(state: Call) -> dict:
+    await asyncio.sleep(state.get("seconds", 1.0))
+    return {"x": state["x"] * 2}
+
+
+def two_call_graph():
+    graph = StateGraph(Call)
+    graph.add_node("first", llm_call)
+    graph.add_node("second", llm_second)
+    graph.add_edge(START, "first")
+    graph.add_edge("first", "second")
+    graph.add_edge("second", END)
+    return graph.compile()
+
+
+def sync_sleeper(state: Call) -> dict:
+    """A sync node that sleeps ``seconds`` (past its timeout in the timeout tests)."""
+    time.sleep(state.get("seconds", 1.0))
+    return {"x": state["x"] + 1}
+
+
+def sleeper_graph():
+    graph = StateGraph(Call)
+    graph.add_node("sleeper", sync_sleeper)
+    graph.add_edge(START, "sleeper")
+    graph.add_edge("sleeper", END)
+    return graph.compile()
+
+
+async def async_sleeper(state: Call) -> dict:
+    await asyncio.sleep(state.get("seconds", 1.0))
+    return {"x": state["x"] + 1}
+
+
+def async_sleeper_graph():
+    graph = StateGraph(Call)
+    graph.add_node("sleeper", async_sleeper)
+    graph.add_edge(START, "sleeper")
+    graph.add_edge("sleeper", END)
+    return graph.compile()
+
+
+# A resource held by one node while another waits for it
+def holder(state: Call) -> dict:
+    """Holds its (large) CPU request for 20 s; tells the gate it has started."""
+    Path(state["log"] + ".held").touch()
+    time.sleep(20)
+    return {"done": ["holder"]}
+
+
+def gate(state: Call) -> dict:
+    """Waits (on its own, tiny request) until the holder runs, so the waiter queues behind it."""
+    marker = Path(state["log"] + ".held")
+    while not marker.exists():
+        time.sleep(0.1)
+    return {"done": ["gate"]}
+
+
+def waiter(state: Call) -> dict:
+    """Needs the CPUs the holder holds, then runs 1 s."""
+    time.sleep(1)
+    return {"done": ["waiter"]}
+
+
+class Held(TypedDict, total=False):
+    log: str
+    done: Annotated[list[str], operator.add]
+
+
+def held_resource_graph():
+    graph = StateGraph(Held)
+    graph.add_node("holder", holder)
+    graph.add_node("gate", gate)
+    graph.add_node("waiter", waiter)
+    graph.add_edge(START, "holder")
+    graph.add_edge(START, "gate")
+    graph.add_edge("gate", "waiter")
+    graph.add_edge("holder", END)
+    graph.add_edge("waiter", END)
+    return graph.compile()
+
+
+def crash_once(state: Call) -> dict:
+    """Kills its own worker process on the first attempt (an actor crash), then succeeds."""
+    marker = Path(state["log"] + ".crashed")
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return {"x": state["x"] + 1}
+
+
+def crash_graph():
+    graph = StateGraph(Call)
+    graph.add_node("crash", crash_once)
+    graph.add_edge(START, "crash")
+    graph.add_edge("crash", END)
+    return graph.compile()
