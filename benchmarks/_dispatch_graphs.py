@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from langgraph.graph import END, START, StateGraph
@@ -63,34 +64,48 @@ def three_io_graph():
 
 
 # --- LLM-shaped nodes: they wait (an API call), they do not compute -----------------------
+# The wait is the state's ``s`` (seconds), so one module serves every row.
 
-LLM_SECONDS = 1.0
+
+class Call(TypedDict, total=False):
+    x: int
+    s: float
 
 
-async def llm_a(state: Counter) -> dict:
-    import asyncio
-
-    await asyncio.sleep(LLM_SECONDS)
+async def llm_a(state: Call) -> dict:
+    await asyncio.sleep(state["s"])
     return {"x": state["x"] + 1}
 
 
-async def llm_b(state: Counter) -> dict:
-    import asyncio
-
-    await asyncio.sleep(LLM_SECONDS)
+async def llm_b(state: Call) -> dict:
+    await asyncio.sleep(state["s"])
     return {"x": state["x"] + 2}
 
 
-async def llm_c(state: Counter) -> dict:
-    import asyncio
+async def llm_c(state: Call) -> dict:
+    await asyncio.sleep(state["s"])
+    return {"x": state["x"] + 3}
 
-    await asyncio.sleep(LLM_SECONDS)
+
+def wait_a(state: Call) -> dict:
+    """The sync twin of :func:`llm_a` (for bare Ray tasks: one process per call in flight)."""
+    time.sleep(state["s"])
+    return {"x": state["x"] + 1}
+
+
+def wait_b(state: Call) -> dict:
+    time.sleep(state["s"])
+    return {"x": state["x"] + 2}
+
+
+def wait_c(state: Call) -> dict:
+    time.sleep(state["s"])
     return {"x": state["x"] + 3}
 
 
 def three_llm_graph():
-    """Three ``async def`` nodes of LLM_SECONDS each, in a chain."""
-    graph = StateGraph(Counter)
+    """Three ``async def`` nodes that each wait ``state["s"]`` seconds, in a chain."""
+    graph = StateGraph(Call)
     graph.add_node("a", llm_a)
     graph.add_node("b", llm_b)
     graph.add_node("c", llm_c)

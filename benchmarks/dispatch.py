@@ -14,12 +14,22 @@ Prints, in one run and against baselines measured in the same process:
 Targets (DESIGN.md): <= 25 ms per node on 2 cores and <= 10x a bare Ray task;
 efficiency >= 0.8 of ideal. Medians of --repeat runs after warm-up runs.
 
+With ``--lanes``, instead (issue 15), in a fresh Ray cluster: LLM-shaped nodes
+(``async def`` nodes that wait, on the I/O lanes' actors) at 1 s x 50
+concurrent x 200 executions (target >= 0.7 and above bare Ray tasks), 1 s x 20
+x 100 (>= 0.9) and 100 ms x 20 x 100 (>= 0.5), each beside the same batch of
+bare Ray tasks (one worker process per call in flight) and of plain asyncio
+(the node coroutines gathered in one process), plus the memory of this
+cluster's Ray workers during the 50-concurrent batch (target <= 1.5 GB).
+
     uv run python benchmarks/dispatch.py [--repeat 3]
+    uv run python benchmarks/dispatch.py --lanes [--repeat 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import statistics
 import sys
@@ -119,11 +129,162 @@ def cpu_seconds() -> dict[str, float]:
     return totals
 
 
+LANE_ROWS = [  # (node seconds, executions at once, executions, target efficiency)
+    (1.0, 50, 200, 0.7),
+    (1.0, 20, 100, 0.9),
+    (0.1, 20, 100, 0.5),
+]
+
+
+def _llm_project(name, concurrency):
+    from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
+
+    return WorkflowProject(
+        name=name,
+        graph_factory=g.three_llm_graph,
+        execution=ExecutionConfig(
+            ray_config=RayConfig(max_concurrent_workflows=concurrency, max_retries=0),
+            default_node_resources=NodeResourceConfig(num_cpus=0.05, memory="32MB"),
+            checkpoint_storage="sqlite",
+        ),
+    )
+
+
+def bare_ray_wait_batch(cases, concurrency):
+    """Each node a bare Ray task (sync twin of the async node): one worker process per call in flight."""
+    import ray
+
+    nodes = [_bare(f) for f in (g.wait_a, g.wait_b, g.wait_c)]
+
+    def execution(state):
+        for node in nodes:
+            state = {**state, **ray.get(node.remote(state))}
+        return state
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(execution, cases))
+
+
+def asyncio_batch(cases, concurrency):
+    """The node coroutines themselves, `concurrency` executions at once in one event loop."""
+    import asyncio
+
+    async def run():
+        gate = asyncio.Semaphore(concurrency)
+
+        async def execution(state):
+            async with gate:
+                for node in (g.llm_a, g.llm_b, g.llm_c):
+                    state = {**state, **await node(state)}
+                return state
+
+        return await asyncio.gather(*(execution(c) for c in cases))
+
+    return asyncio.run(run())
+
+
+def _ray_workers():
+    """This driver's Ray worker processes (descendants only: other clusters on the machine are not ours)."""
+    import psutil
+
+    procs = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if cmd.startswith("ray::") or "default_worker.py" in cmd:
+            procs.append(proc)
+    return procs
+
+
+class MemorySampler:
+    """The most memory (RSS and USS summed) this driver's Ray workers held while it ran."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import threading
+
+        self.rss = self.uss = 0
+        self.workers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    def _run(self, every):
+        import psutil
+
+        while not self._stop.wait(every):
+            rss = uss = 0
+            procs = _ray_workers()
+            for proc in procs:
+                try:
+                    info = proc.memory_full_info()
+                except psutil.Error:
+                    continue
+                rss += info.rss
+                uss += info.uss
+            self.rss, self.uss, self.workers = max(self.rss, rss), max(self.uss, uss), max(self.workers, len(procs))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def lane_rows(args) -> None:
+    """The issue-15 rows: LLM-shaped nodes on I/O lanes against bare Ray tasks and plain asyncio."""
+    with services():
+        from wtb_prefect import WTBTestBench
+
+        bench = WTBTestBench()
+        print("\n== LLM-shaped nodes (3 async nodes per execution, each waiting s seconds), on 2 cores ==")
+        print("efficiency = executions x 3 x s / concurrency / wall time; WTB on I/O lanes (async actors)")
+        print(
+            f"{'s, at once, executions':24s} {'WTB e2e':>8s} {'WTB exec':>8s} {'bare Ray':>8s} {'asyncio':>8s} {'target':>6s}"
+        )
+        memory = None
+        for seconds, concurrency, n, target in LANE_ROWS:
+            name = f"bench_llm_{concurrency}"
+            if name not in bench.list_projects():
+                bench.register_project(_llm_project(name, concurrency))
+            cases = [{"x": i, "s": seconds} for i in range(n)]
+            ideal = n * 3 * seconds / concurrency
+            warm = [{"x": i, "s": 0.05} for i in range(concurrency)]
+            bench.run_batch_test(name, [{}], warm, parallelism=concurrency)  # pools started, bodies imported
+            e2e, inner, bare, plain = [], [], [], []
+            for _ in range(args.repeat):
+                sampler = MemorySampler() if concurrency == 50 and memory is None else contextlib.nullcontext()
+                with sampler:
+                    start = time.perf_counter()
+                    batch = bench.run_batch_test(name, [{}], cases, parallelism=concurrency)
+                    e2e.append(time.perf_counter() - start)
+                if isinstance(sampler, MemorySampler):
+                    memory = sampler
+                assert not batch.failed, batch.failed[0].error
+                inner.append(batch.duration_s)
+                bare.append(_timed(functools.partial(bare_ray_wait_batch, cases, concurrency)))
+                plain.append(_timed(functools.partial(asyncio_batch, cases, concurrency)))
+            row = [ideal / statistics.median(x) for x in (e2e, inner, bare, plain)]
+            label = f"{seconds:g} s x {concurrency} x {n}"
+            print(f"{label:24s} {row[0]:8.2f} {row[1]:8.2f} {row[2]:8.2f} {row[3]:8.2f} {target:6.2f}", flush=True)
+        if memory is not None:
+            print(
+                f"\nRay workers of this cluster during the 50-concurrent WTB batch: {memory.workers} processes, "
+                f"{memory.uss / 1e9:.2f} GB USS ({memory.rss / 1e9:.2f} GB RSS)   (target <= 1.5 GB)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--executions", type=int, default=100)
+    parser.add_argument("--lanes", action="store_true", help="the LLM-shaped rows on I/O lanes (issue 15)")
     args = parser.parse_args()
+    if args.lanes:
+        lane_rows(args)
+        return
 
     with services():
         from wtb_prefect import WTBTestBench
@@ -190,7 +351,9 @@ def main() -> None:
         print(f"bare Ray tasks, same batch            {bare_wall:6.2f} s   efficiency {ideal / bare_wall:.2f}")
         print(f"runs end to end: {', '.join(f'{w:.2f}' for w in walls)} s")
         nodes_run = n * 3
-        print(f"\nCPU per node of the WTB batch, by process (median of runs; 2 cores = {2 * ideal / 0.8 * 1000 / nodes_run:.1f} ms")
+        print(
+            f"\nCPU per node of the WTB batch, by process (median of runs; 2 cores = {2 * ideal / 0.8 * 1000 / nodes_run:.1f} ms"
+        )
         print("of CPU per node in all at efficiency 0.8):")
         kinds = sorted({k for c in cpu for k in c}, key=lambda k: -statistics.median(c.get(k, 0.0) for c in cpu))
         for kind in kinds:

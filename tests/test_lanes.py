@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
+import lane_graphs as lg
 import pytest
 
-import lane_graphs as lg
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 from wtb_prefect.run.lanes import CallLimiter
 
@@ -136,7 +136,9 @@ def test_cold_batch_under_cpu_load_has_no_failure(bench):
         proc.start()
     try:
         resources = NodeResourceConfig(num_cpus=0.1, memory="72MB", calls_per_worker=8)  # a shape no test used
-        bench.register_project(_project("lane_cold", lg.two_call_graph, resources, node_timeouts={"first": 5, "second": 5}))
+        bench.register_project(
+            _project("lane_cold", lg.two_call_graph, resources, node_timeouts={"first": 5, "second": 5})
+        )
         n = 12 * cpus
         cases = [{"x": i, "log": os.devnull, "seconds": 1.0} for i in range(n)]
         batch = bench.run_batch_test("lane_cold", [{}], cases, parallelism=n)

@@ -282,7 +282,8 @@ class ActorPool:
                     if not any(self.ready):
                         raise _queue_error(spec, f"its I/O lane's actors had not started: {_shortage(spec.request)}")
                     raise _queue_error(
-                        spec, f"free slots of its I/O lane ({len(self.actors)} actors x {self.per_actor} calls, all busy)"
+                        spec,
+                        f"free slots of its I/O lane ({len(self.actors)} actors x {self.per_actor} calls, all busy)",
                     )
                 self._cond.wait(remaining)
 
@@ -462,7 +463,9 @@ def call_node(
                     return _get(ref, None if timeout is None else timeout + GRACE_S)
                 except ray.exceptions.GetTimeoutError:
                     ray.cancel(ref)
-                    raise TimeoutError(f"{spec.node} did not finish within {timeout}s (its actor stopped answering)") from None
+                    raise TimeoutError(
+                        f"{spec.node} did not finish within {timeout}s (its actor stopped answering)"
+                    ) from None
             finally:
                 pool.release(index)
         ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout)

@@ -187,8 +187,8 @@ class NodeLane:
         trace_carrier: dict[str, Any] | None,
         timeout: float | None,
     ) -> tuple[Any, dict[str, Any]]:
-        from wtb_prefect.worker.workspace import use_workspace
         from wtb_prefect.worker.metrics import collecting_node_metrics
+        from wtb_prefect.worker.workspace import use_workspace
 
         metrics: dict[str, float] = {}
         spans: list[dict[str, Any]] = []
