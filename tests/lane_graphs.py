@@ -89,15 +89,21 @@ def async_sleeper_graph():
     return graph.compile()
 
 
-# A resource held by one node while another waits for it
-def holder(state: Call) -> dict:
+# A resource held by one execution's node while another execution's node waits for it
+class Held(TypedDict, total=False):
+    log: str
+    role: str
+    done: Annotated[list[str], operator.add]
+
+
+def holder(state: Held) -> dict:
     """Holds its (large) CPU request for 20 s; tells the gate it has started."""
     Path(state["log"] + ".held").touch()
     time.sleep(20)
     return {"done": ["holder"]}
 
 
-def gate(state: Call) -> dict:
+def gate(state: Held) -> dict:
     """Waits (on its own, tiny request) until the holder runs, so the waiter queues behind it."""
     marker = Path(state["log"] + ".held")
     while not marker.exists():
@@ -105,24 +111,24 @@ def gate(state: Call) -> dict:
     return {"done": ["gate"]}
 
 
-def waiter(state: Call) -> dict:
+def waiter(state: Held) -> dict:
     """Needs the CPUs the holder holds, then runs 1 s."""
     time.sleep(1)
     return {"done": ["waiter"]}
 
 
-class Held(TypedDict, total=False):
-    log: str
-    done: Annotated[list[str], operator.add]
-
-
 def held_resource_graph():
+    """``role="hold"`` runs the holder; ``role="wait"`` runs the gate, then the waiter.
+
+    Two executions of it, one of each role, make the waiter queue behind the
+    holder (two nodes of one execution would share a LangGraph step, and the
+    waiter's step would start only after the holder's ended).
+    """
     graph = StateGraph(Held)
     graph.add_node("holder", holder)
     graph.add_node("gate", gate)
     graph.add_node("waiter", waiter)
-    graph.add_edge(START, "holder")
-    graph.add_edge(START, "gate")
+    graph.add_conditional_edges(START, lambda s: "holder" if s["role"] == "hold" else "gate", ["holder", "gate"])
     graph.add_edge("gate", "waiter")
     graph.add_edge("holder", END)
     graph.add_edge("waiter", END)

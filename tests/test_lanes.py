@@ -86,40 +86,39 @@ def test_node_sleeping_past_its_timeout_fails_with_the_timeout(bench, factory, i
     assert result.nodes[0].run_s is not None and result.nodes[0].run_s < 60
 
 
-def test_wait_for_a_held_resource_does_not_spend_the_timeout(bench, ray_cluster, tmp_path):
-    """A node that waits ~20 s for CPUs another node holds, then runs 1 s, succeeds within a 5 s timeout."""
-    cpus = ray_cluster["CPU"]
-    project = _project(
-        "lane_held",
-        lg.held_resource_graph,
-        node_timeouts={"holder": 120, "gate": 120, "waiter": 5},
-    )
+def _held_project(name, cpus, **execution):
+    project = _project(name, lg.held_resource_graph, **execution)
     project.execution.node_resources = {
         "holder": NodeResourceConfig(num_cpus=cpus, memory="64MB"),
         "gate": NodeResourceConfig(num_cpus=0, memory="16MB"),
         "waiter": NodeResourceConfig(num_cpus=1, memory="64MB"),
     }
+    return project
+
+
+def test_wait_for_a_held_resource_does_not_spend_the_timeout(bench, ray_cluster, tmp_path):
+    """A node that waits ~20 s for CPUs another node holds, then runs 1 s, succeeds within a 5 s timeout."""
+    project = _held_project("lane_held", ray_cluster["CPU"], node_timeouts={"holder": 120, "gate": 120, "waiter": 5})
     bench.register_project(project)
-    result = bench.run(project="lane_held", initial_state={"log": str(tmp_path / "held")})
-    assert result.status == "completed", result.error
-    waiter = next(r for r in result.nodes if r.node == "waiter")
+    log = str(tmp_path / "held")
+    cases = [{"log": log, "role": "hold"}, {"log": log, "role": "wait"}]
+    batch = bench.run_batch_test("lane_held", [{}], cases, parallelism=2)
+    assert not batch.failed, batch.failed[0].error
+    waiter = next(r for r in batch.results[1].nodes if r.node == "waiter")
     assert waiter.queue_s > 5, "the waiter queued for longer than its timeout"
 
 
 def test_queue_timeout_names_what_was_short(bench, ray_cluster, tmp_path):
-    cpus = ray_cluster["CPU"]
-    project = _project("lane_short", lg.held_resource_graph, queue_timeout=3)
-    project.execution.node_resources = {
-        "holder": NodeResourceConfig(num_cpus=cpus, memory="64MB"),
-        "gate": NodeResourceConfig(num_cpus=0, memory="16MB"),
-        "waiter": NodeResourceConfig(num_cpus=1, memory="64MB"),
-    }
-    bench.register_project(project)
-    result = bench.run(project="lane_short", initial_state={"log": str(tmp_path / "short")})
-    assert result.status == "failed"
-    assert result.error.type == "NodeQueueTimeoutError"
-    assert result.error.node == "waiter"
-    assert "CPUs" in result.error.message and "queue_timeout=3" in result.error.message
+    bench.register_project(_held_project("lane_short", ray_cluster["CPU"], queue_timeout=3))
+    log = str(tmp_path / "short")
+    cases = [{"log": log, "role": "hold"}, {"log": log, "role": "wait"}]
+    batch = bench.run_batch_test("lane_short", [{}], cases, parallelism=2)
+    holder, waiting = batch.results
+    assert holder.status == "completed", holder.error
+    assert waiting.status == "failed"
+    assert waiting.error.type == "NodeQueueTimeoutError"
+    assert waiting.error.node == "waiter"
+    assert "CPUs" in waiting.error.message and "queue_timeout=3" in waiting.error.message
 
 
 def _burn(stop) -> None:

@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.errors import NodeQueueTimeoutError
-from wtb_prefect.worker.call import COROUTINE_ATTR, NodeLane, call_observed
+from wtb_prefect.worker.call import COROUTINE_ATTR, NodeLane, StartDeadlineExceeded, call_observed
 
 __all__ = [
     "LANE_OPTION",
@@ -293,6 +293,33 @@ class ActorPool:
             self.in_flight[index] -= 1
             self._cond.notify()
 
+    def lost(self, index: int) -> None:
+        """Actor ``index`` died: take it out of rotation until Ray has restarted it.
+
+        Retries of the calls it held then wait for a live actor (under their
+        ``queue_timeout``) instead of failing again on the restarting one.
+        """
+        with self._cond:
+            if not self.ready[index]:
+                return
+            self.ready[index] = False
+        threading.Thread(target=self._await_restart, args=(index,), daemon=True, name="wtb-lane-restart").start()
+
+    def _await_restart(self, index: int) -> None:
+        import ray
+
+        while True:
+            try:
+                ray.get(self.actors[index].ready.remote([]), timeout=60)
+                break
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                time.sleep(0.5)
+            except Exception:  # the cluster went away: leave the actor out
+                return
+        with self._cond:
+            self.ready[index] = True
+            self._cond.notify_all()
+
     def kill(self) -> None:
         """Stop every actor of the pool (their reservations go back to the cluster)."""
         import ray
@@ -461,6 +488,9 @@ def call_node(
                 ref = pool.actors[index].call.remote(fn, args, kwargs, carrier, timeout)
                 try:
                     return _get(ref, None if timeout is None else timeout + GRACE_S)
+                except ray.exceptions.RayActorError:
+                    pool.lost(index)
+                    raise
                 except ray.exceptions.GetTimeoutError:
                     ray.cancel(ref)
                     raise TimeoutError(
@@ -468,14 +498,22 @@ def call_node(
                     ) from None
             finally:
                 pool.release(index)
-        ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout)
-        # The worker enforces the timeout from the body's start; this limit only
-        # catches a call that never started (or a body that ignored the alarm).
-        limit = None if timeout is None else max(0.0, deadline - time.monotonic()) + timeout + GRACE_S
+        # The worker enforces the timeout from the body's start, and refuses a
+        # call that reaches it after the queue deadline (start_by).
+        start_by = time.time() + max(0.0, deadline - time.monotonic())
+        ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout, start_by)
+        short = None
         try:
-            return _get(ref, limit)
+            return _get(ref, max(0.0, deadline - time.monotonic()))
         except ray.exceptions.GetTimeoutError:
-            short = _shortage(spec.request)
+            short = _shortage(spec.request)  # what was short when the wait ran out
+        except StartDeadlineExceeded:
+            raise _queue_error(spec, _shortage(spec.request)) from None
+        try:  # started in time and running, or about to be refused by its worker
+            return _get(ref, None if timeout is None else timeout + GRACE_S)
+        except StartDeadlineExceeded:
+            raise _queue_error(spec, short) from None
+        except ray.exceptions.GetTimeoutError:
             ray.cancel(ref, force=True)
             raise _queue_error(spec, f"{short} (or its body ignored its timeout of {timeout}s)") from None
     finally:

@@ -78,12 +78,17 @@ def _with_extras(exc: BaseException, extras: dict[str, Any]) -> None:
         pass
 
 
+class StartDeadlineExceeded(TimeoutError):
+    """The call reached its worker after its ``start_by`` time: the body was not run."""
+
+
 def call_observed(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     trace_carrier: dict[str, Any] | None = None,
     timeout: float | None = None,
+    start_by: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """:func:`call` that also returns what the body reported: ``(result, extras)``.
 
@@ -94,9 +99,14 @@ def call_observed(
     (wall clock when the body started) and ``run_s`` (the body's own run
     time). When the body raises, the same extras ride on the exception as
     ``_wtb_extras``. With ``timeout``, a body still running after that many
-    seconds of its own run time raises ``TimeoutError``.
+    seconds of its own run time raises ``TimeoutError``. A call that reaches
+    the worker after ``start_by`` (wall clock) raises
+    :class:`StartDeadlineExceeded` without running the body.
     """
     from wtb_prefect.worker.metrics import collecting_node_metrics
+
+    if start_by is not None and time.time() > start_by:
+        raise StartDeadlineExceeded(f"started {time.time() - start_by:.1f}s after its start_by time")
 
     metrics: dict[str, float] = {}
     spans: list[dict[str, Any]] = []
@@ -171,12 +181,17 @@ class NodeLane:
     ) -> tuple[Any, dict[str, Any]]:
         """Run one node call; same contract as :func:`call_observed`."""
         coro, path = _coroutine_body(fn)
-        if coro is None:
-            loop = asyncio.get_running_loop()
-            ctx = contextvars.copy_context()
-            future = loop.run_in_executor(self._threads, ctx.run, call_observed, fn, args, kwargs, trace_carrier)
+        if coro is not None:
+            return await self._call_async(coro, path, args, kwargs, trace_carrier, timeout)
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        started_at, t0 = time.time(), time.perf_counter()
+        future = loop.run_in_executor(self._threads, ctx.run, call_observed, fn, args, kwargs, trace_carrier)
+        try:
             return await _within(future, fn, timeout)
-        return await self._call_async(coro, path, args, kwargs, trace_carrier, timeout)
+        except TimeoutError as exc:  # the body overran: it keeps its thread, the call ends here
+            _with_extras(exc, {"metrics": {}, "spans": [], "started_at": started_at, "run_s": time.perf_counter() - t0})
+            raise
 
     async def _call_async(
         self,
