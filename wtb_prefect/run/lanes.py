@@ -58,7 +58,14 @@ from typing import Any, Literal
 
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.errors import NodeQueueTimeoutError
-from wtb_prefect.worker.call import COROUTINE_ATTR, NodeLane, StartDeadlineExceeded, call_observed
+from wtb_prefect.worker.call import (
+    COROUTINE_ATTR,
+    EXTRAS_ATTR,
+    TIMED_OUT,
+    NodeLane,
+    StartDeadlineExceeded,
+    call_observed,
+)
 
 __all__ = [
     "LANE_OPTION",
@@ -449,11 +456,16 @@ def _get(ref: Any, timeout: float | None) -> tuple[Any, dict[str, Any]]:
     import ray
 
     try:
-        return ray.get(ref, timeout=timeout)
+        result, extras = ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, TimeoutError):
             raise exc.cause from None
         raise
+    if isinstance(result, str) and result == TIMED_OUT:
+        error = TimeoutError(extras.pop("error", "the node ran longer than its timeout"))
+        setattr(error, EXTRAS_ATTR, extras)
+        raise error
+    return result, extras
 
 
 def call_node(

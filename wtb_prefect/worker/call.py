@@ -41,9 +41,17 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
     return result
 
 
+TIMED_OUT = "__wtb_timed_out__"
+"""What :meth:`NodeLane.call` returns in place of a result when the body overran its timeout."""
+
+
+class NodeTimeout(TimeoutError):
+    """The node's body ran longer than its timeout (its own run time)."""
+
+
 def _timeout_error(fn: Any, timeout: float) -> TimeoutError:
     name = getattr(fn, "__name__", None) or getattr(getattr(fn, "fn", None), "__name__", "node")
-    return TimeoutError(f"{name} ran longer than its timeout of {timeout}s (its own run time, not the wait to start)")
+    return NodeTimeout(f"{name} ran longer than its timeout of {timeout}s (its own run time, not the wait to start)")
 
 
 @contextlib.contextmanager
@@ -172,6 +180,25 @@ class NodeLane:
         return os.getpid()
 
     async def call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        trace_carrier: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Run one node call; same contract as :func:`call_observed`.
+
+        A body that overruns its timeout returns ``(TIMED_OUT, extras)`` with
+        the message in ``extras["error"]``: a value, so its timing reaches the
+        driver however Ray carries errors from async actors.
+        """
+        try:
+            return await self._call(fn, args, kwargs, trace_carrier, timeout)
+        except NodeTimeout as exc:
+            return TIMED_OUT, {**(getattr(exc, EXTRAS_ATTR, None) or {}), "error": str(exc)}
+
+    async def _call(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
