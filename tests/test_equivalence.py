@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import graphs
 import pytest
 from langchain_core.messages import HumanMessage
 
-import graphs
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 
 CASES = [

@@ -25,8 +25,8 @@ from wtb_prefect.batch.flow_runs import mark_crashed
 from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
 from wtb_prefect.results import ExecutionResult, NodeRecord
-from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
+from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
 
