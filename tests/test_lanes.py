@@ -104,8 +104,10 @@ def test_wait_for_a_held_resource_does_not_spend_the_timeout(bench, ray_cluster,
     cases = [{"log": log, "role": "hold"}, {"log": log, "role": "wait"}]
     batch = bench.run_batch_test("lane_held", [{}], cases, parallelism=2)
     assert not batch.failed, batch.failed[0].error
+    holder = next(r for r in batch.results[0].nodes if r.node == "holder")
     waiter = next(r for r in batch.results[1].nodes if r.node == "waiter")
-    assert waiter.queue_s > 5, "the waiter queued for longer than its timeout"
+    timing = [(r.node, r.started_at, r.queue_s, r.run_s) for r in (holder, waiter)]
+    assert waiter.queue_s > 5, f"the waiter queued for longer than its timeout: {timing}"
 
 
 def test_queue_timeout_names_what_was_short(bench, ray_cluster, tmp_path):

@@ -458,8 +458,12 @@ def _get(ref: Any, timeout: float | None) -> tuple[Any, dict[str, Any]]:
     try:
         result, extras = ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, TimeoutError):
+        if isinstance(exc.cause, StartDeadlineExceeded):
             raise exc.cause from None
+        if isinstance(exc.cause, TimeoutError):  # the body overran: a plain TimeoutError, with its timing
+            error = TimeoutError(str(exc.cause))
+            setattr(error, EXTRAS_ATTR, getattr(exc.cause, EXTRAS_ATTR, None))
+            raise error from None
         raise
     if isinstance(result, str) and result == TIMED_OUT:
         error = TimeoutError(extras.pop("error", "the node ran longer than its timeout"))
