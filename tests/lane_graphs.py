@@ -97,8 +97,11 @@ class Held(TypedDict, total=False):
 
 
 def holder(state: Held) -> dict:
-    """Holds its (large) CPU request for 20 s; tells the gate it has started."""
+    """Holds its (large) CPU request: tells the gate it runs, and once the gate has passed, 20 s more."""
     Path(state["log"] + ".held").touch()
+    gated = Path(state["log"] + ".gated")
+    while not gated.exists():
+        time.sleep(0.1)
     time.sleep(20)
     return {"done": ["holder"]}
 
@@ -108,6 +111,7 @@ def gate(state: Held) -> dict:
     marker = Path(state["log"] + ".held")
     while not marker.exists():
         time.sleep(0.1)
+    Path(state["log"] + ".gated").touch()
     return {"done": ["gate"]}
 
 

@@ -111,7 +111,7 @@ def test_wait_for_a_held_resource_does_not_spend_the_timeout(bench, ray_cluster,
 
 
 def test_queue_timeout_names_what_was_short(bench, ray_cluster, tmp_path):
-    bench.register_project(_held_project("lane_short", ray_cluster["CPU"], queue_timeout=3))
+    bench.register_project(_held_project("lane_short", ray_cluster["CPU"], queue_timeout=8))
     log = str(tmp_path / "short")
     cases = [{"log": log, "role": "hold"}, {"log": log, "role": "wait"}]
     batch = bench.run_batch_test("lane_short", [{}], cases, parallelism=2)
@@ -120,7 +120,7 @@ def test_queue_timeout_names_what_was_short(bench, ray_cluster, tmp_path):
     assert waiting.status == "failed"
     assert waiting.error.type == "NodeQueueTimeoutError"
     assert waiting.error.node == "waiter"
-    assert "CPUs" in waiting.error.message and "queue_timeout=3" in waiting.error.message
+    assert "CPUs" in waiting.error.message and "queue_timeout=8" in waiting.error.message
 
 
 def _burn(stop) -> None:
