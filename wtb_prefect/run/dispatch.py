@@ -23,11 +23,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect_ray.context import remote_options
 
-from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
-from wtb_prefect.worker.workspace import bind_workspace
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
+from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.worker.call import COROUTINE_ATTR
+from wtb_prefect.worker.workspace import bind_workspace
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
 
