@@ -70,6 +70,8 @@ class ExecutionResult:
     flow_run_id: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    evaluator_errors: dict[str, ErrorInfo] = field(default_factory=dict)
+    """Why each evaluator that raised on this execution has no score (the status is unchanged)."""
 
     @property
     def ok(self) -> bool:
@@ -126,5 +128,7 @@ class ExecutionResult:
             **{f"node.{n}_s": round(t, 4) for n, t in self.node_timings.items()},
             **{k: v for k, v in self.scores.items()},
             "error": str(self.error) if self.error else "",
+            **({"evaluator_errors": "; ".join(f"{n}: {e}" for n, e in self.evaluator_errors.items())}
+               if self.evaluator_errors else {}),
             "execution_id": self.execution_id,
         }

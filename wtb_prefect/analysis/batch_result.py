@@ -64,6 +64,10 @@ class BatchTestResult:
     def summary(self, metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
         """One row per variant combination: success rate, latency and mean scores.
 
+        A score's mean is over the executions its evaluator scored; an
+        evaluator that raised on some executions adds an ``<evaluator> errors``
+        column counting them (see :attr:`ExecutionResult.evaluator_errors`).
+
         ``metrics`` adds a column per named execution metric (see
         :attr:`ExecutionResult.metrics`, e.g. ``"node.retriever.latency_s"`` or
         ``"total.compute_ms"``): its median over the completed executions.
@@ -85,6 +89,8 @@ class BatchTestResult:
             for name in score_names:
                 values = [r.scores[name] for r in group if name in r.scores]
                 row[name] = round(statistics.fmean(values), 4) if values else None
+            for name in sorted({n for r in group for n in r.evaluator_errors}):
+                row[f"{name} errors"] = sum(name in r.evaluator_errors for r in group)
             rows.append(row)
         return rows
 

@@ -6,6 +6,7 @@ import copy
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,7 +43,6 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
     instance of the original exception class); a call that outlives
     ``timeout`` seconds is cancelled on Ray and raises ``TimeoutError``.
     """
-    import ray
 
     remote = _remote_call(options)
 
@@ -56,10 +56,7 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
         carrier = scope.carrier(_task_run_attributes()) if scope is not None else None
         ref = remote.remote(fn, args, kwargs, carrier)
         try:
-            result, extras = ray.get(ref, timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            ray.cancel(ref, force=True)
-            raise TimeoutError(f"{getattr(fn, '__name__', 'task')} did not finish within {timeout}s") from None
+            result, extras = _wait(ref, fn, options, timeout)
         except Exception as exc:
             cause = getattr(exc, "cause", None)
             absorb_worker_extras(getattr(exc, EXTRAS_ATTR, None) or getattr(cause, EXTRAS_ATTR, None))
@@ -68,6 +65,46 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
         return result
 
     return on_ray
+
+
+_FEASIBILITY_CHECK_S = 2.0
+"""How often a call that has not finished checks that some alive Ray node can still run it."""
+
+
+def _wait(ref: Any, fn: Callable[..., Any], options: dict[str, Any], timeout: float | None) -> Any:
+    """``ray.get(ref)`` within ``timeout``, failing when no alive node can run the task any more.
+
+    Ray re-runs a task whose node died on another node, and queues it forever
+    when no node offers its resources (for example a custom resource that only
+    the lost node had).
+
+    Raises:
+        TimeoutError: the call outlived ``timeout`` (it is cancelled on Ray).
+        ResourceUnsatisfiableError: no alive node can run it (it is cancelled on Ray).
+    """
+    import ray
+
+    from wtb_prefect.errors import ResourceUnsatisfiableError
+    from wtb_prefect.services.ray_cluster import unsatisfiable_reason
+
+    name = getattr(fn, "__name__", "task")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = _FEASIBILITY_CHECK_S if deadline is None else min(_FEASIBILITY_CHECK_S, deadline - time.monotonic())
+        try:
+            return ray.get(ref, timeout=max(step, 0.0))
+        except ray.exceptions.GetTimeoutError:
+            pass
+        if deadline is not None and time.monotonic() >= deadline:
+            ray.cancel(ref, force=True)
+            raise TimeoutError(f"{name} did not finish within {timeout}s") from None
+        reason = unsatisfiable_reason(options)
+        if reason is not None:
+            ray.cancel(ref, force=True)
+            raise ResourceUnsatisfiableError(
+                f"node {name!r} cannot run: {reason}. Ray would queue it forever. Fix: give the cluster a "
+                "node with that resource again and resume the execution, or lower the node's request"
+            )
 
 
 def _task_run_attributes() -> dict[str, Any]:

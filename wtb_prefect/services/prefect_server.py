@@ -147,6 +147,8 @@ class PrefectServer:
         )
         prefect_cli = Path(sys.executable).with_name("prefect")
         command = [str(prefect_cli)] if prefect_cli.exists() else [sys.executable, "-m", "prefect"]
+        if database.startswith("sqlite"):  # write transactions that wait for SQLite's lock (see the module)
+            command = [sys.executable, "-m", "wtb_prefect.services.prefect_sqlite"]
         with open(log_file, "ab") as log:
             process = subprocess.Popen(
                 [*command, "server", "start", "--host", "127.0.0.1", "--port", str(port)],

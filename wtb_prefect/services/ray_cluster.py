@@ -13,7 +13,7 @@ from typing import Any
 from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
 
-__all__ = ["check_resources", "cluster_resources", "connect_ray", "worker_env_vars"]
+__all__ = ["check_resources", "cluster_resources", "connect_ray", "unsatisfiable_reason", "worker_env_vars"]
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -206,3 +206,28 @@ def check_resources(requests: Mapping[str, NodeResourceConfig]) -> None:
             f"Fix: lower {field} for {node!r} in ExecutionConfig.node_resources (or the variant's "
             "resources), or join a cluster that has it through RayConfig.address"
         )
+
+
+_OPTION_KEYS = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+
+
+def unsatisfiable_reason(options: Mapping[str, Any]) -> str | None:
+    """Why no alive node of the cluster can run a task with these Ray ``options`` now, or None.
+
+    A task whose node left the cluster is retried by Ray on another node; if
+    none offers what it asks for, Ray would queue it forever instead.
+    """
+    need = {key: float(options[opt]) for opt, key in _OPTION_KEYS.items() if options.get(opt)}
+    need.update({k: float(v) for k, v in (options.get("resources") or {}).items() if v})
+    if not need:
+        return None
+    totals = _node_totals()
+    if any(all(t.get(k, 0.0) >= v for k, v in need.items()) for t in totals):
+        return None
+    missing = [k for k, v in need.items() if max((t.get(k, 0.0) for t in totals), default=0.0) < v]
+    key = missing[0] if missing else next(iter(need))
+    most = max((t.get(key, 0.0) for t in totals), default=0.0)
+    return (
+        f"it requests {key}={need[key]:g}, but no alive node of the Ray cluster has more than {most:g} "
+        f"({len(totals)} node(s) alive; a node that had it left the cluster)"
+    )
