@@ -174,6 +174,36 @@ def _take_queue(worker: Any) -> list[Any]:
         worker._queue.task_done()
 
 
+def _with_flow_run(worker: Any, event: Any) -> Any:
+    """``event`` with its flow run among its related resources.
+
+    Prefect's events worker adds the run context's resources to an event only
+    when it sends it; an event still queued has only the context it was made
+    in. The task-run recorder needs the flow run to file the task run under it.
+    """
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.events.schemas.events import RelatedResource
+
+    if any(r.role == "flow-run" for r in event.related):
+        return event
+    context = worker._context_cache.pop(event.id, None)
+    if context is None:
+        return event
+
+    def flow_run() -> tuple[Any, Any]:
+        run = getattr(FlowRunContext.get(), "flow_run", None)
+        task_run = getattr(TaskRunContext.get(), "task_run", None)
+        return getattr(run, "id", None) or getattr(task_run, "flow_run_id", None), getattr(run, "name", None)
+
+    flow_run_id, name = context.run(flow_run)
+    if flow_run_id is not None:
+        resource = {"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"}
+        if name:
+            resource["prefect.resource.name"] = name
+        event.related.append(RelatedResource.model_validate(resource))
+    return event
+
+
 def _stop_now(worker: Any) -> None:
     """Stop a Prefect queue service without handling what it holds (its current item included)."""
     task, loop = worker._task, worker._loop
@@ -199,7 +229,7 @@ def hold_back_buffered_work() -> HeldBack:
         for worker in [s for s in services if isinstance(s, EventsWorker)]:
             client = getattr(worker, "_client", None)
             unconfirmed = list(getattr(client, "_unconfirmed_events", []) or [])
-            queued = _take_queue(worker)
+            queued = [_with_flow_run(worker, event) for event in _take_queue(worker)]
             _stop_now(worker)
             seen: set[Any] = set()
             for event in [*unconfirmed, *queued]:
