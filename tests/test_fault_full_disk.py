@@ -120,7 +120,9 @@ def test_state_disk_full_mid_batch_ends_clearly_and_resumes_consistently(ray_clu
             records = index.list(batch_id=batch_id)
             assert len(records) == CASES
             statuses = {r.execution_id: r.status for r in records}
-            assert set(statuses.values()) <= {"completed", "interrupted", "pending"}, statuses
+            # "running" here: the driver, alive, could not write on the full disk that it stopped them
+            # (it reads them as interrupted itself, and so does every process once it exits)
+            assert set(statuses.values()) <= {"completed", "interrupted", "pending", "running"}, statuses
             completed_before = {e for e, s in statuses.items() if s == "completed"}
             assert len(completed_before) >= 2
             started_before = {e: index.result(e).started_at for e in completed_before}

@@ -27,9 +27,17 @@ from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, Workflow
 from wtb_prefect.services.ray_cluster import worker_env_vars
 
 marker = {marker!r}
-cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 2, "resources": {{"shared": 1}}}})
-side = cluster.add_node(num_cpus=2, resources={{"side": 1, "shared": 1}})
-cluster.wait_for_nodes()
+for attempt in range(3):  # a raylet gives up when its agents start slowly on a loaded machine
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=2, resources={{"shared": 1}}, include_dashboard=False)
+        side = cluster.add_node(num_cpus=2, resources={{"side": 1, "shared": 1}})
+        cluster.wait_for_nodes()
+        break
+    except Exception:
+        cluster.shutdown()
+        if attempt == 2:
+            raise
 ray.init(address=cluster.address, runtime_env={{"env_vars": worker_env_vars()}}, namespace="wtb_prefect")
 
 small = dict(num_cpus=0.25, memory="64MB")

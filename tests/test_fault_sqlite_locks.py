@@ -8,6 +8,7 @@ recorder committed in between.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 
@@ -40,7 +41,8 @@ def test_500_task_batch_with_worker_heartbeats_leaves_no_database_locked_error(b
 
     name = _name("sqlite_locks")
     bench.register_project(ctl_graphs.make_project(name, "sqlite"))
-    worker = threading.Thread(target=heartbeats, daemon=True)
+    # the thread talks to the session's server: it runs in a copy of this context (Prefect's settings)
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(heartbeats,), daemon=True)
     worker.start()
     try:
         batch = bench.run_batch_test(name, [{}], [_state(tmp_path, x=x) for x in range(EXECUTIONS)], parallelism=8)
