@@ -16,12 +16,19 @@ from wtb_prefect.batch.observers import BatchObserver, watching
 from wtb_prefect.batch.plan import BatchPlan, offer_plan, prepare_batch, prepare_batch_resume, prepare_resume
 from wtb_prefect.define.project import WORKFLOW_KEY, WorkflowProject
 from wtb_prefect.define.registry import publish_project, published_projects
-from wtb_prefect.errors import ConfigError, ExecutionStateError, UnknownExecutionError, UnknownProjectError
+from wtb_prefect.errors import (
+    ConfigError,
+    ExecutionStateError,
+    PrefectAPIUnavailableError,
+    UnknownExecutionError,
+    UnknownProjectError,
+)
 from wtb_prefect.integrations.files.api import list_file_snapshots, rollback_files
 from wtb_prefect.results import ExecutionResult
 from wtb_prefect.run.checkpoints import Checkpoint, find_checkpoint, list_checkpoints, rewind
 from wtb_prefect.run.control import CHECKPOINT, PAUSE, request
-from wtb_prefect.run.executions import BatchRecord, ExecutionIndex, ExecutionRecord, open_index
+from wtb_prefect.run.executions import BatchRecord, ExecutionIndex, ExecutionRecord, UnrecordedFlowRun, open_index
+from wtb_prefect.services.prefect_outage import api_answers, bounded_api_waits, hold_back_buffered_work, is_api_error
 from wtb_prefect.services.prefect_server import ensure_prefect_api, use_prefect_api
 from wtb_prefect.settings import WTBSettings, get_settings
 
@@ -184,7 +191,13 @@ class WTBTestBench:
             if on_result is not None:
                 stack.enter_context(watching(plan.batch_id, _ResultCallback(on_result)))
             offer_plan(plan.resume_of or plan.batch_id, plan, parameters)
-            return self._flow(batch_test_flow, plan)(**parameters)
+            try:
+                return self._flow(batch_test_flow, plan)(**parameters)
+            except Exception as exc:
+                outage = _api_outage(plan, exc)
+                if outage is None:
+                    raise
+                raise outage from exc
 
     # ─── Control ───
 
@@ -378,7 +391,7 @@ class WTBTestBench:
         """
         check_plan_resources(plan)
         api_url = ensure_prefect_api(self.settings)
-        with use_prefect_api(api_url):
+        with use_prefect_api(api_url), bounded_api_waits():
             yield
 
     @staticmethod
@@ -409,3 +422,54 @@ class WTBTestBench:
             graph = self._graphs[key] = plan.items[0].compiled.graph
         return graph
 
+
+
+def _api_outage(plan: BatchPlan, exc: Exception) -> PrefectAPIUnavailableError | None:
+    """The typed error of a batch whose end the Prefect API could not record, or None.
+
+    Keeps in the execution index what the API missed (the flow run's final
+    state, the unsent task-run events) for ``run_batch_test(resume=...)``, and
+    stops Prefect's buffering workers so that the process can exit now.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not is_api_error(exc) and api_answers(api_url):
+        return None
+    held = hold_back_buffered_work()
+    index = plan.index
+    records = index.list(batch_id=plan.batch_id)
+    results = [r for r in (index.result(rec.execution_id) for rec in records if rec.finished) if r is not None]
+    ran_here = {item.execution_id for item in plan.items if item.done is None}
+    flow_runs = sorted({rec.flow_run_id for rec in records if rec.flow_run_id and rec.execution_id in ran_here})
+    every_one_finished = len(results) == len(plan.items)
+    for number, flow_run_id in enumerate(flow_runs):
+        index.add_unrecorded(
+            UnrecordedFlowRun(
+                batch_id=plan.batch_id,
+                flow_run_id=flow_run_id,
+                state="COMPLETED" if every_one_finished else "CRASHED",
+                message=(
+                    f"recorded after the Prefect API came back: {len(results)} of {len(plan.items)} executions "
+                    "finished while it was unreachable"
+                ),
+                events=held.events if number == 0 else [],
+            )
+        )
+    batch = BatchTestResult(
+        batch_id=plan.batch_id,
+        project=plan.project.name,
+        results=results,
+        flow_run_id=flow_runs[0] if flow_runs else None,
+    )
+    return PrefectAPIUnavailableError(
+        batch_id=plan.batch_id,
+        project=plan.project.name,
+        api_url=api_url,
+        finished=len(results),
+        total=len(plan.items),
+        index_path=str(index.path),
+        batch=batch,
+        held_events=len(held.events),
+        logs_dropped=held.logs_dropped,
+    )

@@ -321,14 +321,15 @@ def _bench(*projects: Any) -> Any:
 def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``call``; a WTBError (bad input, found before any work) exits with code 2.
 
-    A regression (``RegressionError``, which carries its batch) is passed on.
+    A regression (``RegressionError``, which carries its batch) is passed on, and so are
+    the errors of a batch that stopped resumable (Prefect API gone, state disk full).
     """
     from wtb_prefect.analysis.comparison import RegressionError
-    from wtb_prefect.errors import WTBError
+    from wtb_prefect.errors import PrefectAPIUnavailableError, StateStorageError, WTBError
 
     try:
         return call(*args, **kwargs)
-    except RegressionError:
+    except (RegressionError, PrefectAPIUnavailableError, StateStorageError):
         raise
     except WTBError as exc:
         raise _fail(str(exc)) from None
@@ -393,6 +394,10 @@ def run(
     console.print(table)
     console.print_json(_json(result.final_state))
     console.print(f"execution {result.execution_id}: {result.status}", markup=False, highlight=False)
+    for name, value in result.scores.items():
+        console.print(f"score {name}: {value:g}", markup=False, highlight=False)
+    for name, error in result.evaluator_errors.items():
+        console.print(f"evaluator {name} gave no score: {error}", markup=False, highlight=False)
     _ui_link(result.flow_run_id)
     if result.status == "failed":
         raise _fail(f"execution failed: {result.error}", EXIT_FAILED)
@@ -403,8 +408,11 @@ def run(
 @app.command()
 def batch(
     project: str = typer.Argument(..., help="'package.module:attribute', a project YAML path, or a known name."),
-    cases: str = typer.Option(..., "--cases", help="Test cases: a JSON/YAML file, inline JSON or module:attr."),
+    cases: str = typer.Option(None, "--cases", help="Test cases: a JSON/YAML file, inline JSON or module:attr."),
     matrix: str = typer.Option(None, "--matrix", help="Variant matrix: a JSON/YAML file, inline JSON or module:attr."),
+    resume: str = typer.Option(
+        None, "--resume", help="Finish batch BATCH_ID (killed, out of disk, or its Prefect API was down) instead."
+    ),
     parallelism: int = typer.Option(None, "--parallelism", "-p", min=1, help="Executions at once."),
     baseline: str = typer.Option(None, "--baseline", help="Variant label to compare against (default: the first)."),
     tolerance: list[str] = typer.Option(
@@ -416,20 +424,31 @@ def batch(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
 ) -> None:
-    """Run every variant combination on every test case with a live progress bar."""
+    """Run every variant combination on every test case with a live progress bar.
+
+    With ``--resume BATCH_ID`` (and no cases nor matrix), finish that batch instead: what finished is
+    not run again, and what the Prefect API missed while it was unreachable is recorded.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from wtb_prefect.analysis.comparison import RegressionError
+    from wtb_prefect.errors import PrefectAPIUnavailableError, StateStorageError
 
+    if (cases is None) == (resume is None) or (resume is not None and matrix is not None):
+        raise _fail("give --cases (and optionally --matrix), or --resume BATCH_ID alone")
     proj = _load(project)
-    variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
-    test_cases = _data(cases, "--cases")
     gate = {"baseline": baseline, "tolerances": list(tolerance)} if tolerance else None
     if gate is not None and require_significance:
         gate["require_significance"] = True
     bench = _bench(proj)
+    if resume is not None:
+        variant_matrix, test_cases = None, None
+        total = len(bench.list_executions(batch_id=resume))
+    else:
+        variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
+        test_cases = _data(cases, "--cases")
+        total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
     failed = 0
-    total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
     regression = None
@@ -444,10 +463,12 @@ def batch(
         try:
             result = _guarded(
                 bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
-                parallelism=parallelism, on_result=advance, regression_gate=gate,
+                parallelism=parallelism, on_result=advance, regression_gate=gate, resume=resume,
             )
         except RegressionError as exc:
             regression, result = exc, exc.batch
+        except (PrefectAPIUnavailableError, StateStorageError) as exc:  # the work is kept: say how to finish it
+            raise _fail(str(exc), EXIT_FAILED) from None
     _print_table(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
     _ui_link(result.flow_run_id)
     if output is not None:

@@ -97,3 +97,57 @@ class NodeQueueTimeoutError(ExecutionError, TimeoutError):
     The message names what was short: workers starting, CPUs, GPUs, memory,
     a custom resource, or a rate limit.
     """
+class PrefectAPIUnavailableError(ServiceError):
+    """The Prefect API went away during a batch and was still unreachable at its end.
+
+    The batch itself went on (Ray, LangGraph and the checkpoints do not need
+    the API); every execution that finished has its result in the execution
+    index. ``batch`` holds those results (a ``BatchTestResult``), ``batch_id``
+    names the batch to resume, ``held_events`` counts the task-run events kept
+    for the API and ``logs_dropped`` the log lines dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        project: str,
+        api_url: str | None,
+        finished: int,
+        total: int,
+        index_path: str,
+        batch: object = None,
+        held_events: int = 0,
+        logs_dropped: int = 0,
+    ) -> None:
+        self.batch_id = batch_id
+        self.project = project
+        self.api_url = api_url
+        self.finished = finished
+        self.total = total
+        self.batch = batch
+        self.held_events = held_events
+        self.logs_dropped = logs_dropped
+        super().__init__(
+            f"the Prefect API{f' at {api_url}' if api_url else ''} became unreachable during batch {batch_id!r} "
+            f"and did not come back before it ended. The batch went on without it: {finished} of {total} "
+            f"executions finished and their results are kept in the execution index ({index_path}); the "
+            f"Prefect UI misses the end of the batch's flow run and {held_events} task-run events (kept for it). "
+            f"Fix: once the API answers again, run run_batch_test({project!r}, resume={batch_id!r}) "
+            f"(or `wtb batch {project} --resume {batch_id}`): it records the missing flow-run and task-run "
+            "states and runs only what did not finish"
+        )
+
+
+class StateStorageError(ExecutionError):
+    """The state folder (checkpoints, execution index) could not be written: disk full or failing.
+
+    The execution that hit it is left resumable (``interrupted``) at its last
+    checkpoint; nothing it had stored before is lost. ``batch_id`` names the
+    batch to resume once there is space again.
+    """
+
+    def __init__(self, message: str, *, batch_id: str | None = None, execution_id: str | None = None) -> None:
+        self.batch_id = batch_id
+        self.execution_id = execution_id
+        super().__init__(message)

@@ -84,6 +84,8 @@ class ExecutionResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     repetition: int = 0
     """Which repetition of its (variant, case) this execution is (0 for a single run)."""
+    evaluator_errors: dict[str, ErrorInfo] = field(default_factory=dict)
+    """Why each evaluator that raised on this execution has no score (the status is unchanged)."""
 
     @property
     def ok(self) -> bool:
@@ -147,5 +149,7 @@ class ExecutionResult:
             **{f"node.{n}_s": round(t, 4) for n, t in self.node_timings.items()},
             **{k: v for k, v in self.scores.items()},
             "error": str(self.error) if self.error else "",
+            **({"evaluator_errors": "; ".join(f"{n}: {e}" for n, e in self.evaluator_errors.items())}
+               if self.evaluator_errors else {}),
             "execution_id": self.execution_id,
         }

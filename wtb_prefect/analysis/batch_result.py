@@ -76,6 +76,10 @@ class BatchTestResult:
         and ``queue_p50_s`` their wait for workers and resources. With
         repetitions, ``pass@k``/``pass^k`` of success at the largest k; with
         comparative evaluators, ``<judge> w/t/l`` against the baseline.
+        A score's mean is over the executions its evaluator scored; an
+        evaluator that raised on some executions adds an ``<evaluator> errors``
+        column counting them (see :attr:`ExecutionResult.evaluator_errors`).
+
         ``metrics`` adds a column per named execution metric (see
         :attr:`ExecutionResult.metrics`, e.g. ``"node.retriever.latency_s"`` or
         ``"total.compute_ms"``): its median over the completed executions.
@@ -110,6 +114,8 @@ class BatchTestResult:
             for name in score_names:
                 values = [r.scores[name] for r in group if name in r.scores]
                 row[name] = round(statistics.fmean(values), 4) if values else None
+            for name in sorted({n for r in group for n in r.evaluator_errors}):
+                row[f"{name} errors"] = sum(name in r.evaluator_errors for r in group)
             rows.append(row)
         return rows
 

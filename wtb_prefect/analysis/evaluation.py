@@ -15,15 +15,17 @@ and reported metric, p50/p95 of every latency.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wtb_prefect.analysis.stats import mean_ci, percentile
+from wtb_prefect.results import ErrorInfo
 
 if TYPE_CHECKING:
     from wtb_prefect.results import ExecutionResult
 
-__all__ = ["aggregate_metrics", "is_latency", "lower_is_better", "metric_values", "score_case"]
+__all__ = ["MissingCaseField", "aggregate_metrics", "is_latency", "lower_is_better", "metric_values", "score_case"]
 
 _LOWER_IS_BETTER = ("latency", "error", "cost", "tokens", "duration", "time")
 
@@ -56,7 +58,8 @@ def metric_values(results: Sequence[ExecutionResult], name: str) -> list[float]:
 def aggregate_metrics(results: Sequence[ExecutionResult], confidence: float = 0.95) -> dict[str, float]:
     """One variant combination's figures over its test cases.
 
-    ``cases``, ``success_rate``, ``error_rate``; for each latency
+    ``cases``, ``success_rate``, ``error_rate``; ``evaluator_errors.<evaluator>``
+    (executions an evaluator raised on, when any); for each latency
     ``<name>.p50``, ``<name>.p95`` and ``<name>.mean`` over completed
     executions; for every other metric ``<name>.mean`` and
     ``<name>.ci95_low``/``<name>.ci95_high`` (with ``confidence=0.95``;
@@ -67,6 +70,8 @@ def aggregate_metrics(results: Sequence[ExecutionResult], confidence: float = 0.
         return figures
     figures["success_rate"] = sum(r.status == "completed" for r in results) / len(results)
     figures["error_rate"] = sum(r.status == "failed" for r in results) / len(results)
+    for evaluator in sorted({n for r in results for n in r.evaluator_errors}):
+        figures[f"evaluator_errors.{evaluator}"] = float(sum(evaluator in r.evaluator_errors for r in results))
     names = sorted({name for r in results for name in r.metrics} - {"success", "error"})
     tag = f"ci{round(confidence * 100)}"
     for name in names:
@@ -86,16 +91,51 @@ def aggregate_metrics(results: Sequence[ExecutionResult], confidence: float = 0.
     return figures
 
 
+class MissingCaseField(KeyError):
+    """An evaluator asked the test case for a field it does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _CaseView(dict):
+    """The test case given to an evaluator: a missing field raises :class:`MissingCaseField`."""
+
+    case_id: str = ""
+
+    def __missing__(self, key: Any) -> Any:
+        raise MissingCaseField(
+            f"test case {self.case_id!r} has no {key!r}, which the evaluator needs. "
+            f"Fix: give {key!r} in the test case (it has {sorted(self)})"
+        )
+
+
 def score_case(
-    evaluators: Mapping[str, Callable[[Any, dict[str, Any]], Any]], final_state: Any, case: Mapping[str, Any]
-) -> dict[str, float]:
-    """Every evaluator's score of one execution: ``{name: value}``, or
-    ``{name.key: value}`` for an evaluator that returns a dict."""
+    evaluators: Mapping[str, Callable[[Any, dict[str, Any]], Any]],
+    final_state: Any,
+    case: Mapping[str, Any],
+    case_id: str = "",
+) -> tuple[dict[str, float], dict[str, ErrorInfo]]:
+    """Every evaluator's score of one execution, and the error of each evaluator that raised.
+
+    Scores are ``{name: value}``, or ``{name.key: value}`` for an evaluator
+    that returns a dict. An evaluator that raises has no score; its error is
+    returned under its name instead (a case that lacks a field the evaluator
+    indexes gives a :class:`MissingCaseField` naming the case and the field).
+    """
     scores: dict[str, float] = {}
+    errors: dict[str, ErrorInfo] = {}
     for name, evaluator in evaluators.items():
-        value = evaluator(final_state, dict(case))
-        if isinstance(value, Mapping):
-            scores.update({f"{name}.{k}" if k != name else name: float(v) for k, v in value.items()})
-        else:
-            scores[name] = float(value)
-    return scores
+        view = _CaseView(case)
+        view.case_id = case_id
+        try:
+            value = evaluator(final_state, view)
+            if isinstance(value, Mapping):
+                found = {f"{name}.{k}" if k != name else name: float(v) for k, v in value.items()}
+            else:
+                found = {name: float(value)}
+        except Exception as exc:
+            errors[name] = ErrorInfo(type(exc).__name__, str(exc), None, traceback.format_exc())
+            continue
+        scores.update(found)
+    return scores, errors

@@ -21,12 +21,14 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.batch.analysis import analyse_finished_batch
-from wtb_prefect.batch.flow_runs import mark_crashed
+from wtb_prefect.batch.flow_runs import batch_flow_run_name, mark_crashed, open_flow_runs, record_unrecorded
 from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
+from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ExecutionResult, NodeRecord
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
 from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
+from wtb_prefect.services.prefect_outage import best_effort, mark_api_up
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
 
@@ -67,13 +69,22 @@ def check_plan_resources(plan: BatchPlan) -> None:
 
 
 def _close_dead_flow_runs(plan: BatchPlan, current: str | None) -> None:
-    """Mark Crashed the flow runs whose killed process left executions of this plan interrupted."""
+    """Mark Crashed the flow runs of this batch whose process was killed.
+
+    Those whose executions the index shows interrupted, and, when the batch is
+    resumed, every other open flow run of the batch: a driver killed between
+    two executions, or before its first, left one that no execution names
+    (resuming refuses a batch with an execution running in a live process).
+    """
     dead = set()
     for item in plan.items:
         if item.resume:
             record = plan.index.get(item.execution_id)
             if record is not None and record.status == "interrupted" and record.flow_run_id:
                 dead.add(record.flow_run_id)
+    if current and plan.index.batch(plan.batch_id) is not None:
+        dead.update(open_flow_runs(batch_flow_run_name(plan.project.name, plan.batch_id)))
+    dead.discard(current)
     if dead and current:
         mark_crashed(dead, taken_over_by=current)
 
@@ -132,6 +143,9 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
     """Run every execution of ``plan`` with at most ``plan.concurrency`` at once."""
     check_plan_resources(plan)
     flow_run_id = current_flow_run_id()
+    mark_api_up()  # the flow run started: the API answers
+    if any(item.resume or item.done is not None for item in plan.items):
+        record_unrecorded(plan.index, plan.batch_id)  # before the open flow runs of the batch are closed
     _close_dead_flow_runs(plan, flow_run_id)
     _index_plan(plan)
     observers = observers_for(plan)
@@ -140,7 +154,10 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
     started = time.time()
     results: list[ExecutionResult | None] = [None] * len(plan.items)
     total = len(plan.items)
-    progress_id = create_progress_artifact(progress=0.0, description=f"{plan.project.name} batch {plan.batch_id}")
+    progress_id = best_effort(
+        "progress artifact", create_progress_artifact,
+        progress=0.0, description=f"{plan.project.name} batch {plan.batch_id}",
+    )
     last_update = 0.0
     done = 0
     for index, item in enumerate(plan.items):
@@ -148,6 +165,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             results[index] = item.done
             done += 1
             notify(observers, "on_result", plan, item.done)
+    storage_errors: list[StateStorageError] = []
     with (
         _lanes(plan),
         task_run_log_level(get_settings().task_run_log_level),
@@ -168,13 +186,27 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             if item.done is None
         }
         for future in as_completed(futures):
-            result = future.result()
+            try:
+                result = future.result()
+            except StateStorageError as exc:  # the others go on: what they store where there is room is kept
+                storage_errors.append(exc)
+                continue
             results[futures[future]] = result
             done += 1
             notify(observers, "on_result", plan, result)
-            if time.monotonic() - last_update > 1.0 or done == total:
-                update_progress_artifact(artifact_id=progress_id, progress=100.0 * done / total)
+            if progress_id is not None and (time.monotonic() - last_update > 1.0 or done == total):
+                best_effort(
+                    "progress update", update_progress_artifact, artifact_id=progress_id, progress=100.0 * done / total
+                )
                 last_update = time.monotonic()
+    if storage_errors:
+        first = storage_errors[0]
+        raise StateStorageError(
+            f"{len(storage_errors)} of {total} executions stopped because their state could not be written; "
+            f"the first: {first}",
+            batch_id=plan.batch_id,
+            execution_id=first.execution_id,
+        ) from first
     batch = BatchTestResult(
         batch_id=plan.batch_id,
         project=plan.project.name,

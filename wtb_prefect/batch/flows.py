@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.batch.execute import execute_plan
+from wtb_prefect.batch.flow_runs import batch_flow_run_name
 from wtb_prefect.batch.plan import claim_plan, prepare_batch, prepare_batch_resume, prepare_resume
 from wtb_prefect.define.registry import load_data, resolve_project
 from wtb_prefect.errors import UnknownExecutionError
@@ -75,7 +76,7 @@ def _batch_run_name() -> str:
     parameters = current_flow_run.parameters
     project = resolve_project(parameters["project"]).name
     batch_id = parameters.get("resume") or parameters.get("batch_id") or current_flow_run.id.replace("-", "")[:12]
-    return f"{project}-batch-{batch_id}"
+    return batch_flow_run_name(project, batch_id)
 
 
 def _run_name() -> str:

@@ -62,7 +62,11 @@ def enforce_regression_gate(
     try:
         from prefect.artifacts import create_table_artifact
 
-        create_table_artifact(
+        from wtb_prefect.services.prefect_outage import best_effort
+
+        best_effort(
+            "regression-gate artifact",
+            create_table_artifact,
             key=artifact_key(batch.project, "regression-gate"),
             table=rows or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
             description=f"Regression gate of batch {batch.batch_id} against {base_label}: "

@@ -11,6 +11,7 @@ from wtb_prefect.analysis.stats import mean_ci
 from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.scope import is_single_run
+from wtb_prefect.services.prefect_outage import best_effort
 
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
@@ -70,7 +71,9 @@ class ComparisonArtifactObserver(BatchObserver):
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
         if is_single_run():
             return
-        create_table_artifact(
+        best_effort(
+            "comparison artifact",
+            create_table_artifact,
             key=artifact_key(plan.project.name, "comparison"),
             table=summary_rows(batch),
             description=f"Variant comparison of batch {plan.batch_id} ({len(plan.items)} executions): "
@@ -79,7 +82,9 @@ class ComparisonArtifactObserver(BatchObserver):
         if len(batch.by_variant()) < 2:
             return
         base = resolve_baseline(batch, None)
-        create_table_artifact(
+        best_effort(
+            "comparison artifact",
+            create_table_artifact,
             key=artifact_key(plan.project.name, "vs-baseline"),
             table=compact_comparison(batch),
             description=f"Batch {batch.batch_id}: each variant combination against {base}, paired by case "

@@ -8,6 +8,7 @@ batch layer attaches its observers there).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections.abc import Mapping
@@ -20,11 +21,12 @@ from prefect.context import FlowRunContext
 from wtb_prefect.analysis.evaluation import score_case
 from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.state import TestCase
+from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ErrorInfo, ExecutionResult, NodeRecord
 from wtb_prefect.run.compile import CompiledVariant
 from wtb_prefect.run.control import CHECKPOINT, controlled_run
 from wtb_prefect.run.dispatch import ExecutionContext, set_current_execution
-from wtb_prefect.run.executions import ExecutionIndex
+from wtb_prefect.run.executions import ExecutionIndex, storage_failure
 
 __all__ = ["ExecutionHooks", "ExecutionItem", "current_flow_run_id", "run_execution"]
 
@@ -96,7 +98,44 @@ def run_execution(
     batch_id: str | None,
     hooks: ExecutionHooks | None = None,
 ) -> ExecutionResult:
-    """Run (or resume) one execution to its end, failure or pause; record it in the index."""
+    """Run (or resume) one execution to its end, failure or pause; record it in the index.
+
+    Raises:
+        StateStorageError: the checkpoints or the index could not be written (disk
+            full or failing); the execution is left interrupted at its last checkpoint.
+    """
+    try:
+        return _run_execution(
+            item, project=project, index=index, durability=durability, batch_id=batch_id, hooks=hooks
+        )
+    except Exception as exc:
+        reason = storage_failure(exc)
+        if reason is None:
+            raise
+        with contextlib.suppress(Exception):  # the index may be on the full disk too
+            index.set_status(item.execution_id, "interrupted")
+        resume = f"run_batch_test({project.name!r}, resume={batch_id!r})" if batch_id else "wtb.resume(execution_id)"
+        raise StateStorageError(
+            f"the state of execution {item.execution_id!r} could not be written ({reason}): the disk of the "
+            f"state folder {index.path.parent} (or of the checkpoint storage) is full or failing. The "
+            "execution stopped at its last checkpoint, and every result and checkpoint stored before is kept. "
+            f"Fix: free space there, then run {resume}",
+            batch_id=batch_id,
+            execution_id=item.execution_id,
+        ) from exc
+    finally:
+        index.release(item.execution_id)
+
+
+def _run_execution(
+    item: ExecutionItem,
+    *,
+    project: WorkflowProject,
+    index: ExecutionIndex,
+    durability: str,
+    batch_id: str | None,
+    hooks: ExecutionHooks | None = None,
+) -> ExecutionResult:
     hooks = hooks or ExecutionHooks()
     compiled = item.compiled
     ctx = ExecutionContext(item.execution_id, compiled.label, item.case.case_id)
@@ -136,6 +175,8 @@ def run_execution(
         result.status = "paused"
         result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
     except Exception as exc:
+        if storage_failure(exc) is not None:
+            raise  # not the execution's failure: it stops resumable (see run_execution)
         result.status = "failed"
         result.error = ErrorInfo(type(exc).__name__, str(exc), ctx.failed_node, traceback.format_exc())
         try:
@@ -150,11 +191,10 @@ def run_execution(
     result.duration_s = time.perf_counter() - t0
     result.nodes = ctx.records
     if result.status == "completed" and project.evaluators:
-        try:
-            result.scores = score_case(project.evaluators, result.final_state, item.raw_case)
-        except Exception as exc:
-            result.status = "failed"
-            result.error = ErrorInfo(type(exc).__name__, f"evaluator failed: {exc}", None, traceback.format_exc())
+        # an evaluator that raises leaves its score out; the execution itself ran fine
+        result.scores, result.evaluator_errors = score_case(
+            project.evaluators, result.final_state, item.raw_case, item.case.case_id
+        )
     hooks.on_execution_end(item, result)  # may add provenance: store after it
     index.finish(result)
     return result

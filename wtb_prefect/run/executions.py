@@ -24,7 +24,15 @@ from typing import Any, Literal
 
 from wtb_prefect.results import ExecutionResult
 
-__all__ = ["BatchRecord", "ExecutionIndex", "ExecutionRecord", "open_index", "process_alive"]
+__all__ = [
+    "BatchRecord",
+    "ExecutionIndex",
+    "ExecutionRecord",
+    "UnrecordedFlowRun",
+    "open_index",
+    "process_alive",
+    "storage_failure",
+]
 
 IndexStatus = Literal["pending", "running", "paused", "completed", "failed", "interrupted"]
 FINISHED = ("completed", "failed")
@@ -60,7 +68,36 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_batch ON executions(batch_id, position);
 CREATE INDEX IF NOT EXISTS executions_project ON executions(project, created_at);
+CREATE TABLE IF NOT EXISTS unrecorded_flow_runs (
+    batch_id TEXT NOT NULL,
+    flow_run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL,
+    events BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (batch_id, flow_run_id)
+);
 """
+
+
+_STORAGE_MESSAGES = ("database or disk is full", "disk i/o error", "no space left on device", "disk quota exceeded")
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """What says that ``exc`` (or its cause) is the state storage being full or failing, or None."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return str(current)
+        if type(current).__name__ == "DiskFull" or any(m in str(current).lower() for m in _STORAGE_MESSAGES):
+            if isinstance(current, (sqlite3.Error, OSError)) or type(current).__module__.startswith("psycopg"):
+                return f"{type(current).__name__}: {current}"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def process_alive(host: str | None, pid: int | None) -> bool:
@@ -129,12 +166,28 @@ class BatchRecord:
     created_at: float
 
 
+@dataclass(frozen=True)
+class UnrecordedFlowRun:
+    """A flow run whose end the Prefect API missed (it was unreachable), kept for reconciliation."""
+
+    batch_id: str
+    flow_run_id: str
+    state: str
+    """The Prefect state type to record (``COMPLETED`` or ``CRASHED``)."""
+    message: str
+    events: list[str]
+    """Task-run events (JSON) the API never confirmed."""
+
+
 class ExecutionIndex:
     """Thread- and process-safe access to the index file (one connection per thread)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._active: set[str] = set()
+        """Executions this process runs now (a record of this process marked running but not
+        in here was left by a run that stopped: it reads as interrupted)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
@@ -185,11 +238,16 @@ class ExecutionIndex:
 
     def mark_running(self, execution_id: str, flow_run_id: str | None = None) -> None:
         """This process (in Prefect flow run ``flow_run_id``) runs the execution from now on."""
+        self._active.add(execution_id)
         self._conn().execute(
             "UPDATE executions SET status='running', owner_host=?, owner_pid=?, flow_run_id=?, error=NULL,"
             " updated_at=? WHERE execution_id=?",
             (socket.gethostname(), os.getpid(), flow_run_id, time.time(), execution_id),
         )
+
+    def release(self, execution_id: str) -> None:
+        """This process no longer runs the execution (whatever the index could store about it)."""
+        self._active.discard(execution_id)
 
     def finish(self, result: ExecutionResult) -> None:
         """Store an execution's result and final status (completed, failed or paused)."""
@@ -215,12 +273,35 @@ class ExecutionIndex:
             "UPDATE executions SET request=? WHERE execution_id=?", (request, execution_id)
         )
 
+    def add_unrecorded(self, run: UnrecordedFlowRun) -> None:
+        """Keep what the Prefect API missed of a flow run until it is reconciled."""
+        self._conn().execute(
+            "INSERT OR REPLACE INTO unrecorded_flow_runs VALUES (?,?,?,?,?,?)",
+            (run.batch_id, run.flow_run_id, run.state, run.message, json.dumps(run.events), time.time()),
+        )
+
+    def clear_unrecorded(self, batch_id: str, flow_run_id: str) -> None:
+        """Forget a flow run once the Prefect API has recorded it."""
+        self._conn().execute(
+            "DELETE FROM unrecorded_flow_runs WHERE batch_id=? AND flow_run_id=?", (batch_id, flow_run_id)
+        )
+
     # ─── reading ───
+
+    def unrecorded(self, batch_id: str) -> list[UnrecordedFlowRun]:
+        """The flow runs of a batch whose end the Prefect API has not recorded yet."""
+        rows = self._conn().execute(
+            "SELECT * FROM unrecorded_flow_runs WHERE batch_id=? ORDER BY created_at", (batch_id,)
+        ).fetchall()
+        return [
+            UnrecordedFlowRun(r["batch_id"], r["flow_run_id"], r["state"], r["message"], json.loads(r["events"]))
+            for r in rows
+        ]
 
     def get(self, execution_id: str) -> ExecutionRecord | None:
         """The record of one execution, or None."""
         row = self._conn().execute("SELECT * FROM executions WHERE execution_id=?", (execution_id,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else self._record(row)
 
     def requests(self, execution_ids: Sequence[str]) -> dict[str, str]:
         """Pending control requests of the given executions."""
@@ -247,7 +328,7 @@ class ExecutionIndex:
             sql, args = sql + " AND project=?", [*args, project]
         if batch_id is not None:
             sql, args = sql + " AND batch_id=?", [*args, batch_id]
-        records = [_record(r) for r in self._conn().execute(sql + " ORDER BY created_at, position", args)]
+        records = [self._record(r) for r in self._conn().execute(sql + " ORDER BY created_at, position", args)]
         return [r for r in records if status is None or r.status == status]
 
     def batch(self, batch_id: str) -> BatchRecord | None:
@@ -265,6 +346,18 @@ class ExecutionIndex:
             sql, args = sql + " WHERE project=?", [project]
         ids = [r["batch_id"] for r in self._conn().execute(sql + " ORDER BY created_at", args)]
         return [b for b in (self.batch(i) for i in ids) if b is not None]
+
+
+    def _record(self, row: sqlite3.Row) -> ExecutionRecord:
+        record = _record(row)
+        if (
+            record.status == "running"
+            and row["owner_pid"] == os.getpid()
+            and row["owner_host"] == socket.gethostname()
+            and record.execution_id not in self._active
+        ):
+            return replace(record, status="interrupted")  # its run in this process stopped without a word
+        return record
 
 
 def _record(row: sqlite3.Row) -> ExecutionRecord:

@@ -451,12 +451,44 @@ def remote_task(options: dict[str, Any]) -> Any:
     return remote
 
 
-def _get(ref: Any, timeout: float | None) -> tuple[Any, dict[str, Any]]:
-    """``ray.get``, with a body's timeout raised as the plain ``TimeoutError`` it is."""
+_FEASIBILITY_CHECK_S = 2.0
+"""How often a call that has not finished checks that some alive Ray node can still run it."""
+
+
+def _get(ref: Any, timeout: float | None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """``ray.get``, with a body's timeout raised as the plain ``TimeoutError`` it is.
+
+    While it waits, it checks every few seconds that some alive Ray node can
+    still run the call: Ray re-runs a task whose node died on another node, but
+    queues it forever when no node offers its resources any more (a custom
+    resource only the lost node had).
+
+    Raises:
+        ray.exceptions.GetTimeoutError: ``timeout`` passed.
+        ResourceUnsatisfiableError: no alive node can run the call (it is cancelled on Ray).
+    """
     import ray
 
+    from wtb_prefect.errors import ResourceUnsatisfiableError
+    from wtb_prefect.services.ray_cluster import unsatisfiable_reason
+
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        result, extras = ray.get(ref, timeout=timeout)
+        while True:
+            step = _FEASIBILITY_CHECK_S if deadline is None else min(_FEASIBILITY_CHECK_S, deadline - time.monotonic())
+            try:
+                result, extras = ray.get(ref, timeout=max(step, 0.0))
+                break
+            except ray.exceptions.GetTimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            reason = unsatisfiable_reason(options) if options else None
+            if reason is not None:
+                ray.cancel(ref, force=True)
+                raise ResourceUnsatisfiableError(
+                    f"a node call cannot run: {reason}. Ray would queue it forever. Fix: give the cluster a "
+                    "node with that resource again and resume the execution, or lower the node's request"
+                )
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, StartDeadlineExceeded):
             raise exc.cause from None
@@ -520,13 +552,13 @@ def call_node(
         ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout, start_by)
         short = None
         try:
-            return _get(ref, max(0.0, deadline - time.monotonic()))
+            return _get(ref, max(0.0, deadline - time.monotonic()), options)
         except ray.exceptions.GetTimeoutError:
             short = _shortage(spec.request)  # what was short when the wait ran out
         except StartDeadlineExceeded:
             raise _queue_error(spec, _shortage(spec.request)) from None
         try:  # started in time and running, or about to be refused by its worker
-            return _get(ref, None if timeout is None else timeout + GRACE_S)
+            return _get(ref, None if timeout is None else timeout + GRACE_S, options)
         except StartDeadlineExceeded:
             raise _queue_error(spec, short) from None
         except ray.exceptions.GetTimeoutError:

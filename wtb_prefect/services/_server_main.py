@@ -70,8 +70,11 @@ def _calm_pubsub() -> None:
 
 def main() -> None:
     """Run ``prefect <argv>`` (normally ``server start ...``) in this process."""
+    from wtb_prefect.services.prefect_sqlite import immediate_write_transactions
+
     _calm_docket_worker()
     _calm_pubsub()
+    immediate_write_transactions()  # SQLite write transactions wait for the lock instead of failing
     from prefect.cli import app
 
     sys.argv = ["prefect", *sys.argv[1:]]

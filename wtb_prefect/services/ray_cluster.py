@@ -36,6 +36,7 @@ __all__ = [
     "cluster_resources",
     "connect_ray",
     "local_cluster_resources",
+    "unsatisfiable_reason",
     "worker_env_vars",
 ]
 
@@ -488,3 +489,28 @@ class RayHead:
             with contextlib.suppress(psutil.Error):
                 if any(info.temp_dir in part for part in proc.info["cmdline"] or []):
                     proc.kill()
+
+
+_OPTION_KEYS = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+
+
+def unsatisfiable_reason(options: Mapping[str, Any]) -> str | None:
+    """Why no alive node of the cluster can run a task with these Ray ``options`` now, or None.
+
+    A task whose node left the cluster is retried by Ray on another node; if
+    none offers what it asks for, Ray would queue it forever instead.
+    """
+    need = {key: float(options[opt]) for opt, key in _OPTION_KEYS.items() if options.get(opt)}
+    need.update({k: float(v) for k, v in (options.get("resources") or {}).items() if v})
+    if not need:
+        return None
+    totals = _node_totals()
+    if any(all(t.get(k, 0.0) >= v for k, v in need.items()) for t in totals):
+        return None
+    missing = [k for k, v in need.items() if max((t.get(k, 0.0) for t in totals), default=0.0) < v]
+    key = missing[0] if missing else next(iter(need))
+    most = max((t.get(key, 0.0) for t in totals), default=0.0)
+    return (
+        f"it requests {key}={need[key]:g}, but no alive node of the Ray cluster has more than {most:g} "
+        f"({len(totals)} node(s) alive; a node that had it left the cluster)"
+    )

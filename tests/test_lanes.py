@@ -1,0 +1,153 @@
+"""I/O lanes: LLM-shaped nodes run many at a time in actors, with timeouts on their own run time,
+a cold start that spends no timeout, rate limits, and retries when an actor dies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import lane_graphs as lg
+import pytest
+
+from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
+from wtb_prefect.run.lanes import CallLimiter
+
+
+def _project(name, factory, resources=None, **execution) -> WorkflowProject:
+    execution.setdefault("ray_config", RayConfig(max_retries=0))
+    return WorkflowProject(
+        name=name,
+        graph_factory=factory,
+        execution=ExecutionConfig(
+            default_node_resources=resources or NodeResourceConfig(num_cpus=0.1, memory="64MB"), **execution
+        ),
+    )
+
+
+def _events(log: Path) -> list[tuple[int, str, int]]:
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return [(int(t), kind, int(pid)) for t, kind, pid in rows]
+
+
+def _most_at_once(events: list[tuple[int, str, int]]) -> int:
+    running = most = 0
+    for _, kind, _ in sorted(events, key=lambda e: (e[0], e[1] != "end")):  # an end before a start at a tie
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    return most
+
+
+def test_in_flight_limit_holds_across_actors(bench, tmp_path):
+    """30 calls under max_in_flight=5 never have more than 5 bodies running, across 3 actors."""
+    log = tmp_path / "calls.log"
+    resources = NodeResourceConfig(num_cpus=0.1, memory="64MB", max_in_flight=5, calls_per_worker=2)
+    bench.register_project(_project("lane_limit", lg.one_call_graph, resources))
+    cases = [{"x": i, "log": str(log), "seconds": 0.5} for i in range(30)]
+    batch = bench.run_batch_test("lane_limit", [{}], cases, parallelism=30)
+    assert not batch.failed, batch.failed[0].error
+    events = _events(log)
+    assert len(events) == 60
+    assert 2 <= _most_at_once(events) <= 5
+    assert len({pid for _, _, pid in events}) <= 3, "the calls ran in the pool's actors, not a process each"
+
+
+def test_calls_per_second_limit_paces_starts():
+    """A per-second limit spaces call starts by 1/rate (a pure unit test of the driver's limiter)."""
+    limiter = CallLimiter(max_in_flight=None, per_second=20)
+    starts = []
+    for _ in range(11):
+        assert limiter.acquire(time.monotonic() + 10) is None
+        starts.append(time.monotonic())
+        limiter.release()
+    assert starts[-1] - starts[0] >= 10 / 20 - 0.01
+
+
+def test_in_flight_limit_reports_what_was_short():
+    limiter = CallLimiter(max_in_flight=1, per_second=None)
+    assert limiter.acquire(time.monotonic() + 1) is None
+    assert "max_in_flight" in limiter.acquire(time.monotonic() + 0.05)
+
+
+@pytest.mark.parametrize(
+    ("factory", "io_bound"),
+    [(lg.sleeper_graph, False), (lg.sleeper_graph, True), (lg.async_sleeper_graph, False)],
+    ids=["ray_task", "threaded_actor", "async_actor"],
+)
+def test_node_sleeping_past_its_timeout_fails_with_the_timeout(bench, factory, io_bound):
+    name = f"lane_timeout_{factory.__name__}_{io_bound}"
+    resources = NodeResourceConfig(num_cpus=0.1, memory="64MB", io_bound=io_bound)
+    bench.register_project(_project(name, factory, resources, node_timeouts={"sleeper": 2}))
+    result = bench.run(project=name, initial_state={"x": 0, "seconds": 60})
+    assert result.status == "failed"
+    assert result.error.type == "TimeoutError", result.error
+    assert "timeout of 2" in result.error.message
+    assert result.nodes[0].run_s is not None and result.nodes[0].run_s < 60
+
+
+def _held_project(name, cpus, **execution):
+    project = _project(name, lg.held_resource_graph, **execution)
+    project.execution.node_resources = {
+        "holder": NodeResourceConfig(num_cpus=cpus, memory="64MB"),
+        "gate": NodeResourceConfig(num_cpus=0, memory="16MB"),
+        "waiter": NodeResourceConfig(num_cpus=1, memory="64MB"),
+    }
+    return project
+
+
+def test_wait_for_a_held_resource_does_not_spend_the_timeout(bench, ray_cluster, tmp_path):
+    """A node that waits ~20 s for CPUs another node holds, then runs 1 s, succeeds within a 5 s timeout."""
+    project = _held_project("lane_held", ray_cluster["CPU"], node_timeouts={"holder": 120, "gate": 120, "waiter": 5})
+    bench.register_project(project)
+    log = str(tmp_path / "held")
+    cases = [{"log": log, "role": "hold"}, {"log": log, "role": "wait"}]
+    batch = bench.run_batch_test("lane_held", [{}], cases, parallelism=2)
+    assert not batch.failed, batch.failed[0].error
+    holder = next(r for r in batch.results[0].nodes if r.node == "holder")
+    waiter = next(r for r in batch.results[1].nodes if r.node == "waiter")
+    timing = [(r.node, r.started_at, r.queue_s, r.run_s) for r in (holder, waiter)]
+    assert waiter.queue_s > 5, f"the waiter queued for longer than its timeout: {timing}"
+
+
+def test_queue_timeout_names_what_was_short(bench, ray_cluster, tmp_path):
+    bench.register_project(_held_project("lane_short", ray_cluster["CPU"], queue_timeout=8))
+    log = str(tmp_path / "short")
+    cases = [{"log": log, "role": "hold"}, {"log": log, "role": "wait"}]
+    batch = bench.run_batch_test("lane_short", [{}], cases, parallelism=2)
+    holder, waiting = batch.results
+    assert holder.status == "completed", holder.error
+    assert waiting.status == "failed"
+    assert waiting.error.type == "NodeQueueTimeoutError"
+    assert waiting.error.node == "waiter"
+    assert "CPUs" in waiting.error.message and "queue_timeout=8" in waiting.error.message
+
+
+def _burn(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def test_cold_batch_under_cpu_load_has_no_failure(bench):
+    """A cold pool (new resource shape) at 12x the CPU count, with every CPU kept busy, loses nothing."""
+    cpus = os.cpu_count() or 2
+    stop = multiprocessing.Event()
+    burners = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True) for _ in range(cpus)]
+    for proc in burners:
+        proc.start()
+    try:
+        resources = NodeResourceConfig(num_cpus=0.1, memory="72MB", calls_per_worker=8)  # a shape no test used
+        bench.register_project(
+            _project("lane_cold", lg.two_call_graph, resources, node_timeouts={"first": 5, "second": 5})
+        )
+        n = 12 * cpus
+        cases = [{"x": i, "log": os.devnull, "seconds": 1.0} for i in range(n)]
+        batch = bench.run_batch_test("lane_cold", [{}], cases, parallelism=n)
+    finally:
+        stop.set()
+        for proc in burners:
+            proc.join(10)
+    assert not batch.failed, batch.failed[0].error
+    assert [r.final_state["x"] for r in batch.results] == [2 * (i + 1) for i in range(n)]
+
+
