@@ -20,6 +20,8 @@ from rich.table import Table
 app = typer.Typer(help="wtb: test LangGraph workflows on Prefect and Ray.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded Prefect server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+cache_app = typer.Typer(help="The persistent node-call cache (ExecutionConfig.node_cache='persistent').", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 console = Console()
 
 EXIT_FAILED = 1
@@ -415,6 +417,10 @@ def batch(
         help="A regression also needs the paired verdict, corrected over the batch's tests, to be 'worse'.",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
+    repetitions: int = typer.Option(1, "--repetitions", "-r", help="Independent samples per (variant, case)."),
+    node_cache: str = typer.Option(
+        None, "--node-cache", help="off | batch (share identical node calls; default) | persistent (also across batches)."
+    ),
 ) -> None:
     """Run every variant combination on every test case with a live progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -422,6 +428,10 @@ def batch(
     from wtb_prefect.analysis.comparison import RegressionError
 
     proj = _load(project)
+    if node_cache is not None:
+        if node_cache not in ("off", "batch", "persistent"):
+            raise _fail(f"--node-cache: is {node_cache!r}. Fix: give off, batch or persistent")
+        proj.execution.node_cache = node_cache
     variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
     test_cases = _data(cases, "--cases")
     gate = {"baseline": baseline, "tolerances": list(tolerance)} if tolerance else None
@@ -429,7 +439,7 @@ def batch(
         gate["require_significance"] = True
     bench = _bench(proj)
     failed = 0
-    total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
+    total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0) * max(repetitions, 1)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
     regression = None
@@ -444,11 +454,12 @@ def batch(
         try:
             result = _guarded(
                 bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
-                parallelism=parallelism, on_result=advance, regression_gate=gate,
+                parallelism=parallelism, on_result=advance, regression_gate=gate, repetitions=repetitions,
             )
         except RegressionError as exc:
             regression, result = exc, exc.batch
     _print_table(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
+    _print_node_calls(result)
     _ui_link(result.flow_run_id)
     if output is not None:
         output.write_text(_json([r.row() for r in result.results]))
@@ -493,6 +504,44 @@ def report(
         import webbrowser
 
         webbrowser.open(path.as_uri())
+def _print_node_calls(result: Any) -> None:
+    calls = result.tracking.get("node_calls")
+    if calls and calls.get("reused"):
+        console.print(
+            f"node calls: {calls['computed']} computed, {calls['reused']} reused "
+            f"({calls['shared']} shared in the batch, {calls['cached']} from the cache); "
+            f"node time saved {calls['time_saved_s']:.1f} s",
+            highlight=False,
+        )
+    for error in (calls or {}).get("uncacheable", []):
+        console.print(f"[yellow]{error}[/yellow]", highlight=False)
+
+
+@cache_app.command("info")
+def cache_info_command(project: str = typer.Option(None, "--project", help="Only this project.")) -> None:
+    """Entries and size of the node-call cache under the state folder."""
+    from wtb_prefect.run.sharing import cache_dir, cache_info
+    from wtb_prefect.settings import get_settings
+
+    state_dir = get_settings().state_dir
+    rows = cache_info(state_dir, project)
+    if not rows:
+        console.print(f"no node-call cache entries under {cache_dir(state_dir)}", highlight=False)
+        return
+    table = Table("project", "entries", "nodes", "size", "path")
+    for row in rows:
+        table.add_row(row["project"], str(row["entries"]), str(row["nodes"]), f"{row['bytes'] / 1e6:.2f} MB", row["path"])
+    console.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear_command(project: str = typer.Option(None, "--project", help="Only this project.")) -> None:
+    """Delete the node-call cache under the state folder (of one project)."""
+    from wtb_prefect.run.sharing import clear_cache
+    from wtb_prefect.settings import get_settings
+
+    removed = clear_cache(get_settings().state_dir, project)
+    console.print(f"removed {removed} node-call cache entries" + (f" of project {project}" if project else ""))
 
 
 def _summary(result: Any, baseline: str | None) -> list[dict[str, Any]]:

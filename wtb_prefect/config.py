@@ -236,6 +236,15 @@ class ExecutionConfig(_Config):
     default_timeout: int = Field(default=300, gt=0)
     node_timeouts: dict[str, float] = Field(default_factory=dict)
     recursion_limit: int = Field(default=25, ge=1)
+    node_cache: Literal["off", "batch", "persistent"] = "batch"
+    """Node-call sharing (:mod:`wtb_prefect.run.sharing`): "batch" runs each distinct node call of a
+    batch once; "persistent" also reuses values across batches; "off" runs every call."""
+    node_cache_storage: str | None = None
+    """A Prefect storage block ('local-file-system/name') for persistent values; default the state folder."""
+    node_cache_exclude: list[str] = Field(default_factory=list)
+    """'node' or 'node:variant' entries that are never shared nor cached."""
+    cache_versions: dict[str, str] = Field(default_factory=dict)
+    """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> ExecutionConfig:

@@ -25,6 +25,7 @@ from wtb_prefect.run.compile import CompiledVariant
 from wtb_prefect.run.control import CHECKPOINT, controlled_run
 from wtb_prefect.run.dispatch import ExecutionContext, set_current_execution
 from wtb_prefect.run.executions import ExecutionIndex
+from wtb_prefect.run.sharing import NodeSharing
 
 __all__ = ["ExecutionHooks", "ExecutionItem", "current_flow_run_id", "run_execution"]
 
@@ -41,6 +42,8 @@ class ExecutionItem:
     """Continue the execution's thread from its latest checkpoint (when it has one)."""
     done: ExecutionResult | None = None
     """The stored result of an execution that finished before; it is not run again."""
+    repetition: int = 0
+    """Which independent sample of (variant, case) this is; node calls are shared only within one."""
 
 
 class ExecutionHooks:
@@ -95,11 +98,17 @@ def run_execution(
     durability: str,
     batch_id: str | None,
     hooks: ExecutionHooks | None = None,
+    sharing: NodeSharing | None = None,
 ) -> ExecutionResult:
-    """Run (or resume) one execution to its end, failure or pause; record it in the index."""
+    """Run (or resume) one execution to its end, failure or pause; record it in the index.
+
+    ``sharing``: the batch's node-call sharing (identical node calls run once).
+    """
     hooks = hooks or ExecutionHooks()
     compiled = item.compiled
-    ctx = ExecutionContext(item.execution_id, compiled.label, item.case.case_id)
+    ctx = ExecutionContext(
+        item.execution_id, compiled.label, item.case.case_id, repetition=item.repetition, sharing=sharing
+    )
     ctx.on_node_end = lambda record: hooks.on_node_end(item, record)
     token = set_current_execution(ctx)
     config = {
@@ -120,6 +129,7 @@ def run_execution(
         flow_run_id=current_flow_run_id(),
         provenance=compiled.provenance(),
         started_at=time.time(),
+        repetition=item.repetition,
     )
     index.mark_running(item.execution_id, flow_run_id=result.flow_run_id)
     hooks.on_execution_start(item)
