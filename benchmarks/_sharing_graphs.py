@@ -35,37 +35,46 @@ def polish_0(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 0}
 
+
 def polish_1(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 1}
+
 
 def polish_2(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 2}
 
+
 def polish_3(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 3}
+
 
 def polish_4(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 4}
 
+
 def polish_5(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 5}
+
 
 def polish_6(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 6}
 
+
 def polish_7(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 7}
 
+
 def polish_8(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)
     return {"final": state["draft"] * 100 + 8}
+
 
 def polish_9(state: Doc) -> dict:
     time.sleep(NODE_SECONDS)

@@ -83,7 +83,7 @@ def main() -> None:
         matrix = [{}] + [{"polish": f"p{i}"} for i in range(1, VARIANTS)]
         # Warm-up: Ray grows its worker pool; a small batch of each project loads the functions.
         for mode in ("off", "batch"):
-            bench.run_batch_test(f"bench_sharing_{mode}", matrix[:2], cases[:AT_ONCE // 2], parallelism=AT_ONCE)
+            bench.run_batch_test(f"bench_sharing_{mode}", matrix[:2], cases[: AT_ONCE // 2], parallelism=AT_ONCE)
 
         runs = {
             "off": _measure(bench, "bench_sharing_off", cases, matrix),
@@ -94,10 +94,14 @@ def main() -> None:
         base = runs["off"]
         for name, run in runs.items():
             assert run["finals"] == base["finals"], f"{name}: results differ from sharing off"
-        print(f"\n== node-call sharing: 3 nodes x 1 s, {VARIANTS} variants differing at the last node, "
-              f"{CASES} cases, {AT_ONCE} at once ==")
-        print(f"{'':18s} {'bodies':>7s} {'reused':>7s} {'wall s':>7s} {'x off':>6s} "
-              f"{'driver ms/call':>15s} {'server ms/call':>15s}")
+        print(
+            f"\n== node-call sharing: 3 nodes x 1 s, {VARIANTS} variants differing at the last node, "
+            f"{CASES} cases, {AT_ONCE} at once =="
+        )
+        print(
+            f"{'':18s} {'bodies':>7s} {'reused':>7s} {'wall s':>7s} {'x off':>6s} "
+            f"{'driver ms/call':>15s} {'server ms/call':>15s}"
+        )
         for name, run in runs.items():
             print(
                 f"{name:18s} {run['bodies']:7d} {run['reused']:7d} {run['wall']:7.2f} {run['wall'] / base['wall']:6.2f} "
@@ -106,8 +110,10 @@ def main() -> None:
         warm, off = runs["warm cache"], runs["off"]
         hit = 1000 * (warm["driver"] + warm["server"]) / warm["nodes"]
         computed = 1000 * (off["driver"] + off["server"]) / off["nodes"]
-        print(f"\ndispatch CPU (driver + server) per reused call {hit:.2f} ms vs per computed call {computed:.2f} ms "
-              f"({hit / computed:.2f}x)")
+        print(
+            f"\ndispatch CPU (driver + server) per reused call {hit:.2f} ms vs per computed call {computed:.2f} ms "
+            f"({hit / computed:.2f}x)"
+        )
         print("targets: bodies 240 vs 600; wall on <= 0.55x off; warm <= 0.25x off; reused <= computed dispatch CPU")
         print("results of every run equal those with sharing off")
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import pytest
-
 from tests import sharing_graphs as g
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 

@@ -60,9 +60,9 @@ from pydantic import PrivateAttr
 from wtb_prefect.errors import ConfigError, WTBError
 
 if TYPE_CHECKING:
+    from wtb_prefect.define.project import WorkflowProject
     from wtb_prefect.run.compile import CompiledVariant
     from wtb_prefect.run.dispatch import ExecutionContext, NodePlan
-    from wtb_prefect.define.project import WorkflowProject
 
 __all__ = [
     "CallOrigin",
@@ -83,8 +83,16 @@ Reuse = Literal["computed", "shared", "cached"]
 
 # Per-execution bookkeeping LangGraph puts into the config: never part of a call's identity.
 _BOOKKEEPING = frozenset(
-    {"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "run_id", "langgraph_checkpoint_ns",
-     "checkpoint_ns_path", "task_id"}
+    {
+        "thread_id",
+        "checkpoint_id",
+        "checkpoint_ns",
+        "checkpoint_map",
+        "run_id",
+        "langgraph_checkpoint_ns",
+        "checkpoint_ns_path",
+        "task_id",
+    }
 )
 
 
@@ -164,7 +172,9 @@ class NodeCall:
 class NodeCallKey(CachePolicy):
     """Prefect cache policy whose key is the node-call key computed by :class:`NodeSharing`."""
 
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         return inputs.get("call_key")
 
 
@@ -269,7 +279,8 @@ def _validate_entries(project: WorkflowProject, field_name: str, entries: Any) -
         node, _, variant = str(entry).partition(":")
         if node not in nodes:
             raise ConfigError(
-                f"execution.{field_name}", f"names node {node!r}, which no graph of project {project.name!r} has",
+                f"execution.{field_name}",
+                f"names node {node!r}, which no graph of project {project.name!r} has",
                 f"use one of {sorted(nodes)} (or 'node:variant')",
             )
         if variant and variant != "default":
@@ -311,15 +322,21 @@ class NodeSharing:
                     continue
                 env_lock = json.loads(plan.environment).get("lock_hash") if plan.environment else "driver"
                 parts = [
-                    project.name, name, plan.implementation, plan.version,
+                    project.name,
+                    name,
+                    plan.implementation,
+                    plan.version,
                     _node_version(project, variant.choice.workflow, chosen, name),
-                    str(_options_entry(execution.cache_versions, name, chosen) or ""), str(env_lock),
+                    str(_options_entry(execution.cache_versions, name, chosen) or ""),
+                    str(env_lock),
                 ]
                 self._identity[id(plan)] = "\0".join(parts)
 
     # ─── Keys ───
 
-    def call_key(self, plan: NodePlan, state: Any, kwargs: Mapping[str, Any], repetition: int, files: bool) -> str | None:
+    def call_key(
+        self, plan: NodePlan, state: Any, kwargs: Mapping[str, Any], repetition: int, files: bool
+    ) -> str | None:
         """The node call's key, or None when this call is not shared (opted out, or not serializable)."""
         identity = self._identity.get(id(plan))
         if identity is None or plan.node in self.uncacheable:
@@ -338,7 +355,9 @@ class NodeSharing:
 
     # ─── Dispatch ───
 
-    def begin(self, plan: NodePlan, ctx: ExecutionContext | None, func: Any, state: Any, kwargs: Mapping[str, Any], label: str) -> NodeCall:
+    def begin(
+        self, plan: NodePlan, ctx: ExecutionContext | None, func: Any, state: Any, kwargs: Mapping[str, Any], label: str
+    ) -> NodeCall:
         """Prepare one node call: its task is the node's own one when the call is not shared.
 
         An identical call in flight in this process is waited for first, so
@@ -463,13 +482,15 @@ def _storage_for(project: WorkflowProject, state_dir: Path) -> WritableFileSyste
         block = Block.load(slug, _sync=True)
     except Exception as exc:
         raise ConfigError(
-            "execution.node_cache_storage", f"names Prefect block {slug!r}, which cannot be loaded ({exc})",
+            "execution.node_cache_storage",
+            f"names Prefect block {slug!r}, which cannot be loaded ({exc})",
             "create it first (e.g. LocalFileSystem(basepath=...).save('my-cache')) and give "
             "'<block-type>/<name>', e.g. 'local-file-system/my-cache'",
         ) from exc
     if not isinstance(block, WritableFileSystem):
         raise ConfigError(
-            "execution.node_cache_storage", f"names {type(block).__name__}, which cannot store files",
+            "execution.node_cache_storage",
+            f"names {type(block).__name__}, which cannot store files",
             "give a file-system block such as local-file-system/<name>",
         )
     return block
@@ -529,8 +550,9 @@ def clear_cache(state_dir: Path, project: str | None = None) -> int:
     return removed
 
 
-
-def begin_call(plan: NodePlan, ctx: ExecutionContext | None, func: Any, state: Any, kwargs: Mapping[str, Any], label: str) -> NodeCall:
+def begin_call(
+    plan: NodePlan, ctx: ExecutionContext | None, func: Any, state: Any, kwargs: Mapping[str, Any], label: str
+) -> NodeCall:
     """The dispatcher's one hook: how to submit this node call (shared, or the node's own task)."""
     sharing = ctx.sharing if ctx is not None else None
     if sharing is None:
