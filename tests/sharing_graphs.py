@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -98,5 +99,54 @@ def create_sampled() -> Any:
     graph.add_edge(START, "fetch")
     graph.add_edge("fetch", "sample")
     graph.add_edge("sample", "answer")
+    graph.add_edge("answer", END)
+    return graph.compile()
+
+
+def polish(state: CountState) -> dict:
+    _count(state, "polish")
+    return {"answer": state["answer"].upper()}
+
+
+def create_three() -> Any:
+    """fetch -> answer -> polish."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", fetch)
+    graph.add_node("answer", answer_short)
+    graph.add_node("polish", polish)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "answer")
+    graph.add_edge("answer", "polish")
+    graph.add_edge("polish", END)
+    return graph.compile()
+
+
+@dataclass
+class Unpicklable:
+    """A value LangGraph's checkpointer stores (msgpack) but pickle refuses."""
+
+    text: str
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        raise TypeError("Unpicklable refuses to be pickled")
+
+
+def fetch_unpicklable(state: CountState) -> dict:
+    _count(state, "fetch_unpicklable")
+    return {"doc": Unpicklable(state["query"])}
+
+
+def answer_any(state: CountState) -> dict:
+    _count(state, "answer_any")
+    return {"answer": f"answer about {getattr(state['doc'], 'text', state['doc'])}"}
+
+
+def create_unpicklable() -> Any:
+    """fetch (returns an unpicklable value) -> answer."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", fetch_unpicklable)
+    graph.add_node("answer", answer_any)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "answer")
     graph.add_edge("answer", END)
     return graph.compile()

@@ -134,7 +134,7 @@ class WTBTestBench:
         on_result: Callable[[ExecutionResult], None] | None = None,
         resume: str | None = None,
         regression_gate: dict[str, Any] | None = None,
-        repetitions: int = 1,
+        repetitions: int | None = None,
     ) -> BatchTestResult:
         """Run every variant combination on every test case; one Prefect flow run.
 
@@ -161,7 +161,7 @@ class WTBTestBench:
                 when a combination is worse than the baseline beyond a tolerance.
             repetitions: run each (variant, case) this many times as independent
                 samples (``ExecutionResult.repetition``); identical node calls are
-                shared only within one repetition.
+                shared only within one repetition. None = ``ExecutionConfig.repetitions``.
 
         Raises:
             UnknownVariantError, UnknownNodeError, StateValidationError,

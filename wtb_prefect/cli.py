@@ -417,7 +417,7 @@ def batch(
         help="A regression also needs the paired verdict, corrected over the batch's tests, to be 'worse'.",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
-    repetitions: int = typer.Option(1, "--repetitions", "-r", help="Independent samples per (variant, case)."),
+    repetitions: int = typer.Option(None, "--repetitions", "-r", help="Independent samples per (variant, case)."),
     node_cache: str = typer.Option(
         None, "--node-cache", help="off | batch (share identical node calls; default) | persistent (also across batches)."
     ),
@@ -439,7 +439,7 @@ def batch(
         gate["require_significance"] = True
     bench = _bench(proj)
     failed = 0
-    total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0) * max(repetitions, 1)
+    total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0) * (repetitions or proj.execution.repetitions)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
     regression = None

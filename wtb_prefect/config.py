@@ -245,6 +245,9 @@ class ExecutionConfig(_Config):
     """'node' or 'node:variant' entries that are never shared nor cached."""
     cache_versions: dict[str, str] = Field(default_factory=dict)
     """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
+    repetitions: int = Field(default=1, ge=1, strict=True)
+    """Independent samples per (variant, case) of a batch when ``run_batch_test`` gives none."""
+    """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> ExecutionConfig:

@@ -101,7 +101,7 @@ def batch_test_flow(
     regression_gate: RegressionGateParameter | None = None,
     resume: str | None = None,
     batch_id: str | None = None,
-    repetitions: Annotated[int, Field(ge=1)] = 1,
+    repetitions: Annotated[int | None, Field(ge=1)] = None,
 ) -> BatchTestResult:
     """Run every variant combination on every test case; nodes are task runs on Ray.
 
@@ -118,7 +118,7 @@ def batch_test_flow(
         resume: the id of an earlier batch to finish (matrix and cases are then not needed).
         batch_id: the new batch's id; empty = derived from the flow run's id.
         repetitions: independent samples per (variant, case); identical node calls are shared
-            only within one repetition.
+            only within one repetition; empty = the project's ExecutionConfig.repetitions.
     """
     gate = _gate_dict(regression_gate)
     parameters = {

@@ -138,13 +138,13 @@ def prepare_batch(
     execution_ids: Sequence[str] | None = None,
     regression_gate: Mapping[str, Any] | None = None,
     settings: WTBSettings | None = None,
-    repetitions: int = 1,
+    repetitions: int | None = None,
 ) -> BatchPlan:
     """Validate a batch and compile its variants; no work starts here.
 
-    With ``repetitions=k`` each (variant, case) runs k times as independent
-    samples (execution ids end in ``-r<i>``); node calls are shared only
-    between executions of the same repetition.
+    With ``repetitions=k`` (default ``ExecutionConfig.repetitions``) each
+    (variant, case) runs k times as independent samples (execution ids end
+    in ``-r<i>``); node calls are shared only within one repetition.
 
     Raises:
         UnknownVariantError, UnknownNodeError: a bad ``variant_matrix`` entry.
@@ -158,6 +158,8 @@ def prepare_batch(
         raise ConfigError("test_cases", "is empty or not a list", "give a list of at least one initial-state dict")
     if parallelism is not None and parallelism < 1:
         raise ConfigError("parallelism", f"is {parallelism}", "give a positive number of concurrent executions")
+    if repetitions is None:
+        repetitions = project.execution.repetitions
     if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
         raise ConfigError(
             "repetitions", f"is {repetitions!r}", "give a whole number of at least 1 (independent samples per case)"

@@ -184,6 +184,9 @@ class MemoryStorage(WritableFileSystem):
     _block_type_name = "WTB node-call memory"
     _data: dict[str, bytes] = PrivateAttr(default_factory=dict)
 
+    def _resolve_path(self, path: str) -> None:
+        return None  # keys are used as they are (no base folder)
+
     def read_path(self, path: str, _sync: bool | None = None) -> bytes:  # noqa: D102
         return self._data[path]
 
@@ -377,11 +380,18 @@ class NodeSharing:
             flight = None
             if key in self.file_writers or plan.node in self.uncacheable:
                 return NodeCall(plan.prefect_task(), label)
-        origin = self.origins.get(key) or self._stored_origin(key)
-        if origin is not None:
-            label = f"{label} | reused from {origin.task_run_id}"
-        files_before = _fingerprint(workspace) if workspace else None
-        return NodeCall(self._task(plan), label, self, key, files_before, flight)
+        try:
+            origin = self.origins.get(key) or self._stored_origin(key)
+            if origin is not None:
+                label = f"{label} | reused from {origin.task_run_id}"
+            files_before = _fingerprint(workspace) if workspace else None
+            return NodeCall(self._task(plan), label, self, key, files_before, flight)
+        except BaseException:
+            if flight is not None:  # never leave identical calls waiting
+                with _flights_lock:
+                    _flights.pop(key, None)
+                flight.done.set()
+            raise
 
     def settle(self, call: NodeCall) -> None:
         """Provenance of a reused call; its origin's metrics join the current node's."""
@@ -402,9 +412,11 @@ class NodeSharing:
             task = plan.prefect_task().with_options(
                 cache_policy=self.policy,
                 persist_result=True,
-                result_storage=self.storage,
                 result_serializer="pickle",
             )
+            # Set after construction: Task() insists on a storage block saved on the server (so
+            # that remote task workers can read results); these values are read in this process.
+            task.result_storage = self.storage
             task.on_commit(self._commit_hook())
             task.on_rollback(self._rollback_hook())
             self._tasks[id(plan)] = task
