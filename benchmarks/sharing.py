@@ -13,16 +13,20 @@ driver's and the Prefect server's CPU per node call, for:
 Targets: 240 vs 600 bodies; wall on <= 0.55x off; warm <= 0.25x off; a reused
 call costs no more dispatch CPU (driver + server) than a computed one.
 
-    .venv/bin/python -m benchmarks.sharing
+    .venv/bin/python benchmarks/sharing.py
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
-from benchmarks import _sharing_graphs as g
-from benchmarks._services import services
-from benchmarks.dispatch import cpu_seconds
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _sharing_graphs as g  # noqa: E402
+from _services import services  # noqa: E402
+from dispatch import cpu_seconds  # noqa: E402
 
 CASES = 20
 VARIANTS = 10

@@ -75,13 +75,12 @@ def test_twenty_identical_calls_at_the_same_moment_run_the_body_once(bench):
     records = [r.nodes[0] for r in batch.results]
     computed = [n for n in records if n.reuse == "computed"]
     assert len(computed) == 1 and len({n.call_key for n in records}) == 1
-    assert all(n.reuse == "shared" and n.reused_from == computed[0].task_run_id for n in records if n is not computed[0])
+    assert all(
+        n.reuse == "shared" and n.reused_from == computed[0].task_run_id for n in records if n is not computed[0]
+    )
     assert len({r.final_state["doc"] for r in batch.results}) == 1
     # every node is still a Prefect task run; the reused ones end in Prefect's Cached state naming their origin
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        runs = [client.read_task_run(n.task_run_id) for n in records]
+    runs = _final_task_runs([n.task_run_id for n in records])
     states = sorted(run.state.name for run in runs)
     assert states == ["Cached"] * 19 + ["Completed"]
     assert all(computed[0].task_run_id in run.name for run in runs if run.state.name == "Cached")
@@ -110,8 +109,8 @@ def test_persistent_cache_reuses_unchanged_calls_and_reruns_updated_nodes_and_do
     from wtb_prefect.run.sharing import cache_info, clear_cache
 
     info = cache_info(wtb_home, project.name)
-    assert info[0]["entries"] == 12 and info[0]["nodes"] == 3
-    assert clear_cache(wtb_home, project.name) == 12 and cache_info(wtb_home, project.name) == []
+    assert info[0]["entries"] == 15 and info[0]["nodes"] == 3  # 3 fetch, 6 answer (v1, v2), 6 polish
+    assert clear_cache(wtb_home, project.name) == 15 and cache_info(wtb_home, project.name) == []
 
 
 def test_repetitions_are_independent_samples_sharing_upstream_only_within_a_repetition(bench):
@@ -160,9 +159,7 @@ def test_a_missing_cache_storage_block_fails_before_any_work(bench):
 
 def test_unserializable_output_is_named_and_the_batch_runs_with_that_node_uncached(bench):
     tag = _tag()
-    project = _project(
-        f"unpick_{tag}", g.create_unpicklable, node_cache="persistent", batch_executor="threadpool"
-    )
+    project = _project(f"unpick_{tag}", g.create_unpicklable, node_cache="persistent", batch_executor="threadpool")
     project.register_variant(node="answer", name="long", implementation=g.answer_long)
     bench.register_project(project)
     cases = [{"tag": tag, "query": "q"}]
@@ -193,9 +190,30 @@ def _task_run_states(flow_run_id: str, node: str) -> list[str]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=f"{node} |")),
-            limit=1000,
+            limit=200,
         )
     return [run.state.name for run in runs if run.name.startswith(f"{node} |")]
+
+
+def _final_task_runs(ids: list[str], timeout: float = 60.0) -> list[Any]:
+    """The task runs ``ids`` once the server has recorded their final states (it does so from
+    events, asynchronously)."""
+    import time
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                runs = [client.read_task_run(i) for i in ids]
+                if all(run.state is not None and run.state.is_final() for run in runs) or time.monotonic() > deadline:
+                    return runs
+            except ObjectNotFound:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
 
 def _comparable(batch: Any) -> dict[tuple[str, str], Any]:
@@ -209,7 +227,6 @@ def _comparable(batch: Any) -> dict[tuple[str, str], Any]:
 def test_rag_demo_runs_each_distinct_retriever_call_once(bench):
     """The demo's 5 combinations x 10 cases: BM25 is the retriever of default, generator=lead and
     _workflow=with_reranker, so 3 x 10 retriever bodies run, not 5 x 10; results equal sharing off."""
-    import time
 
     from examples.rag.project import TEST_CASES, VARIANT_MATRIX, build_project
 
@@ -218,7 +235,7 @@ def test_rag_demo_runs_each_distinct_retriever_call_once(bench):
     bench.register_project(project)
     shared = bench.run_batch_test(project.name, VARIANT_MATRIX, cases)
     assert not shared.failed, [str(r.error) for r in shared.failed]
-    time.sleep(3)  # the server records task-run states from events, asynchronously
+    _final_task_runs([n.task_run_id for r in shared.results for n in r.nodes])  # recorded from events
     states = _task_run_states(shared.flow_run_id, "retriever")
     assert sorted(states) == ["Cached"] * 20 + ["Completed"] * 30  # bodies run: 3 x 10
     records = [n for r in shared.results for n in r.nodes if n.node == "retriever"]
@@ -227,6 +244,19 @@ def test_rag_demo_runs_each_distinct_retriever_call_once(bench):
 
     project.execution.node_cache = "off"
     unshared = bench.run_batch_test(project.name, VARIANT_MATRIX, cases)
-    time.sleep(3)
+    _final_task_runs([n.task_run_id for r in unshared.results for n in r.nodes])
     assert sorted(_task_run_states(unshared.flow_run_id, "retriever")) == ["Completed"] * 50
     assert _comparable(unshared) == _comparable(shared)
+
+
+def test_resuming_a_batch_with_repetitions_reruns_nothing_that_finished(bench):
+    tag = _tag()
+    project = _project(f"resume_reps_{tag}")
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
+    first = bench.run_batch_test(project.name, [{}], cases, repetitions=2)
+    assert g.counts(tag, "fetch") == 4
+    again = bench.run_batch_test(project.name, resume=first.batch_id)
+    assert g.counts(tag, "fetch") == 4 and g.counts(tag, "answer") == 4  # nothing ran again
+    key = lambda r: (r.execution_id, r.repetition, r.final_state["answer"])  # noqa: E731
+    assert sorted(map(key, again.results)) == sorted(map(key, first.results))
