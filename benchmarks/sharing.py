@@ -26,7 +26,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sharing_graphs as g  # noqa: E402
 from _services import services  # noqa: E402
-from dispatch import cpu_seconds  # noqa: E402
+
+
+def cpu_seconds(server_port: str) -> dict[str, float]:
+    """CPU seconds used so far by this driver and by this benchmark's Prefect server (the
+    machine may run other servers: only the one on ``server_port`` counts)."""
+    import os
+
+    import psutil
+
+    totals = {"driver": 0.0, "server": 0.0}
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
+        if times is None:
+            continue
+        if proc.pid == os.getpid():
+            totals["driver"] += times.user + times.system
+        elif "server" in cmd and f"--port {server_port}" in cmd:
+            totals["server"] += times.user + times.system
+    return totals
+
 
 CASES = 20
 VARIANTS = 10
@@ -52,13 +71,13 @@ def _project(name: str, node_cache: str):
     return project
 
 
-def _measure(bench, name: str, cases, matrix) -> dict:
-    before = cpu_seconds()
+def _measure(bench, name: str, cases, matrix, port: str) -> dict:
+    before = cpu_seconds(port)
     start = time.perf_counter()
     batch = bench.run_batch_test(name, matrix, cases, parallelism=AT_ONCE)
     wall = time.perf_counter() - start
     time.sleep(1.0)  # let the server record what the batch sent it
-    after = cpu_seconds()
+    after = cpu_seconds(port)
     cpu = {k: after[k] - before.get(k, 0.0) for k in after}
     assert not batch.failed, batch.failed[0].error
     calls = batch.node_calls()
@@ -69,14 +88,15 @@ def _measure(bench, name: str, cases, matrix) -> dict:
         "bodies": calls["computed"],
         "reused": calls["reused"],
         "nodes": len(records),
-        "driver": cpu.get("driver (flow run, LangGraph)", 0.0),
-        "server": cpu.get("Prefect server", 0.0),
+        "driver": cpu["driver"],
+        "server": cpu["server"],
         "finals": sorted((r.variant_label, r.case_id, r.final_state["final"]) for r in batch.results),
     }
 
 
 def main() -> None:
-    with services():
+    with services() as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
         from wtb_prefect import WTBTestBench
 
         bench = WTBTestBench()
@@ -90,10 +110,10 @@ def main() -> None:
             bench.run_batch_test(f"bench_sharing_{mode}", matrix[:2], cases[: AT_ONCE // 2], parallelism=AT_ONCE)
 
         runs = {
-            "off": _measure(bench, "bench_sharing_off", cases, matrix),
-            "on": _measure(bench, "bench_sharing_batch", cases, matrix),
-            "persistent, cold": _measure(bench, "bench_sharing_persistent", cases, matrix),
-            "warm cache": _measure(bench, "bench_sharing_persistent", cases, matrix),
+            "off": _measure(bench, "bench_sharing_off", cases, matrix, port),
+            "on": _measure(bench, "bench_sharing_batch", cases, matrix, port),
+            "persistent, cold": _measure(bench, "bench_sharing_persistent", cases, matrix, port),
+            "warm cache": _measure(bench, "bench_sharing_persistent", cases, matrix, port),
         }
         base = runs["off"]
         for name, run in runs.items():
