@@ -17,13 +17,18 @@ A *node call* is identified by (:meth:`NodeSharing.call_key`):
 
 Resources and the variant's name are not part of it.
 
-The machinery is Prefect's. Every node is still a Prefect task run; a shared
-call runs with a :class:`~prefect.cache_policies.CachePolicy` returning the
-key, a transaction with ``SERIALIZABLE`` isolation on Prefect's in-process
-lock manager, and Prefect result storage (cloudpickle) for the value. A
-reused call ends in Prefect's ``Cached`` state and its task run name ends with
-``reused from <task run id>``: concurrent identical calls wait for the first
-one (single-flight) before they start their task run, so the name is known.
+The machinery is Prefect's where it holds. Every node is still a Prefect task
+run; a shared call runs with a :class:`~prefect.cache_policies.CachePolicy`
+returning the key, Prefect's transaction (commit hooks record the computing
+task run) and Prefect result storage (cloudpickle) for the value. A reused call
+ends in Prefect's ``Cached`` state and its task run name ends with ``reused
+from <task run id>``. Single-flight is a small in-process flight map:
+concurrent identical calls wait for the first one before they start their task
+run (so the name is known, and the run is a certain hit). Prefect's
+``SERIALIZABLE`` isolation with its ``MemoryLockManager`` was the first choice,
+but that lock manager deletes a released lock other threads are still waiting
+on, and 20 identical concurrent calls deadlocked. Across processes (two
+batches at once on one persistent cache) an identical call may run twice.
 
 ``ExecutionConfig.node_cache``: ``"batch"`` (default) shares within a batch,
 values in memory for the batch only; ``"persistent"`` also keeps them under
@@ -54,7 +59,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
-from prefect.locking.memory import MemoryLockManager
 from pydantic import PrivateAttr
 
 from wtb_prefect.errors import ConfigError, WTBError
@@ -310,7 +314,10 @@ class NodeSharing:
         self.persistent = persistent
         checkpointer = variants[0].graph.checkpointer if variants else None
         self.serde = getattr(checkpointer, "serde", None) or JsonPlusSerializer()
-        self.policy = NodeCallKey(isolation_level="SERIALIZABLE", lock_manager=MemoryLockManager())
+        # READ_COMMITTED, not SERIALIZABLE: single-flight is the in-process flight map of
+        # begin(). Prefect 3.9's MemoryLockManager loses waiters under contention (release_lock
+        # deletes the entry other threads wait on; 20 identical calls deadlocked in tests).
+        self.policy = NodeCallKey()
         self.origins: dict[str, CallOrigin] = {}
         self.file_writers: set[str] = set()
         self.uncacheable: dict[str, UncacheableOutputError] = {}
