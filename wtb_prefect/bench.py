@@ -141,6 +141,7 @@ class WTBTestBench:
         on_result: Callable[[ExecutionResult], None] | None = None,
         resume: str | None = None,
         regression_gate: dict[str, Any] | None = None,
+        repetitions: int | None = None,
     ) -> BatchTestResult:
         """Run every variant combination on every test case; one Prefect flow run.
 
@@ -165,6 +166,9 @@ class WTBTestBench:
             regression_gate: ``{"baseline": label or {node: variant}, "tolerances":
                 {metric: amount or "5%"}}``; the flow run fails with ``RegressionError``
                 when a combination is worse than the baseline beyond a tolerance.
+            repetitions: run each (variant, case) this many times as independent
+                samples (``ExecutionResult.repetition``); identical node calls are
+                shared only within one repetition. None = ``ExecutionConfig.repetitions``.
 
         Raises:
             UnknownVariantError, UnknownNodeError, StateValidationError,
@@ -184,7 +188,7 @@ class WTBTestBench:
         else:
             plan = prepare_batch(
                 proj, variant_matrix or [], test_cases or [], parallelism=parallelism,
-                regression_gate=regression_gate, settings=self.settings,
+                regression_gate=regression_gate, settings=self.settings, repetitions=repetitions,
             )
         parameters = plan.flow_parameters()
         with self._services(plan), contextlib.ExitStack() as stack:

@@ -20,6 +20,8 @@ from rich.table import Table
 app = typer.Typer(help="wtb: test LangGraph workflows on Prefect and Ray.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded Prefect server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+cache_app = typer.Typer(help="The persistent node-call cache (ExecutionConfig.node_cache='persistent').", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 console = Console()
 
 EXIT_FAILED = 1
@@ -423,6 +425,10 @@ def batch(
         help="A regression also needs the paired verdict, corrected over the batch's tests, to be 'worse'.",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
+    repetitions: int = typer.Option(None, "--repetitions", "-r", help="Independent samples per (variant, case)."),
+    node_cache: str = typer.Option(
+        None, "--node-cache", help="off | batch (share identical node calls; default) | persistent (also across batches)."
+    ),
 ) -> None:
     """Run every variant combination on every test case with a live progress bar.
 
@@ -437,6 +443,10 @@ def batch(
     if (cases is None) == (resume is None) or (resume is not None and matrix is not None):
         raise _fail("give --cases (and optionally --matrix), or --resume BATCH_ID alone")
     proj = _load(project)
+    if node_cache is not None:
+        if node_cache not in ("off", "batch", "persistent"):
+            raise _fail(f"--node-cache: is {node_cache!r}. Fix: give off, batch or persistent")
+        proj.execution.node_cache = node_cache
     gate = {"baseline": baseline, "tolerances": list(tolerance)} if tolerance else None
     if gate is not None and require_significance:
         gate["require_significance"] = True
@@ -448,6 +458,7 @@ def batch(
         variant_matrix = _data(matrix, "--matrix") if matrix else [{}]
         test_cases = _data(cases, "--cases")
         total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
+        total *= repetitions or proj.execution.repetitions
     failed = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
@@ -464,12 +475,14 @@ def batch(
             result = _guarded(
                 bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
                 parallelism=parallelism, on_result=advance, regression_gate=gate, resume=resume,
+                repetitions=repetitions,
             )
         except RegressionError as exc:
             regression, result = exc, exc.batch
         except (PrefectAPIUnavailableError, StateStorageError) as exc:  # the work is kept: say how to finish it
             raise _fail(str(exc), EXIT_FAILED) from None
     _print_table(comparison_table(_summary(result, baseline), f"{proj.name}: batch {result.batch_id}"))
+    _print_node_calls(result)
     _ui_link(result.flow_run_id)
     if output is not None:
         output.write_text(_json([r.row() for r in result.results]))
@@ -514,6 +527,44 @@ def report(
         import webbrowser
 
         webbrowser.open(path.as_uri())
+def _print_node_calls(result: Any) -> None:
+    calls = result.tracking.get("node_calls")
+    if calls and calls.get("reused"):
+        console.print(
+            f"node calls: {calls['computed']} computed, {calls['reused']} reused "
+            f"({calls['shared']} shared in the batch, {calls['cached']} from the cache); "
+            f"node time saved {calls['time_saved_s']:.1f} s",
+            highlight=False,
+        )
+    for error in (calls or {}).get("uncacheable", []):
+        console.print(f"[yellow]{error}[/yellow]", highlight=False)
+
+
+@cache_app.command("info")
+def cache_info_command(project: str = typer.Option(None, "--project", help="Only this project.")) -> None:
+    """Entries and size of the node-call cache under the state folder."""
+    from wtb_prefect.run.sharing import cache_dir, cache_info
+    from wtb_prefect.settings import get_settings
+
+    state_dir = get_settings().state_dir
+    rows = cache_info(state_dir, project)
+    if not rows:
+        console.print(f"no node-call cache entries under {cache_dir(state_dir)}", highlight=False)
+        return
+    table = Table("project", "entries", "nodes", "size", "path")
+    for row in rows:
+        table.add_row(row["project"], str(row["entries"]), str(row["nodes"]), f"{row['bytes'] / 1e6:.2f} MB", row["path"])
+    console.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear_command(project: str = typer.Option(None, "--project", help="Only this project.")) -> None:
+    """Delete the node-call cache under the state folder (of one project)."""
+    from wtb_prefect.run.sharing import clear_cache
+    from wtb_prefect.settings import get_settings
+
+    removed = clear_cache(get_settings().state_dir, project)
+    console.print(f"removed {removed} node-call cache entries" + (f" of project {project}" if project else ""))
 
 
 def _summary(result: Any, baseline: str | None) -> list[dict[str, Any]]:

@@ -261,6 +261,18 @@ class ExecutionConfig(_Config):
     ``node_timeouts`` count only the body's own run time."""
     node_timeouts: dict[str, float] = Field(default_factory=dict)
     recursion_limit: int = Field(default=25, ge=1)
+    node_cache: Literal["off", "batch", "persistent"] = "batch"
+    """Node-call sharing (:mod:`wtb_prefect.run.sharing`): "batch" runs each distinct node call of a
+    batch once; "persistent" also reuses values across batches; "off" runs every call."""
+    node_cache_storage: str | None = None
+    """A Prefect storage block ('local-file-system/name') for persistent values; default the state folder."""
+    node_cache_exclude: list[str] = Field(default_factory=list)
+    """'node' or 'node:variant' entries that are never shared nor cached."""
+    cache_versions: dict[str, str] = Field(default_factory=dict)
+    """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
+    repetitions: int = Field(default=1, ge=1, strict=True)
+    """Independent samples per (variant, case) of a batch when ``run_batch_test`` gives none."""
+    """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> ExecutionConfig:

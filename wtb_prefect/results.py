@@ -55,6 +55,15 @@ class NodeRecord:
     def queue_s(self) -> float:
         """Seconds the node waited outside its body: for a worker, resources, Prefect (0 when unknown)."""
         return max(0.0, self.duration_s - self.run_s) if self.run_s is not None else 0.0
+    reuse: Literal["computed", "shared", "cached"] = "computed"
+    """computed: the body ran; shared: the value of an identical call of this batch;
+    cached: the value of an identical call of an earlier batch (node-call cache)."""
+    call_key: str | None = None
+    """The node-call key (None when the call was not shared: opted out or sharing off)."""
+    reused_from: str | None = None
+    """The Prefect task run that computed a reused value."""
+    saved_s: float = 0.0
+    """Node time a reused call saved: how long the computing task run took."""
 
 
 @dataclass
@@ -83,7 +92,7 @@ class ExecutionResult:
     scores: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     repetition: int = 0
-    """Which repetition of its (variant, case) this execution is (0 for a single run)."""
+    """Which of the batch's ``repetitions`` independent samples of (variant, case) this is (0-based)."""
     evaluator_errors: dict[str, ErrorInfo] = field(default_factory=dict)
     """Why each evaluator that raised on this execution has no score (the status is unchanged)."""
 
@@ -144,6 +153,7 @@ class ExecutionResult:
         return {
             "variant": self.variant_label,
             "case": self.case_id,
+            **({"repetition": self.repetition} if self.repetition else {}),
             "status": self.status,
             "latency_s": round(self.duration_s, 4),
             **{f"node.{n}_s": round(t, 4) for n, t in self.node_timings.items()},

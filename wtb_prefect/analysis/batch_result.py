@@ -65,6 +65,17 @@ class BatchTestResult:
                 return result
         raise KeyError(f"no result for variant {variant_label!r} and case {case_id!r}")
 
+    def node_calls(self) -> dict[str, Any]:
+        """Node calls of the batch: computed, reused (shared within it + cached from earlier
+        batches), and the node time the reused ones saved (seconds)."""
+        counts = {"computed": 0, "shared": 0, "cached": 0}
+        saved = 0.0
+        for result in self.results:
+            for record in result.nodes:
+                counts[record.reuse] = counts.get(record.reuse, 0) + 1
+                saved += record.saved_s
+        return {**counts, "reused": counts["shared"] + counts["cached"], "time_saved_s": round(saved, 3)}
+
     def to_table(self) -> list[dict[str, Any]]:
         """One row per execution (see :meth:`ExecutionResult.row`)."""
         return [r.row() for r in self.results]

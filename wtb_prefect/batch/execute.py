@@ -181,6 +181,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
                 durability=plan.durability,
                 batch_id=plan.batch_id,
                 hooks=hooks,
+                sharing=plan.sharing,
             ): index
             for index, item in enumerate(plan.items)
             if item.done is None
@@ -216,6 +217,11 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         duration_s=time.time() - started,
     )
     analyse_finished_batch(plan, batch)  # judges and forest plot, before the observers record the batch
+    if plan.sharing is not None:
+        batch.tracking["node_calls"] = {
+            **batch.node_calls(),
+            "uncacheable": [str(error) for error in plan.sharing.errors()],
+        }
     notify(observers, "on_batch_end", plan, batch)
     logger = get_run_logger()
     logger.info(

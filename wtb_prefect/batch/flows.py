@@ -102,6 +102,7 @@ def batch_test_flow(
     regression_gate: RegressionGateParameter | None = None,
     resume: str | None = None,
     batch_id: str | None = None,
+    repetitions: Annotated[int | None, Field(ge=1)] = None,
 ) -> BatchTestResult:
     """Run every variant combination on every test case; nodes are task runs on Ray.
 
@@ -117,6 +118,8 @@ def batch_test_flow(
             (e.g. {"baseline": "default", "tolerances": {"answer_hit": 0.1}}).
         resume: the id of an earlier batch to finish (matrix and cases are then not needed).
         batch_id: the new batch's id; empty = derived from the flow run's id.
+        repetitions: independent samples per (variant, case); identical node calls are shared
+            only within one repetition; empty = the project's ExecutionConfig.repetitions.
     """
     gate = _gate_dict(regression_gate)
     parameters = {
@@ -127,6 +130,7 @@ def batch_test_flow(
         "regression_gate": gate,
         "batch_id": batch_id,
         "resume": resume,
+        "repetitions": repetitions,
     }
     plan = claim_plan(resume or batch_id, parameters)
     if plan is None:
@@ -141,6 +145,7 @@ def batch_test_flow(
                 parallelism=parallelism,
                 batch_id=batch_id or current_flow_run.id.replace("-", "")[:12],
                 regression_gate=gate,
+                repetitions=repetitions,
             )
     batch = execute_plan(plan)
     if plan.gate is not None:

@@ -14,6 +14,7 @@ flow run's parameters is what ran.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from wtb_prefect.run.compile import CompiledVariant, compile_variant
 from wtb_prefect.run.dispatch import Mode
 from wtb_prefect.run.execution import ExecutionItem
 from wtb_prefect.run.executions import ExecutionIndex, ExecutionRecord, open_index
+from wtb_prefect.run.sharing import NodeSharing, build_sharing
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = [
@@ -65,6 +67,10 @@ class BatchPlan:
     """The batch id this plan finishes (``resume=``), if any."""
     resources_checked: bool = False
     """Ray was joined and every node's request checked against the cluster."""
+    repetitions: int = 1
+    """Independent samples per (variant, case); node calls are shared only within one repetition."""
+    sharing: NodeSharing | None = field(default=None, repr=False)
+    """Node-call sharing of this batch (None: ``node_cache="off"``)."""
 
     def resource_requests(self) -> dict[str, NodeResourceConfig]:
         """Each dispatched node's Ray request, keyed by a readable name."""
@@ -84,7 +90,9 @@ class BatchPlan:
                 "parallelism": self.parallelism,
                 "regression_gate": self.regression_gate,
             }
+        repetitions = {"repetitions": self.repetitions} if self.repetitions != 1 else {}
         return {
+            **repetitions,
             "project": self.project.name,
             "variant_matrix": self.variant_matrix,
             "test_cases": self.test_cases,
@@ -130,8 +138,13 @@ def prepare_batch(
     execution_ids: Sequence[str] | None = None,
     regression_gate: Mapping[str, Any] | None = None,
     settings: WTBSettings | None = None,
+    repetitions: int | None = None,
 ) -> BatchPlan:
     """Validate a batch and compile its variants; no work starts here.
+
+    With ``repetitions=k`` (default ``ExecutionConfig.repetitions``) each
+    (variant, case) runs k times as independent samples (execution ids end
+    in ``-r<i>``); node calls are shared only within one repetition.
 
     Raises:
         UnknownVariantError, UnknownNodeError: a bad ``variant_matrix`` entry.
@@ -145,6 +158,12 @@ def prepare_batch(
         raise ConfigError("test_cases", "is empty or not a list", "give a list of at least one initial-state dict")
     if parallelism is not None and parallelism < 1:
         raise ConfigError("parallelism", f"is {parallelism}", "give a positive number of concurrent executions")
+    if repetitions is None:
+        repetitions = project.execution.repetitions
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+        raise ConfigError(
+            "repetitions", f"is {repetitions!r}", "give a whole number of at least 1 (independent samples per case)"
+        )
     choices = []
     for index, entry in enumerate(matrix):
         if not isinstance(entry, Mapping):
@@ -172,11 +191,15 @@ def prepare_batch(
                 validate_state(variant.state_schema, case.input, where=f"test_cases[{c_index}]")
             except StateValidationError as exc:
                 raise StateValidationError(f"{exc} (variant {variant.label})") from exc
-            position = len(items)
-            execution_id = (
-                execution_ids[position] if execution_ids else f"{project.name}-{batch_id}-v{v_index}-c{c_index}"
-            )
-            items.append(ExecutionItem(variant, case, raw, execution_id))
+            for rep in range(repetitions):
+                position = len(items)
+                suffix = f"-r{rep}" if repetitions > 1 else ""
+                execution_id = (
+                    execution_ids[position]
+                    if execution_ids
+                    else f"{project.name}-{batch_id}-v{v_index}-c{c_index}{suffix}"
+                )
+                items.append(ExecutionItem(variant, case, raw, execution_id, repetition=rep))
     concurrency = 1 if mode == "sequential" else (parallelism or execution.ray_config.max_concurrent_workflows)
     plan = BatchPlan(
         project=project,
@@ -191,6 +214,8 @@ def prepare_batch(
         test_cases=[dict(c) for c in test_cases],
         parallelism=parallelism,
         regression_gate=dict(regression_gate) if regression_gate else None,
+        repetitions=repetitions,
+        sharing=build_sharing(project, batch_id, variants, settings.state_dir),
     )
     plan.gate = prepare_gate(plan, regression_gate)
     return plan
@@ -230,6 +255,7 @@ def prepare_batch_resume(
             f"batch {batch_id!r} belongs to project {record.project!r}, not {project.name!r}",
             f"call run_batch_test(project={record.project!r}, resume={batch_id!r})",
         )
+    pairs = max(1, len(record.variant_matrix or [{}]) * len(record.test_cases))
     plan = prepare_batch(
         project,
         record.variant_matrix,
@@ -238,6 +264,7 @@ def prepare_batch_resume(
         batch_id=batch_id,
         regression_gate=regression_gate,
         settings=settings,
+        repetitions=max(1, len(index.list(batch_id=batch_id)) // pairs),  # the index has every repetition
     )
     plan.resume_of = batch_id
     plan.parallelism = parallelism
@@ -271,4 +298,6 @@ def prepare_resume(
         settings=settings,
     )
     plan.items[0].resume = True
+    repetition = re.search(r"-r(\d+)$", record.execution_id)  # shares only with its own repetition
+    plan.items[0].repetition = int(repetition.group(1)) if repetition and record.batch_id else 0
     return plan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from wtb_prefect.analysis.comparison import comparison_table, resolve_baseline
 from wtb_prefect.analysis.stats import mean_ci
@@ -79,6 +79,13 @@ class ComparisonArtifactObserver(BatchObserver):
             description=f"Variant comparison of batch {plan.batch_id} ({len(plan.items)} executions): "
             "success rate, the nodes' median run time, each score's mean with its 95% interval",
         )
+        calls = batch.tracking.get("node_calls")
+        if calls:
+            create_markdown_artifact(
+                key=artifact_key(plan.project.name, "node-calls"),
+                markdown=node_calls_markdown(plan.batch_id, calls),
+                description=f"Batch {plan.batch_id}: node calls computed vs reused, node time saved",
+            )
         if len(batch.by_variant()) < 2:
             return
         base = resolve_baseline(batch, None)
@@ -108,6 +115,19 @@ class ComparisonArtifactObserver(BatchObserver):
                 description=f"Batch {batch.batch_id}: comparative evaluators, each variant against {base} "
                 "(win/tie/loss rates with 95% Wilson intervals, sign-test p-value)",
             )
+
+
+def node_calls_markdown(batch_id: str, calls: dict) -> str:
+    """The node-call report of a batch (``BatchTestResult.tracking["node_calls"]``) as Markdown."""
+    lines = [
+        f"# Node calls of batch {batch_id}",
+        "",
+        "| computed | reused | shared within the batch | from the node-call cache | node time saved (s) |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {calls['computed']} | {calls['reused']} | {calls['shared']} | {calls['cached']} | {calls['time_saved_s']} |",
+    ]
+    lines += ["", *[f"- {error}" for error in calls.get("uncacheable", [])]]
+    return "\n".join(lines)
 
 
 register_observer_factory(lambda plan: ComparisonArtifactObserver())

@@ -306,6 +306,10 @@ class MlflowObserver(BatchObserver):
             "failed": float(len(batch.failed)),
             "duration_s": batch.duration_s,
         }
+        calls = batch.tracking.get("node_calls") or {}
+        overall.update({f"node_calls.{k}": float(calls[k]) for k in ("computed", "reused", "shared", "cached") if k in calls})
+        if "time_saved_s" in calls:
+            overall["node_time_saved_s"] = float(calls["time_saved_s"])
         client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in overall.items()])
         if batch.results:
             client.log_table(self.parent_run_id, _table([_case_row(r) for r in batch.results]), "cases.json")

@@ -28,6 +28,7 @@ from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.worker.call import COROUTINE_ATTR
 from wtb_prefect.worker.workspace import bind_workspace
+from wtb_prefect.run.sharing import begin_call
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
 
@@ -44,6 +45,9 @@ class ExecutionContext:
     records: list[NodeRecord] = field(default_factory=list)
     failed_node: str | None = None
     on_node_end: Callable[[NodeRecord], None] | None = field(default=None, repr=False)
+    repetition: int = 0
+    sharing: Any = field(default=None, repr=False)
+    """The batch's :class:`~wtb_prefect.run.sharing.NodeSharing` (None: every call runs)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, record: NodeRecord) -> None:
@@ -71,8 +75,19 @@ def set_current_execution(ctx: ExecutionContext | None) -> contextvars.Token:
 
 
 @task(name="node", cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
-def node_task(fn: Callable[..., Any], state: Any, kwargs: dict[str, Any], label: str) -> Any:
-    """Run one LangGraph node body; the value goes back to LangGraph unchanged."""
+def node_task(
+    fn: Callable[..., Any],
+    state: Any,
+    kwargs: dict[str, Any],
+    label: str,
+    call_key: str | None = None,
+    files_before: str | None = None,
+) -> Any:
+    """Run one LangGraph node body; the value goes back to LangGraph unchanged.
+
+    ``call_key`` and ``files_before`` are read by the node-call cache policy
+    and its commit hook (:mod:`wtb_prefect.run.sharing`), not by the body.
+    """
     return fn(state, **kwargs)
 
 
@@ -164,16 +179,25 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
         t0 = time.perf_counter()
         task_run_id = None
         func = bind_workspace(plan.func)  # the execution's file workspace travels with the body
+        call = None
         try:
             if FlowRunContext.get() is None:
                 output = func(state, **kwargs)  # outside a flow: plain call
-            elif mode == "ray":
-                with remote_options(**plan.ray_options):
-                    future = plan.prefect_task().submit(func, state, kwargs, label)
-                task_run_id = str(future.task_run_id)
-                output = future.result()
             else:
-                output = plan.prefect_task()(func, state, kwargs, label)
+                with begin_call(plan, ctx, func, state, kwargs, label) as call:  # shared node calls
+                    if mode == "ray":
+                        with remote_options(**plan.ray_options):
+                            future = call.task.submit(func, state, kwargs, call.label, **call.params)
+                        task_run_id = str(future.task_run_id)
+                        output = future.result()
+                        call.ended(future.state)
+                    elif call.key is None:
+                        output = call.task(func, state, kwargs, call.label)
+                    else:
+                        final = call.task(func, state, kwargs, call.label, **call.params, return_state=True)
+                        task_run_id = str(final.state_details.task_run_id)
+                        output = final.result()
+                        call.ended(final)
         except BaseException as exc:
             if ctx is not None:
                 ctx.add(
@@ -206,6 +230,7 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                     resources=plan.resources,
                     metrics=current_node_metrics(),
                     run_s=current_node_run_s(),
+                    **(call.provenance() if call is not None else {}),
                 )
             )
         return output

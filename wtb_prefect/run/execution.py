@@ -27,6 +27,7 @@ from wtb_prefect.run.compile import CompiledVariant
 from wtb_prefect.run.control import CHECKPOINT, controlled_run
 from wtb_prefect.run.dispatch import ExecutionContext, set_current_execution
 from wtb_prefect.run.executions import ExecutionIndex, storage_failure
+from wtb_prefect.run.sharing import NodeSharing
 
 __all__ = ["ExecutionHooks", "ExecutionItem", "current_flow_run_id", "run_execution"]
 
@@ -43,6 +44,8 @@ class ExecutionItem:
     """Continue the execution's thread from its latest checkpoint (when it has one)."""
     done: ExecutionResult | None = None
     """The stored result of an execution that finished before; it is not run again."""
+    repetition: int = 0
+    """Which independent sample of (variant, case) this is; node calls are shared only within one."""
 
 
 class ExecutionHooks:
@@ -97,8 +100,11 @@ def run_execution(
     durability: str,
     batch_id: str | None,
     hooks: ExecutionHooks | None = None,
+    sharing: NodeSharing | None = None,
 ) -> ExecutionResult:
     """Run (or resume) one execution to its end, failure or pause; record it in the index.
+
+    ``sharing``: the batch's node-call sharing (identical node calls run once).
 
     Raises:
         StateStorageError: the checkpoints or the index could not be written (disk
@@ -106,7 +112,7 @@ def run_execution(
     """
     try:
         return _run_execution(
-            item, project=project, index=index, durability=durability, batch_id=batch_id, hooks=hooks
+            item, project=project, index=index, durability=durability, batch_id=batch_id, hooks=hooks, sharing=sharing
         )
     except Exception as exc:
         reason = storage_failure(exc)
@@ -135,10 +141,13 @@ def _run_execution(
     durability: str,
     batch_id: str | None,
     hooks: ExecutionHooks | None = None,
+    sharing: NodeSharing | None = None,
 ) -> ExecutionResult:
     hooks = hooks or ExecutionHooks()
     compiled = item.compiled
-    ctx = ExecutionContext(item.execution_id, compiled.label, item.case.case_id)
+    ctx = ExecutionContext(
+        item.execution_id, compiled.label, item.case.case_id, repetition=item.repetition, sharing=sharing
+    )
     ctx.on_node_end = lambda record: hooks.on_node_end(item, record)
     token = set_current_execution(ctx)
     config = {
@@ -159,6 +168,7 @@ def _run_execution(
         flow_run_id=current_flow_run_id(),
         provenance=compiled.provenance(),
         started_at=time.time(),
+        repetition=item.repetition,
     )
     index.mark_running(item.execution_id, flow_run_id=result.flow_run_id)
     hooks.on_execution_start(item)

@@ -1,0 +1,152 @@
+"""Graphs whose node bodies count their own executions (for the node-call sharing tests).
+
+Each body appends one line to ``$WTB_HOME/counts/<tag>.<node>`` (``tag`` comes
+from the state, so tests do not see each other's counts), in the flow process
+or in a Ray worker alike.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+
+class CountState(TypedDict, total=False):
+    tag: str
+    query: str
+    doc: str
+    draw: float
+    answer: str
+
+
+def _count(state: dict[str, Any], node: str) -> None:
+    folder = Path(os.environ["WTB_HOME"]) / "counts"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{state['tag']}.{node}", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+def counts(tag: str, node: str) -> int:
+    """How many times ``node`` ran for ``tag``."""
+    path = Path(os.environ["WTB_HOME"]) / "counts" / f"{tag}.{node}"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def fetch(state: CountState) -> dict:
+    _count(state, "fetch")
+    time.sleep(0.2)
+    return {"doc": f"doc about {state['query']}"}
+
+
+def slow_fetch(state: CountState) -> dict:
+    _count(state, "slow_fetch")
+    time.sleep(1.0)
+    return {"doc": f"slow doc about {state['query']}"}
+
+
+def sample(state: CountState) -> dict:
+    _count(state, "sample")
+    return {"draw": random.random()}
+
+
+def answer_short(state: CountState) -> dict:
+    _count(state, "answer")
+    return {"answer": f"{state['doc'][:12]} {state.get('draw', '')}"}
+
+
+def answer_long(state: CountState) -> dict:
+    _count(state, "answer_long")
+    return {"answer": f"{state['doc']} (long) {state.get('draw', '')}"}
+
+
+def answer_v2(state: CountState) -> dict:
+    _count(state, "answer_v2")
+    return {"answer": f"v2: {state['doc']}"}
+
+
+def create_fetch_answer() -> Any:
+    """fetch -> answer."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", fetch)
+    graph.add_node("answer", answer_short)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "answer")
+    graph.add_edge("answer", END)
+    return graph.compile()
+
+
+def create_slow() -> Any:
+    """slow_fetch alone (1 s)."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", slow_fetch)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", END)
+    return graph.compile()
+
+
+def create_sampled() -> Any:
+    """fetch -> sample (a random draw) -> answer."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", fetch)
+    graph.add_node("sample", sample)
+    graph.add_node("answer", answer_short)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "sample")
+    graph.add_edge("sample", "answer")
+    graph.add_edge("answer", END)
+    return graph.compile()
+
+
+def polish(state: CountState) -> dict:
+    _count(state, "polish")
+    return {"answer": state["answer"].upper()}
+
+
+def create_three() -> Any:
+    """fetch -> answer -> polish."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", fetch)
+    graph.add_node("answer", answer_short)
+    graph.add_node("polish", polish)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "answer")
+    graph.add_edge("answer", "polish")
+    graph.add_edge("polish", END)
+    return graph.compile()
+
+
+@dataclass
+class Unpicklable:
+    """A value LangGraph's checkpointer stores (msgpack) but pickle refuses."""
+
+    text: str
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        raise TypeError("Unpicklable refuses to be pickled")
+
+
+def fetch_unpicklable(state: CountState) -> dict:
+    _count(state, "fetch_unpicklable")
+    return {"doc": Unpicklable(state["query"])}
+
+
+def answer_any(state: CountState) -> dict:
+    _count(state, "answer_any")
+    return {"answer": f"answer about {getattr(state['doc'], 'text', state['doc'])}"}
+
+
+def create_unpicklable() -> Any:
+    """fetch (returns an unpicklable value) -> answer."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", fetch_unpicklable)
+    graph.add_node("answer", answer_any)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "answer")
+    graph.add_edge("answer", END)
+    return graph.compile()

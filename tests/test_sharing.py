@@ -1,0 +1,262 @@
+"""Each distinct node call runs once: shared within a batch, cached across batches, repetitions.
+
+Bodies count their own executions (tests/sharing_graphs.py) in the Ray workers;
+everything runs on the session's real Prefect server and Ray cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests import sharing_graphs as g
+from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
+
+
+def _project(name: str, factory: Any = g.create_fetch_answer, **execution: Any) -> WorkflowProject:
+    project = WorkflowProject(
+        name=name,
+        graph_factory=factory,
+        state_schema=g.CountState,
+        execution=ExecutionConfig(
+            ray_config=RayConfig(max_concurrent_workflows=20, max_retries=0),
+            default_node_resources=NodeResourceConfig(num_cpus=0.05, memory="64MB"),
+            checkpoint_storage="memory",
+            **execution,
+        ),
+    )
+    return project
+
+
+def _tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _answers(batch: Any) -> dict[tuple[str, str, int], Any]:
+    return {(r.variant_label, r.case_id, r.repetition): r.final_state for r in batch.results}
+
+
+def test_variants_share_upstream_calls_and_results_equal_unshared(bench):
+    tag = _tag()
+    shared = _project(f"share_{tag}")
+    shared.register_variant(node="answer", name="long", implementation=g.answer_long)
+    bench.register_project(shared)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(4)]
+    batch = bench.run_batch_test(shared.name, [{}, {"answer": "long"}], cases)
+    assert not batch.failed
+    assert g.counts(tag, "fetch") == 4  # not 8: both variants reuse the same fetch calls
+    assert g.counts(tag, "answer") == 4 and g.counts(tag, "answer_long") == 4
+    calls = batch.node_calls()
+    assert (calls["computed"], calls["shared"], calls["cached"]) == (12, 4, 0)
+    reused = [n for r in batch.results for n in r.nodes if n.reuse == "shared"]
+    assert {n.node for n in reused} == {"fetch"} and all(n.reused_from and n.call_key for n in reused)
+    assert calls["time_saved_s"] > 0
+
+    tag_off = _tag()
+    off = _project(f"noshare_{tag_off}", node_cache="off")
+    off.register_variant(node="answer", name="long", implementation=g.answer_long)
+    bench.register_project(off)
+    unshared = bench.run_batch_test(off.name, [{}, {"answer": "long"}], [{**c, "tag": tag_off} for c in cases])
+    assert g.counts(tag_off, "fetch") == 8
+    strip = lambda states: {k: {**v, "tag": None} for k, v in states.items()}  # noqa: E731
+    assert strip(_answers(unshared)) == strip(_answers(batch))
+
+
+def test_twenty_identical_calls_at_the_same_moment_run_the_body_once(bench):
+    tag = _tag()
+    project = _project(f"flight_{tag}", g.create_slow)
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": "same question", "case_id": f"c{i}"} for i in range(20)]
+    batch = bench.run_batch_test(project.name, [{}], cases, parallelism=20)
+    assert not batch.failed
+    assert g.counts(tag, "slow_fetch") == 1
+    records = [r.nodes[0] for r in batch.results]
+    computed = [n for n in records if n.reuse == "computed"]
+    assert len(computed) == 1 and len({n.call_key for n in records}) == 1
+    assert all(
+        n.reuse == "shared" and n.reused_from == computed[0].task_run_id for n in records if n is not computed[0]
+    )
+    assert len({r.final_state["doc"] for r in batch.results}) == 1
+    # every node is still a Prefect task run; the reused ones end in Prefect's Cached state naming their origin
+    runs = _final_task_runs([n.task_run_id for n in records])
+    states = sorted(run.state.name for run in runs)
+    assert states == ["Cached"] * 19 + ["Completed"]
+    assert all(computed[0].task_run_id in run.name for run in runs if run.state.name == "Cached")
+
+
+def test_persistent_cache_reuses_unchanged_calls_and_reruns_updated_nodes_and_downstream(bench, wtb_home):
+    tag = _tag()
+    project = _project(f"persist_{tag}", g.create_three, node_cache="persistent")
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(3)]
+    first = bench.run_batch_test(project.name, [{}], cases)
+    assert [g.counts(tag, n) for n in ("fetch", "answer", "polish")] == [3, 3, 3]
+
+    second = bench.run_batch_test(project.name, [{}], cases)
+    assert [g.counts(tag, n) for n in ("fetch", "answer", "polish")] == [3, 3, 3]  # zero bodies ran
+    assert _answers(second) == _answers(first)
+    assert {n.reuse for r in second.results for n in r.nodes} == {"cached"}
+    assert second.node_calls()["cached"] == 9 and second.node_calls()["time_saved_s"] > 0
+
+    project.update_node("answer", g.answer_v2, reason="new prompt")
+    third = bench.run_batch_test(project.name, [{}], cases)
+    assert g.counts(tag, "fetch") == 3  # upstream of the update: reused
+    assert g.counts(tag, "answer_v2") == 3 and g.counts(tag, "polish") == 6  # the update and downstream ran
+    assert all(r.final_state["answer"].startswith("V2: ") for r in third.results)
+
+    from wtb_prefect.run.sharing import cache_info, clear_cache
+
+    info = cache_info(wtb_home, project.name)
+    assert info[0]["entries"] == 15 and info[0]["nodes"] == 3  # 3 fetch, 6 answer (v1, v2), 6 polish
+    assert clear_cache(wtb_home, project.name) == 15 and cache_info(wtb_home, project.name) == []
+
+
+def test_repetitions_are_independent_samples_sharing_upstream_only_within_a_repetition(bench):
+    tag = _tag()
+    project = _project(f"reps_{tag}", g.create_sampled)
+    project.register_variant(node="answer", name="long", implementation=g.answer_long)
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
+    batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, repetitions=3)
+    assert not batch.failed and len(batch) == 2 * 2 * 3
+    assert len({r.execution_id for r in batch.results}) == 12
+    assert sorted({r.repetition for r in batch.results}) == [0, 1, 2]
+    # upstream (fetch, sample) ran once per (case, repetition), shared by both variants
+    assert g.counts(tag, "fetch") == 2 * 3 and g.counts(tag, "sample") == 2 * 3
+    assert g.counts(tag, "answer") == 6 and g.counts(tag, "answer_long") == 6
+    assert batch.node_calls()["shared"] == 2 * 3 * 2  # fetch and sample of the second variant
+    draws = {(r.variant_label, r.case_id, r.repetition): r.final_state["draw"] for r in batch.results}
+    for variant in ("default", "answer=long"):
+        for case in ("0", "1"):
+            assert len({draws[(variant, case, rep)] for rep in range(3)}) == 3  # 3 distinct samples
+    for case in ("0", "1"):
+        for rep in range(3):  # paired: both variants see the same draw within a repetition
+            assert draws[("default", case, rep)] == draws[("answer=long", case, rep)]
+
+
+@pytest.mark.parametrize("repetitions", [0, -1, 1.5, "2", True])
+def test_bad_repetitions_fail_before_any_work(bench, repetitions):
+    from wtb_prefect.errors import ConfigError
+
+    project = _project(f"badreps_{_tag()}")
+    bench.register_project(project)
+    with pytest.raises(ConfigError, match="repetitions"):
+        bench.run_batch_test(project.name, [{}], [{"tag": "x", "query": "q"}], repetitions=repetitions)
+    assert bench.list_batches(project.name) == []
+
+
+def test_a_missing_cache_storage_block_fails_before_any_work(bench):
+    from wtb_prefect.errors import ConfigError
+
+    project = _project(f"badblock_{_tag()}", node_cache="persistent", node_cache_storage="local-file-system/nope")
+    bench.register_project(project)
+    with pytest.raises(ConfigError, match="node_cache_storage.*nope"):
+        bench.run_batch_test(project.name, [{}], [{"tag": "x", "query": "q"}])
+    assert bench.list_batches(project.name) == []
+
+
+def test_unserializable_output_is_named_and_the_batch_runs_with_that_node_uncached(bench):
+    tag = _tag()
+    project = _project(f"unpick_{tag}", g.create_unpicklable, node_cache="persistent", batch_executor="threadpool")
+    project.register_variant(node="answer", name="long", implementation=g.answer_long)
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": "q"}]
+    batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, parallelism=1)
+    assert not batch.failed
+    errors = batch.tracking["node_calls"]["uncacheable"]
+    assert len(errors) == 1 and "node 'fetch'" in errors[0]
+    assert g.counts(tag, "fetch_unpicklable") == 2  # uncached: it ran for both variants
+    assert all(r.final_state["doc"] == g.Unpicklable("q") for r in batch.results)
+
+
+def test_opted_out_nodes_are_never_shared(bench):
+    tag = _tag()
+    project = _project(f"optout_{tag}", node_cache_exclude=["fetch"])
+    project.register_variant(node="answer", name="long", implementation=g.answer_long)
+    bench.register_project(project)
+    batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], [{"tag": tag, "query": "q"}])
+    assert g.counts(tag, "fetch") == 2 and batch.node_calls()["reused"] == 0
+    assert all(n.call_key is None for r in batch.results for n in r.nodes if n.node == "fetch")
+
+
+def _task_run_states(flow_run_id: str, node: str) -> list[str]:
+    """The final state names of a flow run's task runs of ``node``, as the Prefect server has them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=f"{node} |")),
+            limit=200,
+        )
+    return [run.state.name for run in runs if run.name.startswith(f"{node} |")]
+
+
+def _final_task_runs(ids: list[str], timeout: float = 60.0) -> list[Any]:
+    """The task runs ``ids`` once the server has recorded their final states (it does so from
+    events, asynchronously)."""
+    import time
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                runs = [client.read_task_run(i) for i in ids]
+                if all(run.state is not None and run.state.is_final() for run in runs) or time.monotonic() > deadline:
+                    return runs
+            except ObjectNotFound:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
+
+def _comparable(batch: Any) -> dict[tuple[str, str], Any]:
+    """Each execution's final state (without the path of the file it wrote) and scores."""
+    return {
+        (r.variant_label, r.case_id): ({k: v for k, v in r.final_state.items() if k != "output_file"}, r.scores)
+        for r in batch.results
+    }
+
+
+def test_rag_demo_runs_each_distinct_retriever_call_once(bench):
+    """The demo's 5 combinations x 10 cases: BM25 is the retriever of default, generator=lead and
+    _workflow=with_reranker, so 3 x 10 retriever bodies run, not 5 x 10; results equal sharing off."""
+
+    from examples.rag.project import TEST_CASES, VARIANT_MATRIX, build_project
+
+    cases = TEST_CASES[:10]
+    project = build_project()
+    bench.register_project(project)
+    shared = bench.run_batch_test(project.name, VARIANT_MATRIX, cases)
+    assert not shared.failed, [str(r.error) for r in shared.failed]
+    _final_task_runs([n.task_run_id for r in shared.results for n in r.nodes])  # recorded from events
+    states = _task_run_states(shared.flow_run_id, "retriever")
+    assert sorted(states) == ["Cached"] * 20 + ["Completed"] * 30  # bodies run: 3 x 10
+    records = [n for r in shared.results for n in r.nodes if n.node == "retriever"]
+    assert sum(n.reuse == "computed" for n in records) == 30 and sum(n.reuse == "shared" for n in records) == 20
+    assert shared.tracking["node_calls"]["time_saved_s"] > 0
+
+    project.execution.node_cache = "off"
+    unshared = bench.run_batch_test(project.name, VARIANT_MATRIX, cases)
+    _final_task_runs([n.task_run_id for r in unshared.results for n in r.nodes])
+    assert sorted(_task_run_states(unshared.flow_run_id, "retriever")) == ["Completed"] * 50
+    assert _comparable(unshared) == _comparable(shared)
+
+
+def test_resuming_a_batch_with_repetitions_reruns_nothing_that_finished(bench):
+    tag = _tag()
+    project = _project(f"resume_reps_{tag}")
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
+    first = bench.run_batch_test(project.name, [{}], cases, repetitions=2)
+    assert g.counts(tag, "fetch") == 4
+    again = bench.run_batch_test(project.name, resume=first.batch_id)
+    assert g.counts(tag, "fetch") == 4 and g.counts(tag, "answer") == 4  # nothing ran again
+    key = lambda r: (r.execution_id, r.repetition, r.final_state["answer"])  # noqa: E731
+    assert sorted(map(key, again.results)) == sorted(map(key, first.results))
