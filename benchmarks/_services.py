@@ -15,10 +15,9 @@ def services() -> Iterator[str]:
         os.environ["WTB_HOME"] = home
         os.environ.pop("PREFECT_API_URL", None)
         from wtb_prefect.config import RayConfig
+        from wtb_prefect.services.ports import free_port
         from wtb_prefect.services.prefect_server import PrefectServer
         from wtb_prefect.services.ray_cluster import connect_ray
-
-        from wtb_prefect.services.ports import free_port
 
         server = PrefectServer()
         info = server.start(port=free_port())

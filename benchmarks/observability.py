@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from wtb_prefect import log_node_metrics
 from wtb_prefect.run import spans as tracing
-from wtb_prefect.worker.call import call, call_observed
 from wtb_prefect.run.node_scope import absorb_worker_extras, current_node_scope, observe_node
+from wtb_prefect.worker.call import call, call_observed
 
 ROUNDS, CALLS = 7, 2000
 
@@ -68,8 +68,11 @@ def main() -> None:
     traced = median_us(observe_node(PLAN, worker_path), state, {})
     tracing.configure_tracing(None)
     print(f"bare body call                  {bare:8.1f} us  (baseline)")
-    for name, value in [("worker wrapper + metrics", observed), ("node scope, tracing off", untraced),
-                        ("node + worker spans, shipped", traced)]:
+    for name, value in [
+        ("worker wrapper + metrics", observed),
+        ("node scope, tracing off", untraced),
+        ("node + worker spans, shipped", traced),
+    ]:
         print(f"{name:31s} {value:8.1f} us  ({value / bare:5.1f}x, +{value - bare:.1f} us per node)")
 
 

@@ -130,7 +130,9 @@ def main() -> None:
         copies = tmp / "copies"
         copies.mkdir()
         cp = median_s(
-            lambda: subprocess.run(["cp", "-r", str(root / "data"), str(copies / f"c{time.monotonic_ns()}")], check=True),
+            lambda: subprocess.run(
+                ["cp", "-r", str(root / "data"), str(copies / f"c{time.monotonic_ns()}")], check=True
+            ),
             reps,
         )
         rows.append((f"`cp -r data` ({n} files)", cp, "baseline"))
@@ -138,8 +140,10 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     width = max(len(r[0]) for r in rows)
-    print(f"\nfile snapshot cost, medians of {reps} repetitions ({dvc_reps} for `dvc add`) ({n} files of 4 KiB; first snapshot incl. DVC repo "
-          f"creation {first:.2f} s)\n")
+    print(
+        f"\nfile snapshot cost, medians of {reps} repetitions ({dvc_reps} for `dvc add`) ({n} files of 4 KiB; first snapshot incl. DVC repo "
+        f"creation {first:.2f} s)\n"
+    )
     print(f"{'measurement':<{width}}  {'median':>9}")
     for name, secs, note in rows:
         print(f"{name:<{width}}  {secs * 1000:7.1f} ms  {note}")

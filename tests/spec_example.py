@@ -71,11 +71,7 @@ def gpt4_generator_func(state: RAGState) -> dict:
 def reranker_func(state: RAGState) -> dict:
     """Rerank by the share of the document's words that are query words."""
     query = set(tokenize(state.query))
-    return {
-        "documents": sorted(
-            state.documents, key=lambda d: -len(query & set(tokenize(d))) / len(set(tokenize(d)))
-        )
-    }
+    return {"documents": sorted(state.documents, key=lambda d: -len(query & set(tokenize(d))) / len(set(tokenize(d))))}
 
 
 def create_rag_graph():

@@ -33,9 +33,7 @@ def test_no_import_cycle_between_subpackages() -> None:
     cycles = []
     for a, b in itertools.combinations(SUBPACKAGES, 2):
         forward = graph.find_shortest_chain(importer=f"wtb_prefect.{a}", imported=f"wtb_prefect.{b}", as_packages=True)
-        backward = graph.find_shortest_chain(
-            importer=f"wtb_prefect.{b}", imported=f"wtb_prefect.{a}", as_packages=True
-        )
+        backward = graph.find_shortest_chain(importer=f"wtb_prefect.{b}", imported=f"wtb_prefect.{a}", as_packages=True)
         if forward and backward:
             cycles.append(f"{a} <-> {b}: {' -> '.join(forward)} and {' -> '.join(backward)}")
     assert not cycles, "\n".join(cycles)

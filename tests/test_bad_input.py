@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import graphs
 import pydantic
 import pytest
 
-import graphs
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, WorkflowProject
 from wtb_prefect.config import parse_memory
 from wtb_prefect.errors import (
@@ -23,9 +23,7 @@ def _rag(name: str = "bad_rag", **execution) -> WorkflowProject:
         name=name,
         graph_factory=graphs.rag_graph,
         state_schema=graphs.RAGState,
-        execution=ExecutionConfig(
-            default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB"), **execution
-        ),
+        execution=ExecutionConfig(default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB"), **execution),
     )
     project.register_variant(node="retriever", name="prefix", implementation=graphs.prefix_retriever)
     return project
@@ -33,8 +31,14 @@ def _rag(name: str = "bad_rag", **execution) -> WorkflowProject:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("512MB", 512_000_000), ("2GB", 2_000_000_000), ("1.5GiB", int(1.5 * 1024**3)), (1073741824, 1073741824),
-     ("1073741824", 1073741824), ("64 MiB", 64 * 1024**2)],
+    [
+        ("512MB", 512_000_000),
+        ("2GB", 2_000_000_000),
+        ("1.5GiB", int(1.5 * 1024**3)),
+        (1073741824, 1073741824),
+        ("1073741824", 1073741824),
+        ("64 MiB", 64 * 1024**2),
+    ],
 )
 def test_memory_parses(text, expected):
     assert parse_memory(text) == expected
@@ -93,9 +97,7 @@ def test_unknown_node_variant_in_run(bench):
 def test_unknown_node_in_variant_matrix(bench):
     bench.register_project(_rag())
     with pytest.raises(UnknownNodeError, match="'reranker'"):
-        bench.run_batch_test(
-            project="bad_rag", variant_matrix=[{}, {"reranker": "x"}], test_cases=[{"query": "q"}]
-        )
+        bench.run_batch_test(project="bad_rag", variant_matrix=[{}, {"reranker": "x"}], test_cases=[{"query": "q"}])
 
 
 def test_unknown_workflow_variant(bench):
@@ -131,8 +133,12 @@ def _flow_run_count(name_prefix: str) -> int:
 
 @pytest.mark.parametrize(
     ("resources", "field"),
-    [({"num_gpus": 1}, "num_gpus"), ({"num_cpus": 64}, "num_cpus"), ({"memory": "4TB"}, "memory"),
-     ({"custom_resources": {"tpu": 1}}, "custom_resources['tpu']")],
+    [
+        ({"num_gpus": 1}, "num_gpus"),
+        ({"num_cpus": 64}, "num_cpus"),
+        ({"memory": "4TB"}, "memory"),
+        ({"custom_resources": {"tpu": 1}}, "custom_resources['tpu']"),
+    ],
 )
 def test_unsatisfiable_resources_fail_before_any_work(bench, resources, field):
     project = _rag(name="bad_resources")
@@ -158,6 +164,11 @@ def test_variant_resources_are_checked_too(bench):
 
 
 def test_every_error_is_a_wtb_error():
-    for cls in (GraphFactoryError, ResourceUnsatisfiableError, StateValidationError, UnknownNodeError,
-                UnknownVariantError):
+    for cls in (
+        GraphFactoryError,
+        ResourceUnsatisfiableError,
+        StateValidationError,
+        UnknownNodeError,
+        UnknownVariantError,
+    ):
         assert issubclass(cls, WTBError)

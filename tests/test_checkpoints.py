@@ -86,5 +86,7 @@ def test_batch_goes_on_when_one_execution_fails(bench, tmp_path):
     batch = bench.run_batch_test(name, [{}], cases, parallelism=2)
     assert [r.status for r in batch] == ["completed", "failed", "completed"]
     assert batch.failed[0].error.node == "b"
-    assert [r.final_state["x"] for r in batch if r.ok] == [ctl_graphs.expected_final(0)["x"],
-                                                            ctl_graphs.expected_final(2)["x"]]
+    assert [r.final_state["x"] for r in batch if r.ok] == [
+        ctl_graphs.expected_final(0)["x"],
+        ctl_graphs.expected_final(2)["x"],
+    ]

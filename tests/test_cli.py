@@ -57,9 +57,22 @@ variants:
         (["batch", QUICKSTART, "--cases", json.dumps([RAY_CASE]), "--tolerance", "nope=0.1"], "not a metric"),
         (["batch", QUICKSTART, "--cases", json.dumps([RAY_CASE]), "--tolerance", "answer_hit"], "METRIC=AMOUNT"),
     ],
-    ids=["unknown module", "case not an object", "case not JSON", "case file missing", "variant format",
-         "unknown variant", "case not in schema", "empty cases", "unknown variant in matrix", "missing YAML",
-         "reference to a non-project", "unknown execution", "unknown gate metric", "tolerance format"],
+    ids=[
+        "unknown module",
+        "case not an object",
+        "case not JSON",
+        "case file missing",
+        "variant format",
+        "unknown variant",
+        "case not in schema",
+        "empty cases",
+        "unknown variant in matrix",
+        "missing YAML",
+        "reference to a non-project",
+        "unknown execution",
+        "unknown gate metric",
+        "tolerance format",
+    ],
 )
 def test_bad_input_exits_2_with_the_reason(cli, args: list[str], words: str) -> None:
     result = cli(*args)
@@ -92,8 +105,16 @@ def test_batch_prints_progress_and_comparison(cli, ray_cluster, tmp_path: Path) 
     (tmp_path / "matrix.yaml").write_text("- {}\n- {retriever: name_match}\n")
     (tmp_path / "cases.json").write_text(json.dumps([RAY_CASE, MLFLOW_CASE]))
     out = tmp_path / "rows.json"
-    result = cli("batch", QUICKSTART, "--matrix", str(tmp_path / "matrix.yaml"),
-                 "--cases", str(tmp_path / "cases.json"), "--output", str(out))
+    result = cli(
+        "batch",
+        QUICKSTART,
+        "--matrix",
+        str(tmp_path / "matrix.yaml"),
+        "--cases",
+        str(tmp_path / "cases.json"),
+        "--output",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     assert "4/4" in result.output  # the progress bar's last state
     assert "retriever=name_match" in result.output and "default" in result.output  # comparison table
@@ -109,8 +130,9 @@ def test_run_then_inspect_rollback_resume(cli, ray_cluster) -> None:
     result = cli("run", QUICKSTART, "--case", json.dumps(RAY_CASE), "--variant", "retriever=name_match")
     assert result.exit_code == 0, result.output
     assert "Ray schedules Python tasks" in result.output
-    execution_id = next(line.split()[1].rstrip(":") for line in result.output.splitlines()
-                        if line.startswith("execution "))
+    execution_id = next(
+        line.split()[1].rstrip(":") for line in result.output.splitlines() if line.startswith("execution ")
+    )
 
     listed = cli("executions", "--project", "quickstart_qa")
     assert listed.exit_code == 0 and execution_id in listed.output
@@ -147,11 +169,29 @@ def test_failed_execution_exits_1(cli, ray_cluster, tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_regression_exits_3(cli, ray_cluster) -> None:
     # name_match finds no document for a query that names no tool: answer_hit drops from 1 to 0
-    result = cli("batch", QUICKSTART, "--cases", json.dumps([MLFLOW_CASE]),
-                 "--matrix", '[{}, {"retriever": "name_match"}]', "--baseline", "default", "--tolerance", "answer_hit=0.5")
+    result = cli(
+        "batch",
+        QUICKSTART,
+        "--cases",
+        json.dumps([MLFLOW_CASE]),
+        "--matrix",
+        '[{}, {"retriever": "name_match"}]',
+        "--baseline",
+        "default",
+        "--tolerance",
+        "answer_hit=0.5",
+    )
     assert result.exit_code == 3, result.output
     assert "regression" in result.output and "retriever=name_match" in result.output
-    passed = cli("batch", QUICKSTART, "--cases", json.dumps([RAY_CASE]),
-                 "--matrix", '[{}, {"retriever": "name_match"}]', "--tolerance", "answer_hit=0.5")
+    passed = cli(
+        "batch",
+        QUICKSTART,
+        "--cases",
+        json.dumps([RAY_CASE]),
+        "--matrix",
+        '[{}, {"retriever": "name_match"}]',
+        "--tolerance",
+        "answer_hit=0.5",
+    )
     assert passed.exit_code == 0, passed.output
     assert "no regression" in passed.output

@@ -12,19 +12,23 @@ import math
 
 import numpy as np
 import pytest
+import scored_graphs
 from scipy import stats as scipy_stats
 
-import scored_graphs
-from wtb_prefect.analysis.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
-from wtb_prefect.errors import ConfigError, ProjectError
-from wtb_prefect.analysis.evaluation import aggregate_metrics
 from wtb_prefect.analysis.batch_result import BatchTestResult
-from wtb_prefect.results import ExecutionResult, NodeRecord
+from wtb_prefect.analysis.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
+from wtb_prefect.analysis.evaluation import aggregate_metrics
 from wtb_prefect.analysis.stats import mean_ci, percentile, welch_difference
+from wtb_prefect.errors import ConfigError, ProjectError
+from wtb_prefect.results import ExecutionResult, NodeRecord
 
 
-def _result(label: str, case: str, score: float | None, latency: float = 1.0, status: str = "completed") -> ExecutionResult:
-    variant = {"_workflow": "default"} if label == "default" else {"_workflow": "default", "retriever": label.split("=")[1]}
+def _result(
+    label: str, case: str, score: float | None, latency: float = 1.0, status: str = "completed"
+) -> ExecutionResult:
+    variant = (
+        {"_workflow": "default"} if label == "default" else {"_workflow": "default", "retriever": label.split("=")[1]}
+    )
     return ExecutionResult(
         execution_id=f"x-{label}-{case}",
         project="p",
@@ -134,22 +138,38 @@ def test_regression_gate_uses_direction_and_tolerance():
     slow = check_regressions(batch, "default", ["latency_s=10%"])
     assert [r.variant for r in slow] == ["retriever=bad"]
     # an explicit direction and a significance requirement
-    assert check_regressions(batch, "default", {"latency_s": Tolerance(0.0, higher_is_better=True)})[0].variant == "retriever=same"
+    assert (
+        check_regressions(batch, "default", {"latency_s": Tolerance(0.0, higher_is_better=True)})[0].variant
+        == "retriever=same"
+    )
     # "same" is 0.002 worse on accuracy: a regression at tolerance 0, but not a significant one
-    assert {r.variant for r in check_regressions(batch, "default", {"accuracy": 0.0})} == {"retriever=bad", "retriever=same"}
-    assert [r.variant for r in check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})] == ["retriever=bad"]
+    assert {r.variant for r in check_regressions(batch, "default", {"accuracy": 0.0})} == {
+        "retriever=bad",
+        "retriever=same",
+    }
+    assert [
+        r.variant for r in check_regressions(batch, "default", {"accuracy": Tolerance(0.0, require_significance=True)})
+    ] == ["retriever=bad"]
     # every execution of a variant failed: no values is a regression
     failing = _batch({"default": GOOD, "retriever=broken": [(None, 0.1, "failed")] * 4})
     gone = check_regressions(failing, "default", {"accuracy": 0.1, "error_rate": 0.0})
-    assert {(r.variant, r.metric, r.value) for r in gone} == {("retriever=broken", "accuracy", None), ("retriever=broken", "error", 1.0)}
+    assert {(r.variant, r.metric, r.value) for r in gone} == {
+        ("retriever=broken", "accuracy", None),
+        ("retriever=broken", "error", 1.0),
+    }
     error = RegressionError(gone, failing)
     assert "2 regression(s)" in str(error) and error.batch is failing
 
 
 @pytest.mark.parametrize(
     ("spec", "match"),
-    [(["accuracy"], "METRIC=AMOUNT"), (["accuracy=lots"], "does not parse"), ({"accuracy": -1}, "non-negative"),
-     ({"accuracy": True}, "bool"), ({"accuracy": {"alowed": 1}}, "allowed, relative")],
+    [
+        (["accuracy"], "METRIC=AMOUNT"),
+        (["accuracy=lots"], "does not parse"),
+        ({"accuracy": -1}, "non-negative"),
+        ({"accuracy": True}, "bool"),
+        ({"accuracy": {"alowed": 1}}, "allowed, relative"),
+    ],
 )
 def test_bad_tolerances_are_config_errors(spec, match):
     with pytest.raises(ConfigError, match=match):
@@ -217,18 +237,29 @@ def test_regression_gate_fails_the_flow_run(bench):
     matrix = [{}, {"retriever": "paris_rome"}]
     with pytest.raises(RegressionError) as caught:
         bench.run_batch_test(
-            project="cmp_gate", variant_matrix=matrix, test_cases=scored_graphs.CASES, parallelism=4,
-            regression_gate={"baseline": {"retriever": "default"}, "tolerances": {"exact_match": 0.1, "latency_s": "500%"}},
+            project="cmp_gate",
+            variant_matrix=matrix,
+            test_cases=scored_graphs.CASES,
+            parallelism=4,
+            regression_gate={
+                "baseline": {"retriever": "default"},
+                "tolerances": {"exact_match": 0.1, "latency_s": "500%"},
+            },
         )
     error = caught.value
     assert [(r.variant, r.metric) for r in error.regressions] == [("retriever=paris_rome", "exact_match")]
     assert error.regressions[0].change == pytest.approx(-0.5)
     assert _flow_run_state(error.batch.flow_run_id) == "FAILED"
-    gate_artifact = next(a for a in _flow_run_artifacts(error.batch.flow_run_id) if a.key == "wtb-cmp-gate-regression-gate")
+    gate_artifact = next(
+        a for a in _flow_run_artifacts(error.batch.flow_run_id) if a.key == "wtb-cmp-gate-regression-gate"
+    )
     assert "REGRESSED" in str(gate_artifact.data)
     # a tolerance the candidate meets: the flow run completes
     batch = bench.run_batch_test(
-        project="cmp_gate", variant_matrix=matrix, test_cases=scored_graphs.CASES, parallelism=4,
+        project="cmp_gate",
+        variant_matrix=matrix,
+        test_cases=scored_graphs.CASES,
+        parallelism=4,
         regression_gate={"baseline": "default", "tolerances": ["exact_match=0.6"]},
     )
     assert _flow_run_state(batch.flow_run_id) == "COMPLETED" and batch.tracking["regressions"] == []
@@ -236,16 +267,22 @@ def test_regression_gate_fails_the_flow_run(bench):
 
 @pytest.mark.parametrize(
     ("gate", "match"),
-    [({"baseline": "retriever=nope", "tolerances": {"exact_match": 0.1}}, "baseline.*not in the variant matrix"),
-     ({"tolerances": {"exact_macth": 0.1}}, "exact_macth.*not a metric"),
-     ({"tolerances": {}}, "tolerances: is empty"),
-     ({"tolerance": {"exact_match": 0.1}}, "regression_gate")],
+    [
+        ({"baseline": "retriever=nope", "tolerances": {"exact_match": 0.1}}, "baseline.*not in the variant matrix"),
+        ({"tolerances": {"exact_macth": 0.1}}, "exact_macth.*not a metric"),
+        ({"tolerances": {}}, "tolerances: is empty"),
+        ({"tolerance": {"exact_match": 0.1}}, "regression_gate"),
+    ],
 )
 def test_bad_gate_fails_before_any_work(bench, gate, match):
     bench.register_project(scored_graphs.qa_project("cmp_bad_gate"))
     with pytest.raises(ConfigError, match=match):
-        bench.run_batch_test(project="cmp_bad_gate", variant_matrix=[{}, {"retriever": "first"}],
-                             test_cases=scored_graphs.CASES, regression_gate=gate)
+        bench.run_batch_test(
+            project="cmp_bad_gate",
+            variant_matrix=[{}, {"retriever": "first"}],
+            test_cases=scored_graphs.CASES,
+            regression_gate=gate,
+        )
     assert bench.list_batches("cmp_bad_gate") == []
 
 
@@ -334,7 +371,14 @@ def test_gate_can_require_significance_for_every_tolerance():
     plan = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate=gate)
     assert plan.gate.require_significance
     assert all(t.require_significance for t in plan.gate.tolerances.values())
-    plain = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={"tolerances": {"exact_match": 0.1}})
+    plain = prepare_batch(
+        project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={"tolerances": {"exact_match": 0.1}}
+    )
     assert not plain.gate.require_significance and not plain.gate.tolerances["exact_match"].require_significance
     with pytest.raises(ConfigError, match="require_significance"):
-        prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={**gate, "require_significance": "yes"})
+        prepare_batch(
+            project,
+            scored_graphs.MATRIX[:2],
+            scored_graphs.CASES,
+            regression_gate={**gate, "require_significance": "yes"},
+        )

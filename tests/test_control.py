@@ -13,9 +13,9 @@ import time
 import uuid
 from pathlib import Path
 
+import ctl_graphs
 import pytest
 
-import ctl_graphs
 from wtb_prefect.errors import ExecutionStateError, UnknownCheckpointError, UnknownExecutionError
 
 STORAGES = ["sqlite", "postgres"]

@@ -10,17 +10,14 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import pytest
-
 import ctl_graphs
+import pytest
 from test_control import TESTS_DIR, _name, _state, start_in_thread, wait_for
 
 
 def test_worker_killed_mid_node_is_retried_and_execution_completes(bench, tmp_path):
     name = _name("crash_worker")
-    bench.register_project(
-        ctl_graphs.make_project(name, "sqlite", factory=ctl_graphs.worker_graph, max_retries=1)
-    )
+    bench.register_project(ctl_graphs.make_project(name, "sqlite", factory=ctl_graphs.worker_graph, max_retries=1))
     thread, box = start_in_thread(bench.run, name, _state(tmp_path, sleep=60.0))
     pid_file = wait_for(lambda: next(iter(tmp_path.glob("*.pids")), None), what="the worker to write its pid")
     worker_pid = int(wait_for(lambda: pid_file.read_text().split(), what="pid")[0])
@@ -65,13 +62,16 @@ def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(DRIVER.format(name=name, storage=storage, cases=cases))],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         # the second execution is inside node b (after a's checkpoint): kill the driver there
         wait_for(
             lambda: any("b" in ctl_graphs.counts(tmp_path, p.stem, "started") for p in tmp_path.glob("*-c1.started")),
-            timeout=240, what="the driver to reach node b of the second execution",
+            timeout=240,
+            what="the driver to reach node b of the second execution",
         )
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(30)

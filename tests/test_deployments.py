@@ -76,9 +76,20 @@ def ray_head() -> Iterator[str]:
         temp = tempfile.mkdtemp(prefix="wtbray", dir="/tmp")
         port = free_port()
         started = subprocess.run(
-            [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={temp}"],
-            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            [
+                ray_cli,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--num-cpus=2",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={temp}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
             # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
             env={**os.environ, "RAY_agent_register_timeout_ms": "300000", "RAY_AUTH_MODE": "disabled"},
         )
@@ -115,7 +126,12 @@ def deployed(prefect_api: str, ray_head: str, tmp_path_factory: pytest.TempPathF
     log = (work / "worker.log").open("w")
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", POOL, "--limit", "2"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         yield {"work": work, "env": env, "worker": worker, "log": work / "worker.log"}
@@ -194,7 +210,13 @@ def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
     # the parameter form the UI shows comes from the flow's typed signature and docstring
     properties = on_demand.parameter_openapi_schema["properties"]
     assert set(properties) == {
-        "project", "test_cases", "variant_matrix", "parallelism", "regression_gate", "resume", "batch_id"
+        "project",
+        "test_cases",
+        "variant_matrix",
+        "parallelism",
+        "regression_gate",
+        "resume",
+        "batch_id",
     }
     assert "wtb-project/<block name>" in properties["project"]["description"]
     assert on_demand.parameters["project"] == "examples.quickstart.project:build_project"
@@ -236,7 +258,10 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
     if os.environ.get("WTB_SCREENSHOT"):  # `WTB_SCREENSHOT=path.png pytest ...` keeps a picture of this run
         shot = subprocess.run(
             ["bash", str(REPO / "scripts/screenshot.sh"), flow_run_id, os.environ["WTB_SCREENSHOT"]],
-            env=deployed["env"], capture_output=True, text=True, timeout=300,
+            env=deployed["env"],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert shot.returncode == 0 and Path(os.environ["WTB_SCREENSHOT"]).stat().st_size > 10_000, shot.stderr
 
@@ -249,9 +274,19 @@ def test_deployment_run_watch_returns_when_the_flow_run_ends(deployed: dict) -> 
     case = [{"query": "Which installer builds virtual environments fast?", "expected": "uv"}]
     started = time.monotonic()
     watched = _prefect(
-        ["deployment", "run", "wtb-batch-test/quickstart-on-demand", "--param", f"test_cases={json.dumps(case)}",
-         "--watch", "--watch-timeout", "600"],
-        deployed["work"], deployed["env"], timeout=660,
+        [
+            "deployment",
+            "run",
+            "wtb-batch-test/quickstart-on-demand",
+            "--param",
+            f"test_cases={json.dumps(case)}",
+            "--watch",
+            "--watch-timeout",
+            "600",
+        ],
+        deployed["work"],
+        deployed["env"],
+        timeout=660,
     )
     waited = time.monotonic() - started
     assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-3000:]
@@ -282,7 +317,8 @@ def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None
 def test_invalid_parameter_is_rejected_before_any_run(deployed: dict) -> None:
     result = _prefect(
         ["deployment", "run", "wtb-batch-test/quickstart-on-demand", "--param", "parallelism=0"],
-        deployed["work"], deployed["env"],
+        deployed["work"],
+        deployed["env"],
     )
     assert result.returncode != 0
     assert "parallelism" in (result.stdout + result.stderr)
@@ -298,13 +334,16 @@ def test_nightly_files_match_the_example_module() -> None:
     assert WorkflowProject.from_yaml(folder / "project.yaml").to_yaml() == quickstart.build_project().to_yaml()
 
 
-
 @pytest.fixture(scope="module")
 def registered_blocks(deployed: dict) -> None:
     """`python blocks/register.py`: the block types and their default documents."""
     registered = subprocess.run(
-        [sys.executable, "blocks/register.py"], cwd=deployed["work"], env=deployed["env"],
-        capture_output=True, text=True, timeout=180,
+        [sys.executable, "blocks/register.py"],
+        cwd=deployed["work"],
+        env=deployed["env"],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert registered.returncode == 0, registered.stdout + registered.stderr
 
@@ -312,8 +351,8 @@ def registered_blocks(deployed: dict) -> None:
 def test_blocks_register_and_name_a_saved_project(registered_blocks: None) -> None:
     from prefect import get_client
 
-    from wtb_prefect.integrations.blocks import CheckpointDatabase, WTBProject
     from wtb_prefect.define.registry import resolve_project
+    from wtb_prefect.integrations.blocks import CheckpointDatabase, WTBProject
 
     block = WTBProject.load("quickstart")
     assert block.reference == "examples.quickstart.project:build_project"
@@ -341,7 +380,8 @@ def test_blocks_register_and_name_a_saved_project(registered_blocks: None) -> No
 
 def test_single_run_deployment_with_a_project_block(deployed: dict, registered_blocks: None) -> None:
     flow_run_id = _run_deployment(
-        deployed, "wtb-run/quickstart-run",
+        deployed,
+        "wtb-run/quickstart-run",
         {"project": "wtb-project/quickstart", "variant_config": {"_workflow": "with_reranker"}},
     )
     run = _wait(flow_run_id, deployed)

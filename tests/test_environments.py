@@ -147,7 +147,9 @@ def test_missing_requirements_file_is_rejected_before_the_batch(tmp_path):
     from wtb_prefect.run.environments import EnvironmentBuildError
 
     missing = tmp_path / "nope.txt"
-    project = _project("env_req", granularity="node", node_environments={"retriever": EnvSpec(requirements_file=str(missing))})
+    project = _project(
+        "env_req", granularity="node", node_environments={"retriever": EnvSpec(requirements_file=str(missing))}
+    )
     with pytest.raises(EnvironmentBuildError, match="requirements_file") as info:
         prepare_batch(project, None, [{"query": "q"}])
     assert str(missing) in str(info.value) and "env_req/retriever" in str(info.value)
@@ -180,7 +182,9 @@ def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api)
     manager = get_environment_manager()
     for _ in range(2):  # the failed build is not taken for a built env the second time
         with pytest.raises(EnvironmentBuildError) as info:
-            bench.run_batch_test(project="env_bad", variant_matrix=[{"retriever": "broken"}], test_cases=[{"query": "q"}])
+            bench.run_batch_test(
+                project="env_bad", variant_matrix=[{"retriever": "broken"}], test_cases=[{"query": "q"}]
+            )
         assert "not found in the package registry" in info.value.uv_output
         assert MISSING.split("==")[0] in str(info.value) and "env_bad/retriever:broken" in str(info.value)
         assert not (manager.root / manager.key_of(spec)).exists()  # nothing half-built left
@@ -198,9 +202,7 @@ def test_variants_import_only_their_own_env_and_a_second_run_reuses_it(bench):
     from wtb_prefect import EnvSpec
     from wtb_prefect.run.environments import get_environment_manager
 
-    project = _project(
-        "env_iso", granularity="variant", variant_environments={"retriever:bm25": EnvSpec(**BM25)}
-    )
+    project = _project("env_iso", granularity="variant", variant_environments={"retriever:bm25": EnvSpec(**BM25)})
     project.register_variant("retriever", "bm25", probe)
     project.register_variant("retriever", "plain", probe, environment=EnvSpec(**PLAIN))
     bench.register_project(project)
@@ -227,7 +229,9 @@ def test_variants_import_only_their_own_env_and_a_second_run_reuses_it(bench):
     assert Path(bm25.final_state["prefix"]) == bm25_dir and Path(plain.final_state["prefix"]) == plain_dir
     assert Path(default.final_state["prefix"]) == Path(sys.prefix)
     assert (bm25.final_state["env_tag"], plain.final_state["env_tag"], default.final_state["env_tag"]) == (
-        "bm25", "plain", None,
+        "bm25",
+        "plain",
+        None,
     )
     # the lock is part of each result's provenance and of the env's audit
     audit = manager.audit()
@@ -273,7 +277,10 @@ def test_other_process_reuses_env_and_cleanup_on_exit_deletes_only_what_it_built
     def run(cleanup: bool) -> dict:
         done = subprocess.run(
             [sys.executable, "-c", _SUBPROCESS, str(root), str(requirements), "1" if cleanup else "0"],
-            capture_output=True, text=True, timeout=300, check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])

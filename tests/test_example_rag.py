@@ -137,7 +137,9 @@ def test_batch_scores_are_the_evaluators_scores_and_variants_differ(bench):
     assert means["_workflow=with_reranker"]["mrr"] > means["default"]["mrr"]
     assert means["_workflow=with_reranker"]["hit_at_5"] > means["default"]["hit_at_5"]
     assert (means["retriever=tfidf"]["hit_at_5"], means["retriever=tfidf"]["answer_match"]) != (
-        means["default"]["hit_at_5"], means["default"]["answer_match"])
+        means["default"]["hit_at_5"],
+        means["default"]["answer_match"],
+    )
 
     # Each node ran as a Prefect task on Ray with its own resources and environment.
     reranked = next(r for r in batch if r.variant_label == "_workflow=with_reranker")
@@ -145,9 +147,7 @@ def test_batch_scores_are_the_evaluators_scores_and_variants_differ(bench):
     assert resources["reranker"]["num_cpus"] == 1 and resources["retriever"]["num_cpus"] == 0.5
     assert resources["generator"]["num_cpus"] == 0.25
     assert all(rec.task_run_id for r in batch for rec in r.nodes)
-    envs = {
-        r.variant_label: r.provenance["nodes"]["retriever"]["environment"] for r in batch
-    }
+    envs = {r.variant_label: r.provenance["nodes"]["retriever"]["environment"] for r in batch}
     bm25_lock, tfidf_lock = " ".join(envs["default"]["lock"]), " ".join(envs["retriever=tfidf"]["lock"])
     assert "rank-bm25==" in bm25_lock and "scikit-learn==" not in bm25_lock
     assert "scikit-learn==" in tfidf_lock and "rank-bm25==" not in tfidf_lock
@@ -160,8 +160,10 @@ def test_yaml_project_gives_the_same_results_as_the_python_project(bench):
     matrix = [{"retriever": "hybrid"}, {"generator": "lead"}]
     cases = _cases(SUBSET[:3])
     results = {}
-    for source, project in [("python", build_project()),
-                            ("yaml", WorkflowProject.from_yaml(PROJECT_ROOT / "wtb_project.yaml"))]:
+    for source, project in [
+        ("python", build_project()),
+        ("yaml", WorkflowProject.from_yaml(PROJECT_ROOT / "wtb_project.yaml")),
+    ]:
         bench.register_project(project)
         batch = bench.run_batch_test(project="rag_qa", variant_matrix=matrix, test_cases=cases, parallelism=6)
         _check_against_independent(batch, matrix, cases)

@@ -103,7 +103,12 @@ def test_write_modify_delete_and_restore_each_snapshot_byte_for_byte(project_roo
         assert actual == expected, snap_id
         assert (ws / "data" / "debug.log").read_text() == "still ignored\n"  # ignored files are left alone
     assert not (ws / "outputs" / "deep").exists()  # emptied folders go too
-    assert [s.snapshot_id for s in tracker.snapshots("e1")] == [seed.snapshot_id, s1.snapshot_id, s2.snapshot_id, s3.snapshot_id]
+    assert [s.snapshot_id for s in tracker.snapshots("e1")] == [
+        seed.snapshot_id,
+        s1.snapshot_id,
+        s2.snapshot_id,
+        s3.snapshot_id,
+    ]
 
 
 def test_unchanged_snapshot_stores_nothing_and_full_strategy_matches(project_root: Path, tmp_path: Path) -> None:
@@ -181,8 +186,12 @@ def test_checkpoint_links_and_rollback_uses_nearest_snapshot(project_root: Path,
     assert [s.snapshot_id for s in tracker.snapshots("l1")][-1] == b.snapshot_id
     assert a.snapshot_id not in [s.snapshot_id for s in tracker.snapshots("l1")]  # superseded
     t = b.created_at + 1
-    refs = [CheckpointRef("cm1", None, -1, t - 9), CheckpointRef("c0", "cm1", 0, t - 8),
-            CheckpointRef("c1", "c0", 1, t), CheckpointRef("c2", "c1", 2, t + 1)]
+    refs = [
+        CheckpointRef("cm1", None, -1, t - 9),
+        CheckpointRef("c0", "cm1", 0, t - 8),
+        CheckpointRef("c1", "c0", 1, t),
+        CheckpointRef("c2", "c1", 2, t + 1),
+    ]
     tracker.link_checkpoints("l1", refs)
     assert tracker.snapshots("l1")[-1].checkpoint_id == "c1"
     assert tracker.rollback("l1", "c2", refs).snapshot_id == b.snapshot_id  # step 2 wrote nothing
@@ -192,7 +201,9 @@ def test_checkpoint_links_and_rollback_uses_nearest_snapshot(project_root: Path,
         tracker.rollback("l1", "nope", refs)
 
 
-def test_corrupt_or_missing_cache_object_is_a_typed_error_and_changes_nothing(project_root: Path, tmp_path: Path) -> None:
+def test_corrupt_or_missing_cache_object_is_a_typed_error_and_changes_nothing(
+    project_root: Path, tmp_path: Path
+) -> None:
     tracker = make_tracker(project_root, tmp_path)
     ws = tracker.workspace("k1")
     (ws / "outputs" / "o.txt").write_text("original")
@@ -269,9 +280,9 @@ def test_workspace_accessor_outside_an_execution_raises() -> None:
 # ─── Through WTBTestBench: real Prefect server, Ray workers, DVC ───
 # Node functions live at module level so Ray workers import them by reference.
 
-from typing import Annotated  # noqa: E402
 import operator  # noqa: E402
 import uuid  # noqa: E402
+from typing import Annotated  # noqa: E402
 
 from typing_extensions import TypedDict  # noqa: E402
 
@@ -374,7 +385,12 @@ def test_bench_rollback_restores_files_of_each_checkpoint(bench, project_root: P
     assert tracked_now(project_root) == expected_files(project_root, "solo", 0)  # project root untouched
 
     snaps = bench.get_file_snapshots(eid)
-    assert [(s.kind, s.node) for s in snaps] == [("seed", None), ("node", "write"), ("node", "modify"), ("node", "delete")]
+    assert [(s.kind, s.node) for s in snaps] == [
+        ("seed", None),
+        ("node", "write"),
+        ("node", "modify"),
+        ("node", "delete"),
+    ]
     assert all(s.checkpoint_id for s in snaps[1:])
     assert [s.files_changed for s in snaps[1:]] == [3, 2, 2]
     prov = result.provenance["files"]

@@ -149,5 +149,3 @@ def test_cold_batch_under_cpu_load_has_no_failure(bench):
             proc.join(10)
     assert not batch.failed, batch.failed[0].error
     assert [r.final_state["x"] for r in batch.results] == [2 * (i + 1) for i in range(n)]
-
-

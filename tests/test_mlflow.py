@@ -8,12 +8,12 @@ import threading
 from pathlib import Path
 
 import pytest
+import scored_graphs
 from mlflow import MlflowClient
 
-import scored_graphs
-from wtb_prefect.integrations.mlflow import mlflow_ui_command, tracking_uri
-from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.analysis.stats import mean_ci, percentile
+from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
+from wtb_prefect.integrations.mlflow import mlflow_ui_command, tracking_uri
 
 
 def _runs(client: MlflowClient, project: str, batch_id: str):
@@ -112,7 +112,10 @@ def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path
         table = _load_table(client, child.info.run_id, "cases.json", tmp_path / label)
         assert sorted(row["case"] for row in table) == ["berlin", "madrid", "paris", "rome"]
         for row in table:
-            assert row["exact_match"] == groups[label][[r.case_id for r in results].index(row["case"])].scores["exact_match"]
+            assert (
+                row["exact_match"]
+                == groups[label][[r.case_id for r in results].index(row["case"])].scores["exact_match"]
+            )
             assert row["status"] == "completed"
     comparison = _load_table(client, parent.info.run_id, "comparison.json", tmp_path / "parent")
     accuracy_rows = {r["variant"]: r for r in comparison if r["metric"] == "exact_match"}
@@ -134,14 +137,27 @@ def test_batch_reads_back_set_up_for_comparison(qa_batch, tmp_path):
     for child in children:
         names = set(child.data.metrics)
         # a mean under the quantity's own name, its interval bounds as metrics of their own
-        assert {"exact_match", "exact_match.ci95_low", "exact_match.ci95_high", "answer.length", "success_rate",
-                "error_rate", "latency_s", "latency_s.p50", "latency_s.p95"} <= names
+        assert {
+            "exact_match",
+            "exact_match.ci95_low",
+            "exact_match.ci95_high",
+            "answer.length",
+            "success_rate",
+            "error_rate",
+            "latency_s",
+            "latency_s.p50",
+            "latency_s.p95",
+        } <= names
         assert not [n for n in names if n.endswith(".mean")] and "cases" not in names
         # the long provenance (resources, environment locks) is an artifact
-        provenance = json.loads(Path(client.download_artifacts(child.info.run_id, "provenance.json", str(tmp_path))).read_text())
+        provenance = json.loads(
+            Path(client.download_artifacts(child.info.run_id, "provenance.json", str(tmp_path))).read_text()
+        )
         assert provenance["variant"] == qa_batch.by_variant()[child.data.tags["wtb.variant"]][0].variant
         # the per-case table's columns have no dots (MLflow's viewer leaves dotted columns empty)
-        columns = json.loads(Path(client.download_artifacts(child.info.run_id, "cases.json", str(tmp_path))).read_text())["columns"]
+        columns = json.loads(
+            Path(client.download_artifacts(child.info.run_id, "cases.json", str(tmp_path))).read_text()
+        )["columns"]
         assert "node_retriever_s" in columns and "answer_length" in columns
         assert not [c for c in columns if "." in c]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -200,7 +216,7 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
     client = MlflowClient(tracking_uri())
     spans = []
     expected_accuracy = {"default": 1.0, "retriever=first": 0.25, "retriever=paris_rome": 0.5}
-    for key, batch in batches.items():
+    for batch in batches.values():
         assert all(r.ok for r in batch), [str(r.error) for r in batch.failed]
         runs = _runs(client, "mlflow_concurrent", batch.batch_id)
         parent = next(r for r in runs if r.data.tags["wtb.kind"] == "batch")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import platform
 
 import pytest
+import spec_example as ex
 from langgraph.graph import END, START, StateGraph
 
-import spec_example as ex
 from wtb_prefect import (
     EnvironmentConfig,
     EnvSpec,
@@ -60,19 +60,26 @@ def build_project(node_resources: dict[str, NodeResourceConfig]) -> WorkflowProj
         ),
     )
     project.register_variant(
-        node="retriever", name="bm25_retriever", implementation=ex.bm25_retriever_func,
+        node="retriever",
+        name="bm25_retriever",
+        implementation=ex.bm25_retriever_func,
         description="BM25-based sparse retriever",
     )
     project.register_variant(
-        node="retriever", name="hybrid_retriever", implementation=ex.hybrid_retriever_func,
+        node="retriever",
+        name="hybrid_retriever",
+        implementation=ex.hybrid_retriever_func,
         description="Hybrid dense + sparse retriever",
     )
     project.register_variant(
-        node="generator", name="gpt4_generator", implementation=ex.gpt4_generator_func,
+        node="generator",
+        name="gpt4_generator",
+        implementation=ex.gpt4_generator_func,
         description="GPT-4 based generator",
     )
     project.register_workflow_variant(
-        name="rag_with_reranker", graph_factory=ex.create_rag_with_reranker,
+        name="rag_with_reranker",
+        graph_factory=ex.create_rag_with_reranker,
         description="RAG pipeline with reranker for better relevance",
     )
     return project
@@ -136,9 +143,7 @@ def test_spec_example_runs_with_every_result_correct(bench: WTBTestBench):
     assert result.status == "completed", result.error
     assert result.final_state == EXPECTED_GRAPHS["default"].invoke({"query": "What is LangGraph?"})
 
-    batch_result = wtb.run_batch_test(
-        project="rag_pipeline", variant_matrix=VARIANT_MATRIX, test_cases=TEST_CASES
-    )
+    batch_result = wtb.run_batch_test(project="rag_pipeline", variant_matrix=VARIANT_MATRIX, test_cases=TEST_CASES)
     assert len(batch_result) == 12
     assert not batch_result.failed, [str(r.error) for r in batch_result.failed]
     labels = [label for label in batch_result.by_variant()]

@@ -8,13 +8,13 @@ import threading
 from collections import Counter
 
 import pytest
+import scored_graphs
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-import scored_graphs
 from wtb_prefect.run import spans as tracing
 
 
@@ -81,7 +81,11 @@ def test_spans_nest_batch_execution_node_worker_across_processes(bench, exporter
     # the pid on the worker span is the process the node body ran in
     for result in batch:
         if result.ok:
-            answer_node = next(s for s in spans if s.name == "wtb.node answerer" and s.attributes["wtb.execution_id"] == result.execution_id)
+            answer_node = next(
+                s
+                for s in spans
+                if s.name == "wtb.node answerer" and s.attributes["wtb.execution_id"] == result.execution_id
+            )
             answer_worker = next(s for s in workers if s.parent.span_id == answer_node.context.span_id)
             assert answer_worker.attributes["process.pid"] == result.final_state["worker_pid"]
             assert answer_node.attributes["wtb.metric.cost"] == 0.75
@@ -89,11 +93,16 @@ def test_spans_nest_batch_execution_node_worker_across_processes(bench, exporter
 
     # a failing node: its node span and worker span say so; its metrics still arrived
     failed = next(r for r in batch if not r.ok)
-    node_span = next(s for s in spans if s.name == "wtb.node retriever" and s.attributes["wtb.execution_id"] == failed.execution_id)
+    node_span = next(
+        s for s in spans if s.name == "wtb.node retriever" and s.attributes["wtb.execution_id"] == failed.execution_id
+    )
     assert node_span.status.status_code == StatusCode.ERROR and node_span.attributes["wtb.status"] == "failed"
     worker_span = next(s for s in workers if s.parent.span_id == node_span.context.span_id)
     assert worker_span.status.status_code == StatusCode.ERROR
-    assert any(e.name == "exception" and "retriever index is missing" in e.attributes["exception.message"] for e in worker_span.events)
+    assert any(
+        e.name == "exception" and "retriever index is missing" in e.attributes["exception.message"]
+        for e in worker_span.events
+    )
     record = next(r for r in failed.nodes if r.node == "retriever")
     assert record.status == "failed" and record.metrics == {"tokens": 2.0}
 
@@ -154,7 +163,10 @@ def test_threadpool_executor_nodes_report_metrics_and_spans(bench, exporter):
     batch = bench.run_batch_test(project="trace_threadpool", variant_matrix=[{}], test_cases=scored_graphs.CASES[:1])
     result = batch.results[0]
     assert result.ok, result.error
-    assert {r.node: r.metrics for r in result.nodes} == {"retriever": {"tokens": 6.0}, "answerer": {"tokens": 1.0, "cost": 0.75}}
+    assert {r.node: r.metrics for r in result.nodes} == {
+        "retriever": {"tokens": 6.0},
+        "answerer": {"tokens": 1.0, "cost": 0.75},
+    }
     names = Counter(s.name for s in exporter.get_finished_spans())
     assert names["wtb.node retriever"] == 1 and names["wtb.node answerer"] == 1
     assert not any(name.startswith("wtb.worker") for name in names)

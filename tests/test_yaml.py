@@ -5,14 +5,14 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import graphs
 import pytest
 
-import graphs
 from examples.quickstart import project as quickstart
 from wtb_prefect import WorkflowProject
-from wtb_prefect.errors import ProjectError, UnknownProjectError, WTBError
 from wtb_prefect.define.registry import load_data, resolve_project
 from wtb_prefect.define.yaml_io import ProjectFileError
+from wtb_prefect.errors import ProjectError, UnknownProjectError, WTBError
 
 SPEC_STYLE = """\
 name: rag_pipeline
@@ -125,80 +125,115 @@ def test_quickstart_round_trip_runs_the_same(tmp_path: Path) -> None:
 BAD = {
     "unknown top-level key": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariant: {}\n",
-        "variant", 3, "not a known key",
+        "variant",
+        3,
+        "not a known key",
     ),
     "unknown nested key under the spec alias": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray:\n    adress: auto\n",
-        "execution.ray.adress", 5, "not a known key",
+        "execution.ray.adress",
+        5,
+        "not a known key",
     ),
     "missing module": (
         "name: p\nworkflow:\n  module: no_such_module_xyz\n  factory: f\n",
-        "workflow.module", 3, "cannot be imported",
+        "workflow.module",
+        3,
+        "cannot be imported",
     ),
     "missing factory attribute": (
         "name: p\nworkflow:\n  module: graphs\n  factory: no_such_factory\n",
-        "workflow.factory", 4, "has no attribute",
+        "workflow.factory",
+        4,
+        "has no attribute",
     ),
     "missing variant function": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n    retriever:\n"
         "      - name: x\n        module: graphs\n        function: nope\n",
-        "variants.nodes.retriever[0].function", 8, "has no attribute",
+        "variants.nodes.retriever[0].function",
+        8,
+        "has no attribute",
     ),
     "missing state schema": (
         "name: p\nworkflow:\n  module: graphs\n  factory: rag_graph\n  state_schema: graphs.NoState\n",
-        "workflow.state_schema", 5, "has no attribute",
+        "workflow.state_schema",
+        5,
+        "has no attribute",
     ),
     "attribute that is not a function": (
         "name: p\nworkflow:\n  module: graphs\n  factory: CORPUS\n",
-        "workflow.factory", 4, "not a function",
+        "workflow.factory",
+        4,
+        "not a function",
     ),
     "factory that does not return a compiled graph": (
         "name: p\nworkflow:\n  module: graphs\n  factory: uncompiled_graph\n",
-        "workflow.factory", 4, "compile",
+        "workflow.factory",
+        4,
+        "compile",
     ),
     "wrong type: text for a number": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray:\n"
         "    max_concurrent_workflows: ten\n",
-        "execution.ray.max_concurrent_workflows", 5, "valid integer",
+        "execution.ray.max_concurrent_workflows",
+        5,
+        "valid integer",
     ),
     "wrong type: mapping where a list goes": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n"
-        "    retriever: {name: x}\n",
-        "variants.nodes.retriever", 5, "valid list",
+        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n    retriever: {name: x}\n",
+        "variants.nodes.retriever",
+        5,
+        "valid list",
     ),
     "wrong type: bad memory string": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  node_resources:\n"
         "    retriever:\n      memory: lots\n",
-        "execution.node_resources.retriever.memory", 6, "cannot parse memory",
+        "execution.node_resources.retriever.memory",
+        6,
+        "cannot parse memory",
     ),
     "required key missing": (
         "name: p\nworkflow:\n  module: graphs\n",
-        "workflow.factory", 2, "is required",
+        "workflow.factory",
+        2,
+        "is required",
     ),
     "variant for an unknown node": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n    retreiver:\n"
         "      - {name: x, module: graphs, function: prefix_retriever}\n",
-        "variants.nodes.retreiver", 5, "no graph of project",
+        "variants.nodes.retreiver",
+        5,
+        "no graph of project",
     ),
     "bad project name": (
         "name: 'not a name!'\nworkflow: {module: graphs, factory: rag_graph}\n",
-        "name", 1, "identifier-like",
+        "name",
+        1,
+        "identifier-like",
     ),
     "file tracking enabled without paths": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nfile_tracking:\n  enabled: true\n",
-        "file_tracking", 3, "tracked_paths is empty",
+        "file_tracking",
+        3,
+        "tracked_paths is empty",
     ),
     "repeated key": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nname: q\n",
-        "name", 3, "repeats the key (first at line 1)",
+        "name",
+        3,
+        "repeats the key (first at line 1)",
     ),
     "alias and field name together": (
         "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray: {}\n  ray_config: {}\n",
-        "execution.ray_config", 5, "repeats the key",
+        "execution.ray_config",
+        5,
+        "repeats the key",
     ),
     "invalid YAML": (
         "name: p\nworkflow:\n  module: graphs\n   factory: rag_graph\n",
-        "(syntax)", 4, "not valid YAML",
+        "(syntax)",
+        4,
+        "not valid YAML",
     ),
     "top level is a list": ("- name: p\n", "(top level)", 1, "not a mapping"),
 }

@@ -47,12 +47,19 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from wtb_prefect.bench import WTBTestBench
-    from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig, RayConfig
-    from wtb_prefect.errors import WTBError
-    from wtb_prefect.worker.workspace import workspace
-    from wtb_prefect.define.project import WorkflowProject
-    from wtb_prefect.worker.metrics import log_node_metrics
     from wtb_prefect.analysis.batch_result import BatchTestResult
+    from wtb_prefect.bench import WTBTestBench
+    from wtb_prefect.config import (
+        EnvironmentConfig,
+        EnvSpec,
+        ExecutionConfig,
+        FileTrackingConfig,
+        NodeResourceConfig,
+        RayConfig,
+    )
+    from wtb_prefect.define.project import WorkflowProject
+    from wtb_prefect.errors import WTBError
     from wtb_prefect.results import ExecutionResult, NodeRecord
     from wtb_prefect.run.task_runner import WTBRayTaskRunner
+    from wtb_prefect.worker.metrics import log_node_metrics
+    from wtb_prefect.worker.workspace import workspace

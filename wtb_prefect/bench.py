@@ -179,7 +179,8 @@ class WTBTestBench:
         if resume is not None:
             if variant_matrix or test_cases:
                 raise ConfigError(
-                    "resume", "was given together with variant_matrix/test_cases",
+                    "resume",
+                    "was given together with variant_matrix/test_cases",
                     "give only resume=<batch id>; the batch's matrix and cases come from the execution index",
                 )
             plan = prepare_batch_resume(
@@ -187,8 +188,13 @@ class WTBTestBench:
             )
         else:
             plan = prepare_batch(
-                proj, variant_matrix or [], test_cases or [], parallelism=parallelism,
-                regression_gate=regression_gate, settings=self.settings, repetitions=repetitions,
+                proj,
+                variant_matrix or [],
+                test_cases or [],
+                parallelism=parallelism,
+                regression_gate=regression_gate,
+                settings=self.settings,
+                repetitions=repetitions,
             )
         parameters = plan.flow_parameters()
         with self._services(plan), contextlib.ExitStack() as stack:
@@ -225,8 +231,11 @@ class WTBTestBench:
         if record.status not in ("running", "pending"):
             raise ExecutionStateError(
                 f"cannot pause execution {execution_id!r}: it is {record.status}. "
-                + ("Fix: resume it with wtb.resume(execution_id)" if record.status == "interrupted"
-                   else "Fix: only running executions can be paused")
+                + (
+                    "Fix: resume it with wtb.resume(execution_id)"
+                    if record.status == "interrupted"
+                    else "Fix: only running executions can be paused"
+                )
             )
         request(execution_id, PAUSE, self._index)
 
@@ -309,8 +318,12 @@ class WTBTestBench:
             )
         graph = self._graph(record)
         new_id = rollback_files(
-            self.get_project(record.project), graph, execution_id, checkpoint_id,
-            lambda: rewind(graph, execution_id, checkpoint_id), self.settings,
+            self.get_project(record.project),
+            graph,
+            execution_id,
+            checkpoint_id,
+            lambda: rewind(graph, execution_id, checkpoint_id),
+            self.settings,
         )
         self._index.set_status(execution_id, "paused", checkpoint_id=new_id)
 
@@ -425,7 +438,6 @@ class WTBTestBench:
             plan = prepare_batch(proj, [record.variant], [record.test_case], settings=self.settings)
             graph = self._graphs[key] = plan.items[0].compiled.graph
         return graph
-
 
 
 def _api_outage(plan: BatchPlan, exc: Exception) -> PrefectAPIUnavailableError | None:

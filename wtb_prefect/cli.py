@@ -20,7 +20,9 @@ from rich.table import Table
 app = typer.Typer(help="wtb: test LangGraph workflows on Prefect and Ray.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded Prefect server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
-cache_app = typer.Typer(help="The persistent node-call cache (ExecutionConfig.node_cache='persistent').", no_args_is_help=True)
+cache_app = typer.Typer(
+    help="The persistent node-call cache (ExecutionConfig.node_cache='persistent').", no_args_is_help=True
+)
 app.add_typer(cache_app, name="cache")
 console = Console()
 
@@ -70,8 +72,10 @@ def up(
             raise _fail(str(exc), EXIT_FAILED) from None
     console.print(f"Prefect server: API {info.url}  UI {info.ui_url}  (pid {info.pid})", highlight=False)
     console.print(f"Ray head: {ray_info.address}  (pid {ray_info.pid}, temp {ray_info.temp_dir})", highlight=False)
-    console.print(f"state folder {settings.state_dir}; up in {time.monotonic() - started:.1f} s; stop with `wtb down`",
-                  highlight=False)
+    console.print(
+        f"state folder {settings.state_dir}; up in {time.monotonic() - started:.1f} s; stop with `wtb down`",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -106,11 +110,18 @@ def status() -> None:
     now = time.time()
     for item in services:
         folder = item.state_folder or "-"
-        table.add_row(item.kind, str(item.pid), item.address, f"{item.cpu_percent:.1f}",
-                      f"{(now - item.started_at) / 60:.0f} min", f"[bold]{folder}[/bold]" if folder == here else folder)
+        table.add_row(
+            item.kind,
+            str(item.pid),
+            item.address,
+            f"{item.cpu_percent:.1f}",
+            f"{(now - item.started_at) / 60:.0f} min",
+            f"[bold]{folder}[/bold]" if folder == here else folder,
+        )
     _print_table(table)
-    console.print(f"this state folder: {here}. Stop a folder's services with `WTB_HOME=<folder> wtb down`",
-                  highlight=False)
+    console.print(
+        f"this state folder: {here}. Stop a folder's services with `WTB_HOME=<folder> wtb down`", highlight=False
+    )
 
 
 @server_app.command("start")
@@ -421,13 +432,16 @@ def batch(
         None, "--tolerance", help="METRIC=AMOUNT (e.g. answer_hit=0.05, latency_s=20%); a regression exits 3."
     ),
     require_significance: bool = typer.Option(
-        False, "--require-significance",
+        False,
+        "--require-significance",
         help="A regression also needs the paired verdict, corrected over the batch's tests, to be 'worse'.",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write every execution's row as JSON here."),
     repetitions: int = typer.Option(None, "--repetitions", "-r", help="Independent samples per (variant, case)."),
     node_cache: str = typer.Option(
-        None, "--node-cache", help="off | batch (share identical node calls; default) | persistent (also across batches)."
+        None,
+        "--node-cache",
+        help="off | batch (share identical node calls; default) | persistent (also across batches).",
     ),
 ) -> None:
     """Run every variant combination on every test case with a live progress bar.
@@ -460,8 +474,13 @@ def batch(
         total = len(variant_matrix or [{}]) * (len(test_cases) if isinstance(test_cases, list) else 0)
         total *= repetitions or proj.execution.repetitions
     failed = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+    )
     regression = None
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(f"{proj.name}", total=total, failed=0)
@@ -473,8 +492,14 @@ def batch(
 
         try:
             result = _guarded(
-                bench.run_batch_test, project=proj.name, variant_matrix=variant_matrix, test_cases=test_cases,
-                parallelism=parallelism, on_result=advance, regression_gate=gate, resume=resume,
+                bench.run_batch_test,
+                project=proj.name,
+                variant_matrix=variant_matrix,
+                test_cases=test_cases,
+                parallelism=parallelism,
+                on_result=advance,
+                regression_gate=gate,
+                resume=resume,
                 repetitions=repetitions,
             )
         except RegressionError as exc:
@@ -527,6 +552,8 @@ def report(
         import webbrowser
 
         webbrowser.open(path.as_uri())
+
+
 def _print_node_calls(result: Any) -> None:
     calls = result.tracking.get("node_calls")
     if calls and calls.get("reused"):
@@ -553,7 +580,9 @@ def cache_info_command(project: str = typer.Option(None, "--project", help="Only
         return
     table = Table("project", "entries", "nodes", "size", "path")
     for row in rows:
-        table.add_row(row["project"], str(row["entries"]), str(row["nodes"]), f"{row['bytes'] / 1e6:.2f} MB", row["path"])
+        table.add_row(
+            row["project"], str(row["entries"]), str(row["nodes"]), f"{row['bytes'] / 1e6:.2f} MB", row["path"]
+        )
     console.print(table)
 
 
@@ -642,8 +671,15 @@ def executions(
     for column in ("execution_id", "project", "batch", "variant", "case", "status", "updated"):
         table.add_column(column)
     for r in records:
-        table.add_row(r.execution_id, r.project, r.batch_id or "-", r.variant_label, r.case_id, r.status,
-                      time.strftime("%H:%M:%S", time.localtime(r.updated_at)))
+        table.add_row(
+            r.execution_id,
+            r.project,
+            r.batch_id or "-",
+            r.variant_label,
+            r.case_id,
+            r.status,
+            time.strftime("%H:%M:%S", time.localtime(r.updated_at)),
+        )
     console.print(table)
 
 
@@ -668,8 +704,11 @@ def inspect(
 ) -> None:
     """Show an execution's record, its current state and its checkpoints."""
     bench, record = _control_bench(execution_id, project)
-    console.print(f"[bold]{record.execution_id}[/bold]  project {record.project}  variant {record.variant_label}  "
-                  f"case {record.case_id}  status {record.status}", highlight=False)
+    console.print(
+        f"[bold]{record.execution_id}[/bold]  project {record.project}  variant {record.variant_label}  "
+        f"case {record.case_id}  status {record.status}",
+        highlight=False,
+    )
     if record.error:
         console.print(f"[red]error:[/red] {record.error}", highlight=False)
     console.print_json(_json(_guarded(bench.get_state, execution_id)))
@@ -677,8 +716,7 @@ def inspect(
     for column in ("checkpoint_id", "step", "nodes", "next", "created"):
         table.add_column(column)
     for cp in _guarded(bench.get_checkpoints, execution_id):
-        table.add_row(cp.checkpoint_id, str(cp.step), ", ".join(cp.nodes), ", ".join(cp.next),
-                      str(cp.created_at or ""))
+        table.add_row(cp.checkpoint_id, str(cp.step), ", ".join(cp.nodes), ", ".join(cp.next), str(cp.created_at or ""))
     console.print(table)
 
 
@@ -715,6 +753,7 @@ def rollback(
     bench, _ = _control_bench(execution_id, project)
     _guarded(bench.rollback, execution_id, checkpoint_id)
     console.print(f"{execution_id} rolled back to {checkpoint_id}; continue with: wtb resume {execution_id}")
+
 
 if __name__ == "__main__":
     app()

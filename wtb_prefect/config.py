@@ -79,9 +79,7 @@ class FileTrackingConfig(_Config):
 
     enabled: bool = False
     tracked_paths: list[str] = Field(default_factory=list)
-    ignore_patterns: list[str] = Field(
-        default_factory=lambda: ["*.pyc", "__pycache__/", "*.log", ".git/", "*.tmp"]
-    )
+    ignore_patterns: list[str] = Field(default_factory=lambda: ["*.pyc", "__pycache__/", "*.log", ".git/", "*.tmp"])
     auto_commit: bool = True
     commit_on: Literal["checkpoint", "node_complete", "manual"] = "checkpoint"
     repository_path: str | None = None
@@ -136,10 +134,7 @@ class EnvironmentConfig(_Config):
         for key in value:
             node, sep, variant = key.partition(":")
             if not sep or not node or not variant:
-                raise ValueError(
-                    f"variant_environments key {key!r} must be 'node:variant' "
-                    "or '_workflow:variant'"
-                )
+                raise ValueError(f"variant_environments key {key!r} must be 'node:variant' or '_workflow:variant'")
         return value
 
 
@@ -182,9 +177,7 @@ class NodeResourceConfig(_Config):
     @classmethod
     def _ray_quantity(cls, value: float) -> float:
         if value > 1 and value != int(value):
-            raise ValueError(
-                f"Ray accepts fractions only below 1: use a whole number above 1, got {value}"
-            )
+            raise ValueError(f"Ray accepts fractions only below 1: use a whole number above 1, got {value}")
         return value
 
     @field_validator("custom_resources")
@@ -192,9 +185,7 @@ class NodeResourceConfig(_Config):
     def _custom_positive(cls, value: dict[str, float]) -> dict[str, float]:
         for name, amount in value.items():
             if name in {"CPU", "GPU", "memory", "object_store_memory"}:
-                raise ValueError(
-                    f"custom_resources must not name {name!r}: use num_cpus, num_gpus or memory"
-                )
+                raise ValueError(f"custom_resources must not name {name!r}: use num_cpus, num_gpus or memory")
             if amount < 0:
                 raise ValueError(f"custom_resources[{name!r}] must not be negative")
         return value
@@ -278,7 +269,6 @@ class ExecutionConfig(_Config):
     def _postgres_needs_url(self) -> ExecutionConfig:
         if self.checkpoint_storage == "postgres" and not self.checkpoint_url:
             raise ValueError(
-                "checkpoint_storage='postgres' needs checkpoint_url, e.g. "
-                "'postgresql://user@127.0.0.1:5432/db'"
+                "checkpoint_storage='postgres' needs checkpoint_url, e.g. 'postgresql://user@127.0.0.1:5432/db'"
             )
         return self

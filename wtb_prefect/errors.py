@@ -97,6 +97,8 @@ class NodeQueueTimeoutError(ExecutionError, TimeoutError):
     The message names what was short: workers starting, CPUs, GPUs, memory,
     a custom resource, or a rate limit.
     """
+
+
 class PrefectAPIUnavailableError(ServiceError):
     """The Prefect API went away during a batch and was still unreachable at its end.
 

@@ -55,6 +55,7 @@ class NodeRecord:
     def queue_s(self) -> float:
         """Seconds the node waited outside its body: for a worker, resources, Prefect (0 when unknown)."""
         return max(0.0, self.duration_s - self.run_s) if self.run_s is not None else 0.0
+
     reuse: Literal["computed", "shared", "cached"] = "computed"
     """computed: the body ran; shared: the value of an identical call of this batch;
     cached: the value of an identical call of an earlier batch (node-call cache)."""
@@ -159,7 +160,10 @@ class ExecutionResult:
             **{f"node.{n}_s": round(t, 4) for n, t in self.node_timings.items()},
             **{k: v for k, v in self.scores.items()},
             "error": str(self.error) if self.error else "",
-            **({"evaluator_errors": "; ".join(f"{n}: {e}" for n, e in self.evaluator_errors.items())}
-               if self.evaluator_errors else {}),
+            **(
+                {"evaluator_errors": "; ".join(f"{n}: {e}" for n, e in self.evaluator_errors.items())}
+                if self.evaluator_errors
+                else {}
+            ),
             "execution_id": self.execution_id,
         }

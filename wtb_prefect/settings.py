@@ -30,9 +30,7 @@ class WTBSettings(BaseSettings):
         description="Database of the embedded Prefect server; None = SQLite under home.",
     )
     prefect_port: int = Field(default=4200, description="Port of the embedded Prefect server.")
-    auto_start_server: bool = Field(
-        default=True, description="Start the embedded Prefect server when none answers."
-    )
+    auto_start_server: bool = Field(default=True, description="Start the embedded Prefect server when none answers.")
     mlflow_enabled: bool = Field(default=True, description="Record every batch in MLflow.")
     mlflow_single_runs: bool = Field(
         default=False,

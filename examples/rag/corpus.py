@@ -54,9 +54,7 @@ def _stem(word: str) -> str:
 def tokenize(text: str) -> list[str]:
     """Lower-cased, stemmed content words (dunder names and Python keywords kept)."""
     words = _WORD.findall(text.lower())
-    return [
-        _stem(w) for w in words if (len(w) > 1 and w not in STOPWORDS) or w in _PY_KEYWORDS
-    ]
+    return [_stem(w) for w in words if (len(w) > 1 and w not in STOPWORDS) or w in _PY_KEYWORDS]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"*(])")

@@ -45,12 +45,12 @@ def select_sentences(query: str, passages: list[dict[str, Any]]) -> tuple[list[s
     return [c[3] for c in chosen], list(dict.fromkeys(c[4] for c in chosen))
 
 
-def _record(state: dict[str, Any], config: RunnableConfig | None, generator: str, answer: str,
-            sources: list[str]) -> dict[str, Any]:
+def _record(
+    state: dict[str, Any], config: RunnableConfig | None, generator: str, answer: str, sources: list[str]
+) -> dict[str, Any]:
     thread = ((config or {}).get("configurable") or {}).get("thread_id")
     name = thread or f"{generator}-{hashlib.sha1(state['query'].encode()).hexdigest()[:12]}"
-    path = write_output(name, {"query": state["query"], "answer": answer, "sources": sources,
-                               "generator": generator})
+    path = write_output(name, {"query": state["query"], "answer": answer, "sources": sources, "generator": generator})
     return {"answer": answer, "sources": sources, "output_file": str(path)}
 
 

@@ -97,16 +97,22 @@ def build_project() -> WorkflowProject:
         description="BM25 candidates reordered by the reranker before generation",
     )
     project.register_variant(
-        node="retriever", name="tfidf", implementation=tfidf_retriever,
+        node="retriever",
+        name="tfidf",
+        implementation=tfidf_retriever,
         description="TF-IDF cosine over word unigrams and bigrams (scikit-learn)",
     )
     project.register_variant(
-        node="retriever", name="hybrid", implementation=hybrid_retriever,
+        node="retriever",
+        name="hybrid",
+        implementation=hybrid_retriever,
         description="Reciprocal rank fusion of BM25 and TF-IDF",
         resources=NodeResourceConfig(num_cpus=0.5, memory="768MB"),
     )
     project.register_variant(
-        node="generator", name="lead", implementation=lead_generator,
+        node="generator",
+        name="lead",
+        implementation=lead_generator,
         description="Baseline: the first sentences of the best passage",
     )
     for name, evaluator in EVALUATORS.items():

@@ -154,8 +154,14 @@ class BatchTestResult:
         if key not in self._analyses:
             pairwise = [w for w in self.pairwise if w.baseline == base_label]
             self._analyses[key] = analyse_batch(
-                self.results, base_label, metrics, correction=correction, test=test, alpha=alpha,
-                resamples=BOOTSTRAP_RESAMPLES, pairwise=pairwise,
+                self.results,
+                base_label,
+                metrics,
+                correction=correction,
+                test=test,
+                alpha=alpha,
+                resamples=BOOTSTRAP_RESAMPLES,
+                pairwise=pairwise,
             )
         return self._analyses[key]
 

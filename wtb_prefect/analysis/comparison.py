@@ -268,7 +268,9 @@ def _tolerance(metric: str, spec: ToleranceSpec) -> Tolerance:
         try:
             tolerance = Tolerance(**spec)
         except TypeError as exc:
-            raise ConfigError(field, str(exc), "use the keys allowed, relative, higher_is_better, require_significance")
+            raise ConfigError(
+                field, str(exc), "use the keys allowed, relative, higher_is_better, require_significance"
+            ) from None
     else:
         raise ConfigError(field, f"is {type(spec).__name__}", "give a number, a string like '5%' or a Tolerance")
     if not math.isfinite(tolerance.allowed) or tolerance.allowed < 0:
@@ -288,7 +290,9 @@ def parse_tolerances(specs: Sequence[str] | Mapping[str, ToleranceSpec]) -> dict
     for text in specs:
         metric, sep, amount = str(text).partition("=")
         if not sep or not metric.strip():
-            raise ConfigError("tolerance", f"{text!r} does not parse", "write METRIC=AMOUNT, e.g. accuracy=0.05 or latency_s=20%")
+            raise ConfigError(
+                "tolerance", f"{text!r} does not parse", "write METRIC=AMOUNT, e.g. accuracy=0.05 or latency_s=20%"
+            )
         parsed[metric.strip()] = _tolerance(metric.strip(), amount)
     return parsed
 
@@ -318,7 +322,9 @@ def check_regressions(
             allowed = tolerance.allowed * abs(base) if tolerance.relative and base is not None else tolerance.allowed
             if row.value is None:
                 if base is not None:
-                    regressions.append(Regression(row.variant, row.metric, row.baseline, None, base, None, allowed, None))
+                    regressions.append(
+                        Regression(row.variant, row.metric, row.baseline, None, base, None, allowed, None)
+                    )
                 continue
             if base is None or row.difference is None:
                 continue
@@ -326,7 +332,13 @@ def check_regressions(
             if worse_by > allowed + 1e-12 and (not tolerance.require_significance or row.significant):
                 regressions.append(
                     Regression(
-                        row.variant, row.metric, row.baseline, row.value, base, row.difference, allowed,
+                        row.variant,
+                        row.metric,
+                        row.baseline,
+                        row.value,
+                        base,
+                        row.difference,
+                        allowed,
                         row.p_adjusted if row.p_adjusted is not None else row.p_value,
                     )
                 )

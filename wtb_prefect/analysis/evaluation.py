@@ -48,11 +48,7 @@ def lower_is_better(name: str) -> bool:
 
 def metric_values(results: Sequence[ExecutionResult], name: str) -> list[float]:
     """The values of metric ``name`` over ``results`` (latencies of completed executions only)."""
-    return [
-        r.metrics[name]
-        for r in results
-        if name in r.metrics and (r.status == "completed" or not is_latency(name))
-    ]
+    return [r.metrics[name] for r in results if name in r.metrics and (r.status == "completed" or not is_latency(name))]
 
 
 def aggregate_metrics(results: Sequence[ExecutionResult], confidence: float = 0.95) -> dict[str, float]:

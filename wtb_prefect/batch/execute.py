@@ -135,7 +135,9 @@ def _lanes(plan: BatchPlan) -> contextlib.AbstractContextManager[None]:
     """The batch's I/O lanes, started before its first node (Ray mode only)."""
     if plan.mode != "ray":
         return contextlib.nullcontext()
-    specs = [n.ray_options[LANE_OPTION] for v in plan.variants for n in v.nodes.values() if LANE_OPTION in n.ray_options]
+    specs = [
+        n.ray_options[LANE_OPTION] for v in plan.variants for n in v.nodes.values() if LANE_OPTION in n.ray_options
+    ]
     return batch_lanes(specs, plan.concurrency)
 
 
@@ -155,8 +157,10 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
     results: list[ExecutionResult | None] = [None] * len(plan.items)
     total = len(plan.items)
     progress_id = best_effort(
-        "progress artifact", create_progress_artifact,
-        progress=0.0, description=f"{plan.project.name} batch {plan.batch_id}",
+        "progress artifact",
+        create_progress_artifact,
+        progress=0.0,
+        description=f"{plan.project.name} batch {plan.batch_id}",
     )
     last_update = 0.0
     done = 0
@@ -224,7 +228,5 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         }
     notify(observers, "on_batch_end", plan, batch)
     logger = get_run_logger()
-    logger.info(
-        "batch %s: %d executions, %d failed, %.2fs", plan.batch_id, total, len(batch.failed), batch.duration_s
-    )
+    logger.info("batch %s: %d executions, %d failed, %.2fs", plan.batch_id, total, len(batch.failed), batch.duration_s)
     return batch

@@ -66,7 +66,9 @@ def mark_crashed(flow_run_ids: Iterable[str], taken_over_by: str | None) -> list
     from prefect.states import Crashed
 
     changed: list[str] = []
-    message = "its flow-run process died" + (f"; flow run {taken_over_by} resumed its executions" if taken_over_by else "")
+    message = "its flow-run process died" + (
+        f"; flow run {taken_over_by} resumed its executions" if taken_over_by else ""
+    )
     try:
         with get_client(sync_client=True) as client:
             for flow_run_id in sorted(set(flow_run_ids) - {taken_over_by}):
@@ -117,6 +119,8 @@ def record_unrecorded(index: ExecutionIndex, batch_id: str) -> dict[str, int]:
         logger.warning("could not record what the Prefect API missed of batch %s: %s", batch_id, exc)
     logger.info(
         "recorded what the Prefect API missed of batch %s: %d flow run(s), %d task-run events",
-        batch_id, counts["flow_runs"], counts["events"],
+        batch_id,
+        counts["flow_runs"],
+        counts["events"],
     )
     return counts

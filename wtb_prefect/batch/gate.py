@@ -55,8 +55,16 @@ def enforce_regression_gate(
     regressions = check_regressions(batch, baseline, tolerances)
     base_label = resolve_baseline(batch, baseline)
     rows = [
-        {"variant": r.variant, "metric": r.metric, "value": r.value, "baseline": r.baseline,
-         "baseline_value": r.baseline_value, "change": r.change, "allowed": r.allowed, "verdict": "REGRESSED"}
+        {
+            "variant": r.variant,
+            "metric": r.metric,
+            "value": r.value,
+            "baseline": r.baseline,
+            "baseline_value": r.baseline_value,
+            "change": r.change,
+            "allowed": r.allowed,
+            "verdict": "REGRESSED",
+        }
         for r in regressions
     ]
     try:
@@ -68,7 +76,8 @@ def enforce_regression_gate(
             "regression-gate artifact",
             create_table_artifact,
             key=artifact_key(batch.project, "regression-gate"),
-            table=rows or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
+            table=rows
+            or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
             description=f"Regression gate of batch {batch.batch_id} against {base_label}: "
             + (f"{len(regressions)} regression(s)" if regressions else "passed"),
         )
@@ -114,7 +123,8 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
         return None
     if not isinstance(gate, Mapping) or set(gate) - {"baseline", "tolerances", "require_significance"}:
         raise ConfigError(
-            "regression_gate", f"is {gate!r}",
+            "regression_gate",
+            f"is {gate!r}",
             "give {'baseline': ..., 'tolerances': {metric: amount}, 'require_significance': False}",
         )
     require = gate.get("require_significance") or False
@@ -143,11 +153,17 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
     if isinstance(baseline, Mapping):
         wanted = canonical_choice(baseline)
         if not any(canonical_choice(v.choice.as_dict()) == wanted for v in plan.variants):
-            raise ConfigError("regression_gate.baseline", f"{dict(baseline)} is not in the variant matrix", f"use one of {labels}")
+            raise ConfigError(
+                "regression_gate.baseline", f"{dict(baseline)} is not in the variant matrix", f"use one of {labels}"
+            )
     elif baseline is not None and baseline not in labels:
-        raise ConfigError("regression_gate.baseline", f"{baseline!r} is not in the variant matrix", f"use one of {labels}")
+        raise ConfigError(
+            "regression_gate.baseline", f"{baseline!r} is not in the variant matrix", f"use one of {labels}"
+        )
     if len(labels) < 2:
-        raise ConfigError("regression_gate", "needs at least two variant combinations", "add the baseline and a candidate to the matrix")
+        raise ConfigError(
+            "regression_gate",
+            "needs at least two variant combinations",
+            "add the baseline and a candidate to the matrix",
+        )
     return RegressionGate(baseline, tolerances, require)
-
-

@@ -21,15 +21,13 @@ def build_graph(factory: Callable[[], Any], owner: str) -> CompiledStateGraph:
     """
     if not callable(factory):
         raise GraphFactoryError(
-            f"{owner}: graph_factory must be a function returning a compiled graph, "
-            f"got {type(factory).__name__}"
+            f"{owner}: graph_factory must be a function returning a compiled graph, got {type(factory).__name__}"
         )
     try:
         graph = factory()
     except Exception as exc:
         raise GraphFactoryError(
-            f"{owner}: graph_factory {callable_name(factory)} raised "
-            f"{type(exc).__name__}: {exc}"
+            f"{owner}: graph_factory {callable_name(factory)} raised {type(exc).__name__}: {exc}"
         ) from exc
     if isinstance(graph, CompiledStateGraph):
         return graph

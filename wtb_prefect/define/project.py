@@ -16,8 +16,8 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
-from wtb_prefect.define.introspect import build_graph, callable_name, node_names, source_hash
 from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig
+from wtb_prefect.define.introspect import build_graph, callable_name, node_names, source_hash
 from wtb_prefect.errors import ProjectError, UnknownNodeError, UnknownVariantError, UnknownVersionError
 
 __all__ = ["ComparativeEvaluator", "NodeVariant", "ProjectVersion", "WorkflowProject", "WorkflowVariant", "DEFAULT"]
@@ -91,8 +91,7 @@ class ProjectVersion:
             "kind": self.kind,
             "graph_factory": callable_name(self.graph_factory),
             "node_overrides": {
-                node: f"{callable_name(fn)}@{source_hash(fn)}"
-                for node, fn in self.node_overrides.items()
+                node: f"{callable_name(fn)}@{source_hash(fn)}" for node, fn in self.node_overrides.items()
             },
             "reason": self.reason,
             "created_at": self.created_at,
@@ -106,9 +105,7 @@ def _coerce(value: Any, model: type, field_name: str) -> Any:
         return value
     if isinstance(value, dict):
         return model.model_validate(value)
-    raise ProjectError(
-        f"{field_name} must be a {model.__name__} or a dict of its fields, got {type(value).__name__}"
-    )
+    raise ProjectError(f"{field_name} must be a {model.__name__} or a dict of its fields, got {type(value).__name__}")
 
 
 class WorkflowProject:
@@ -389,9 +386,7 @@ class WorkflowProject:
                 kind="workflow",
                 graph_factory=graph_factory,
                 state_schema=state_schema or graph.builder.state_schema,
-                node_overrides={
-                    n: fn for n, fn in self.current_version.node_overrides.items() if n in nodes
-                },
+                node_overrides={n: fn for n, fn in self.current_version.node_overrides.items() if n in nodes},
                 reason=changelog,
                 nodes=nodes,
             )
@@ -412,8 +407,7 @@ class WorkflowProject:
                 self._current = index
                 return
         raise UnknownVersionError(
-            f"project {self.name!r} has no version {version!r}; versions: "
-            f"{[v.version for v in self._versions]}"
+            f"project {self.name!r} has no version {version!r}; versions: {[v.version for v in self._versions]}"
         )
 
     def _append(self, entry: ProjectVersion) -> None:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wtb_prefect.config import EnvSpec, NodeResourceConfig
-from wtb_prefect.errors import UnknownNodeError, UnknownVariantError
 from wtb_prefect.define.project import DEFAULT, WORKFLOW_KEY, WorkflowProject
+from wtb_prefect.errors import UnknownNodeError, UnknownVariantError
 
 __all__ = [
     "VariantChoice",
@@ -76,9 +76,7 @@ def parse_variant_choice(
     chosen: list[tuple[str, str]] = []
     for node, variant in sorted(config.items()):
         if not isinstance(variant, str):
-            raise UnknownVariantError(
-                f"variant for node {node!r} must be a variant name (str), got {variant!r}"
-            )
+            raise UnknownVariantError(f"variant for node {node!r} must be a variant name (str), got {variant!r}")
         if node not in graph_nodes:
             where = "the main workflow" if workflow == DEFAULT else f"workflow variant {workflow!r}"
             raise UnknownNodeError(
@@ -91,9 +89,7 @@ def parse_variant_choice(
     return VariantChoice(workflow=workflow, nodes=tuple(chosen))
 
 
-def resolve_implementation(
-    project: WorkflowProject, choice: VariantChoice, node: str
-) -> Callable[..., Any] | None:
+def resolve_implementation(project: WorkflowProject, choice: VariantChoice, node: str) -> Callable[..., Any] | None:
     """The callable that replaces ``node``'s own implementation, or None to keep it.
 
     Order: the chosen node variant > a permanent ``update_node`` of the current

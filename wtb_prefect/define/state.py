@@ -45,17 +45,18 @@ def split_test_case(case: Mapping[str, Any], schema: type | None, index: int) ->
     ..., "case_id": ...}``.
     """
     if not isinstance(case, Mapping):
-        raise StateValidationError(
-            f"test_cases[{index}] must be a dict (the graph input), got {type(case).__name__}"
-        )
+        raise StateValidationError(f"test_cases[{index}] must be a dict (the graph input), got {type(case).__name__}")
     fields = _schema_fields(schema) if schema is not None else None
     reserved = {"expected", "case_id"} - set(fields or {})
     if "input" in case and "input" not in (fields or {}) and isinstance(case["input"], Mapping):
         data = dict(case["input"])
         return TestCase(input=data, expected=case.get("expected"), case_id=str(case.get("case_id", index)))
     data = {k: v for k, v in case.items() if k not in reserved}
-    return TestCase(input=data, expected=case.get("expected") if "expected" in reserved else None,
-                    case_id=str(case.get("case_id", index)) if "case_id" in reserved else str(index))
+    return TestCase(
+        input=data,
+        expected=case.get("expected") if "expected" in reserved else None,
+        case_id=str(case.get("case_id", index)) if "case_id" in reserved else str(index),
+    )
 
 
 def validate_state(schema: type | None, state: Mapping[str, Any], where: str = "initial_state") -> None:
@@ -77,9 +78,7 @@ def validate_state(schema: type | None, state: Mapping[str, Any], where: str = "
         return
     name = getattr(schema, "__name__", str(schema))
     extra_allowed = (
-        isinstance(schema, type)
-        and issubclass(schema, BaseModel)
-        and schema.model_config.get("extra") == "allow"
+        isinstance(schema, type) and issubclass(schema, BaseModel) and schema.model_config.get("extra") == "allow"
     )
     unknown = [k for k in state if k not in fields]
     if unknown and not extra_allowed:
@@ -104,6 +103,4 @@ def validate_state(schema: type | None, state: Mapping[str, Any], where: str = "
         except ValidationError as exc:
             problems.append(f"{key}: {exc.errors()[0]['msg']} (got {value!r})")
     if problems:
-        raise StateValidationError(
-            f"{where} does not validate against {name}: " + "; ".join(problems)
-        )
+        raise StateValidationError(f"{where} does not validate against {name}: " + "; ".join(problems))

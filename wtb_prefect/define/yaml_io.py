@@ -135,7 +135,10 @@ def _aliases(path: Path_) -> dict[str, str]:
         return _SECTION_ALIASES[path]
     is_env = (
         path == ("environment", "default_env")
-        or (len(path) == 3 and path[:2] in {("environment", "node_environments"), ("environment", "variant_environments")})
+        or (
+            len(path) == 3
+            and path[:2] in {("environment", "node_environments"), ("environment", "variant_environments")}
+        )
         or (len(path) == 5 and path[:2] == ("variants", "nodes") and path[4] == "environment")
     )
     return _ENV_ALIASES if is_env else {}
@@ -161,15 +164,20 @@ class _Located:
             for key_node, value_node in node.value:
                 if not isinstance(key_node, ScalarNode):
                     raise ProjectFileError(
-                        self.file, self.display(path), key_node.start_mark.line + 1,
-                        "a mapping key must be a plain name", "write 'key: value'",
+                        self.file,
+                        self.display(path),
+                        key_node.start_mark.line + 1,
+                        "a mapping key must be a plain name",
+                        "write 'key: value'",
                     )
                 written = str(self._scalars.construct_object(key_node))
                 key = aliases.get(written, written)
                 child = (*path, key)
                 if key in data:
                     raise ProjectFileError(
-                        self.file, self.display(child, written), key_node.start_mark.line + 1,
+                        self.file,
+                        self.display(child, written),
+                        key_node.start_mark.line + 1,
                         f"repeats the key (first at line {self.lines[child]})"
                         + (f", here as its other name {written!r}" if written != key else ""),
                         "keep one of them",
@@ -217,7 +225,10 @@ def _read(path: Path) -> tuple[Any, _Located]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise ProjectFileError(
-            path, "(syntax)", mark.line + 1 if mark else None, f"is not valid YAML: {exc.problem}",
+            path,
+            "(syntax)",
+            mark.line + 1 if mark else None,
+            f"is not valid YAML: {exc.problem}",
             "correct the YAML syntax at that line",
         ) from exc
     if root is None:
@@ -256,18 +267,21 @@ def _import(located: _Located, path: Path_, module: str, attribute: str) -> Any:
     except ReferenceImportError as exc:
         if exc.part == "module" and isinstance(exc.cause, ModuleNotFoundError):
             raise located.error(
-                (*path, "module"), f"module {module!r} cannot be imported ({exc.cause})",
+                (*path, "module"),
+                f"module {module!r} cannot be imported ({exc.cause})",
                 "check the module name and that its package is installed or on PYTHONPATH "
                 "(the working directory and the file's folder are searched)",
             ) from exc
         if exc.part == "module":
             raise located.error(
-                (*path, "module"), f"importing module {module!r} raised {type(exc.cause).__name__}: {exc.cause}",
+                (*path, "module"),
+                f"importing module {module!r} raised {type(exc.cause).__name__}: {exc.cause}",
                 "fix the error in that module",
             ) from exc
         field = next((k for k in ("factory", "function", "state_schema") if (*path, k) in located.lines), "module")
         raise located.error(
-            (*path, field), f"module {module!r} has no attribute {attribute!r}",
+            (*path, field),
+            f"module {module!r} has no attribute {attribute!r}",
             f"name a function defined in {module}",
         ) from None
 

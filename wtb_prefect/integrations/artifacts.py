@@ -104,11 +104,19 @@ class ComparisonArtifactObserver(BatchObserver):
                 key=artifact_key(plan.project.name, "pairwise"),
                 table=[
                     {
-                        "judge": w.judge, "variant": w.variant, "baseline": w.baseline, "cases": w.n,
-                        "win_rate": round(w.win_rate, 4), "win_ci": f"{w.win_ci[0]:.2f}-{w.win_ci[1]:.2f}",
-                        "tie_rate": round(w.tie_rate, 4), "tie_ci": f"{w.tie_ci[0]:.2f}-{w.tie_ci[1]:.2f}",
-                        "loss_rate": round(w.loss_rate, 4), "loss_ci": f"{w.loss_ci[0]:.2f}-{w.loss_ci[1]:.2f}",
-                        "p_value": round(w.p_value, 4), "both_orders": w.both_orders, "skipped": w.skipped,
+                        "judge": w.judge,
+                        "variant": w.variant,
+                        "baseline": w.baseline,
+                        "cases": w.n,
+                        "win_rate": round(w.win_rate, 4),
+                        "win_ci": f"{w.win_ci[0]:.2f}-{w.win_ci[1]:.2f}",
+                        "tie_rate": round(w.tie_rate, 4),
+                        "tie_ci": f"{w.tie_ci[0]:.2f}-{w.tie_ci[1]:.2f}",
+                        "loss_rate": round(w.loss_rate, 4),
+                        "loss_ci": f"{w.loss_ci[0]:.2f}-{w.loss_ci[1]:.2f}",
+                        "p_value": round(w.p_value, 4),
+                        "both_orders": w.both_orders,
+                        "skipped": w.skipped,
                     }
                     for w in batch.pairwise
                 ],

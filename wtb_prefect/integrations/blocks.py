@@ -19,9 +19,9 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from wtb_prefect.config import ExecutionConfig
+from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.registry import register_reference_resolver, resolve_project
 from wtb_prefect.errors import UnknownProjectError
-from wtb_prefect.define.project import WorkflowProject
 
 __all__ = ["CheckpointDatabase", "MLflowTracking", "RayCluster", "WTBProject"]
 
@@ -122,4 +122,6 @@ class WTBProject(Block):
 
 
 BLOCK_PREFIX = "wtb-project/"
-register_reference_resolver(BLOCK_PREFIX, lambda reference: WTBProject.load_project(reference.removeprefix(BLOCK_PREFIX)))
+register_reference_resolver(
+    BLOCK_PREFIX, lambda reference: WTBProject.load_project(reference.removeprefix(BLOCK_PREFIX))
+)

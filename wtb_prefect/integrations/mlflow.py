@@ -262,7 +262,12 @@ class MlflowObserver(BatchObserver):
         for compiled in plan.variants:
             child = client.create_run(
                 experiment_id,
-                tags={**tags, "wtb.kind": "variant", "wtb.variant": compiled.label, "mlflow.parentRunId": self.parent_run_id},
+                tags={
+                    **tags,
+                    "wtb.kind": "variant",
+                    "wtb.variant": compiled.label,
+                    "mlflow.parentRunId": self.parent_run_id,
+                },
                 run_name=compiled.label,
             )
             self.child_run_ids[compiled.label] = child.info.run_id
@@ -307,7 +312,9 @@ class MlflowObserver(BatchObserver):
             "duration_s": batch.duration_s,
         }
         calls = batch.tracking.get("node_calls") or {}
-        overall.update({f"node_calls.{k}": float(calls[k]) for k in ("computed", "reused", "shared", "cached") if k in calls})
+        overall.update(
+            {f"node_calls.{k}": float(calls[k]) for k in ("computed", "reused", "shared", "cached") if k in calls}
+        )
         if "time_saved_s" in calls:
             overall["node_time_saved_s"] = float(calls["time_saved_s"])
         client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in overall.items()])
@@ -350,10 +357,16 @@ def _log_paired_analysis(
     rows = []
     for judged in batch.pairwise:
         figures = {
-            "win_rate": judged.win_rate, "tie_rate": judged.tie_rate, "loss_rate": judged.loss_rate,
-            "win_rate.ci95_low": judged.win_ci[0], "win_rate.ci95_high": judged.win_ci[1],
-            "loss_rate.ci95_low": judged.loss_ci[0], "loss_rate.ci95_high": judged.loss_ci[1],
-            "mean_score": judged.mean_score, "p_value": judged.p_value, "cases": float(judged.n),
+            "win_rate": judged.win_rate,
+            "tie_rate": judged.tie_rate,
+            "loss_rate": judged.loss_rate,
+            "win_rate.ci95_low": judged.win_ci[0],
+            "win_rate.ci95_high": judged.win_ci[1],
+            "loss_rate.ci95_low": judged.loss_ci[0],
+            "loss_rate.ci95_high": judged.loss_ci[1],
+            "mean_score": judged.mean_score,
+            "p_value": judged.p_value,
+            "cases": float(judged.n),
         }
         rows.append({"variant": judged.variant, "baseline": judged.baseline, "judge": judged.judge, **figures})
         if judged.variant in child_run_ids:

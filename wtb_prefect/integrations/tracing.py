@@ -20,8 +20,8 @@ from wtb_prefect.run.spans import execution_span_ended, execution_span_started, 
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
     from wtb_prefect.batch.plan import BatchPlan
-    from wtb_prefect.run.execution import ExecutionItem
     from wtb_prefect.results import ExecutionResult
+    from wtb_prefect.run.execution import ExecutionItem
 
 __all__ = ["TracingObserver"]
 
@@ -96,7 +96,9 @@ class TracingObserver(BatchObserver):
             return
         failed = len(batch.failed)
         self._batch.set_attribute("wtb.failed", failed)
-        self._batch.set_status(Status(StatusCode.ERROR, f"{failed} executions failed") if failed else Status(StatusCode.OK))
+        self._batch.set_status(
+            Status(StatusCode.ERROR, f"{failed} executions failed") if failed else Status(StatusCode.OK)
+        )
         ctx = self._batch.get_span_context()
         batch.tracking["trace_id"] = format(ctx.trace_id, "032x")
         self._batch.end()

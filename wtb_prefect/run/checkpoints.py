@@ -113,8 +113,7 @@ def _open(storage: str, config: ExecutionConfig, state_dir: Path) -> Any:
         pool.open(wait=True, timeout=15)
     except Exception as exc:
         raise ServiceError(
-            f"checkpoint_url: PostgreSQL at {url} does not answer ({exc}). "
-            "Fix: start PostgreSQL or correct the URL"
+            f"checkpoint_url: PostgreSQL at {url} does not answer ({exc}). Fix: start PostgreSQL or correct the URL"
         ) from exc
     saver = PostgresSaver(pool)
     saver.setup()
@@ -143,8 +142,9 @@ class Checkpoint:
     @property
     def config(self) -> dict[str, Any]:
         """The LangGraph config that addresses this checkpoint."""
-        return {"configurable": {"thread_id": self.execution_id, "checkpoint_ns": "",
-                                 "checkpoint_id": self.checkpoint_id}}
+        return {
+            "configurable": {"thread_id": self.execution_id, "checkpoint_ns": "", "checkpoint_id": self.checkpoint_id}
+        }
 
 
 def _thread(execution_id: str) -> dict[str, Any]:

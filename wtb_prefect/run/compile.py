@@ -19,10 +19,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from wtb_prefect.define.introspect import build_graph, callable_name, source_hash
-from wtb_prefect.run.dispatch import Mode, NodePlan, body_and_accepts, make_node_callable
-from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
 from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
+from wtb_prefect.run.dispatch import Mode, NodePlan, body_and_accepts, make_node_callable
+from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
 
 __all__ = ["CompiledVariant", "compile_variant"]

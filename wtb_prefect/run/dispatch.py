@@ -26,9 +26,9 @@ from prefect_ray.context import remote_options
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
+from wtb_prefect.run.sharing import begin_call
 from wtb_prefect.worker.call import COROUTINE_ATTR
 from wtb_prefect.worker.workspace import bind_workspace
-from wtb_prefect.run.sharing import begin_call
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
 
@@ -154,7 +154,9 @@ def _shippable_kwargs(accepts: dict[str, Any], config: RunnableConfig) -> dict[s
             kwargs["config"] = RunnableConfig(
                 configurable={k: v for k, v in conf.items() if not k.startswith("__")},
                 tags=list(config.get("tags", [])),
-                metadata={k: v for k, v in config.get("metadata", {}).items() if isinstance(v, (str, int, float, bool))},
+                metadata={
+                    k: v for k, v in config.get("metadata", {}).items() if isinstance(v, (str, int, float, bool))
+                },
                 recursion_limit=config.get("recursion_limit", 25),
             )
         elif kw == "runtime":

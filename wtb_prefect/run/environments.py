@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -335,9 +335,7 @@ class EnvironmentManager:
         env = {**os.environ, "UV_NO_PROGRESS": "1"}
         env.pop("VIRTUAL_ENV", None)  # --python names the target; never the caller's venv
         try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=self.timeout_s, env=env, check=False
-            )
+            done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s, env=env, check=False)
         except subprocess.TimeoutExpired as exc:
             raise EnvironmentBuildError(
                 f"uv did not {what} within {self.timeout_s:.0f}s for the environment of {used_by or 'a node'} "
@@ -357,9 +355,7 @@ class EnvironmentManager:
             )
         return done.stdout
 
-    def _build(
-        self, spec: EnvSpec, key: str, path: Path, requirements: Path | None, used_by: str
-    ) -> dict[str, Any]:
+    def _build(self, spec: EnvSpec, key: str, path: Path, requirements: Path | None, used_by: str) -> dict[str, Any]:
         # In place, under the env's file lock; the audit file is written last,
         # so a build that dies half-way is never taken for a complete env.
         logger.info("building uv environment %s for %s: %s", key, used_by, spec.dependencies)
@@ -368,7 +364,9 @@ class EnvironmentManager:
         try:
             self._uv(
                 ["venv", "--quiet", "--no-project", "--python", sys.executable, str(path)],
-                what="create the virtual environment", used_by=used_by, spec=spec,
+                what="create the virtual environment",
+                used_by=used_by,
+                spec=spec,
             )
             python = str(path / "bin" / "python")
             # bytecode at install: Ray workers in this env would otherwise compile on every import
@@ -402,7 +400,7 @@ class EnvironmentManager:
                 "base_site_packages": _base_site_packages(),
                 "uv_version": _uv_version(self.uv),
                 "build_seconds": round(time.perf_counter() - started, 3),
-                "built_at": datetime.now(timezone.utc).isoformat(),
+                "built_at": datetime.now(UTC).isoformat(),
             }
             tmp = path / f".{_AUDIT}.tmp"
             tmp.write_text(json.dumps(audit, indent=2))
@@ -437,7 +435,7 @@ class EnvironmentManager:
         if not used_by or (key, used_by) in self._uses:
             return
         self._uses.add((key, used_by))
-        line = json.dumps({"used_by": used_by, "at": datetime.now(timezone.utc).isoformat(), "pid": os.getpid()})
+        line = json.dumps({"used_by": used_by, "at": datetime.now(UTC).isoformat(), "pid": os.getpid()})
         with open(path / _USES, "a") as handle:  # one short append: atomic across processes
             handle.write(line + "\n")
 
@@ -509,7 +507,10 @@ def _installed_pythons(uv: str) -> list[tuple[str, str]]:
     try:
         done = subprocess.run(
             [uv, "python", "list", "--only-installed", "--output-format", "json", "--no-python-downloads"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         found = json.loads(done.stdout or "[]")
     except (subprocess.TimeoutExpired, ValueError):
@@ -538,11 +539,7 @@ def check_python_version(spec: EnvSpec, *, uv: str | None = None, used_by: str =
     pythons = _installed_pythons(uv or _uv_bin())
     have = [v for v, _ in pythons if v.split(".")[: len(wanted.split("."))] == wanted.split(".")]
     listed = ", ".join(f"{v} ({p})" for v, p in pythons) or "none"
-    why = (
-        f"Python {have[0]} is installed but"
-        if have
-        else f"uv finds no installed Python {wanted}, and in any case"
-    )
+    why = f"Python {have[0]} is installed but" if have else f"uv finds no installed Python {wanted}, and in any case"
     raise PythonVersionError(
         f"EnvSpec.python_version={wanted!r} (environment of {used_by or 'a node'}) cannot be provided: {why} "
         f"Ray runs every worker on the cluster's Python, {running} (the Python running wtb_prefect). "

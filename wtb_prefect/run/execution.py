@@ -67,8 +67,9 @@ def current_flow_run_id() -> str | None:
     return str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
 
 
-def _invoke(item: ExecutionItem, index: ExecutionIndex, config: dict[str, Any], durability: str,
-            result: ExecutionResult) -> Any:
+def _invoke(
+    item: ExecutionItem, index: ExecutionIndex, config: dict[str, Any], durability: str, result: ExecutionResult
+) -> Any:
     """``graph.invoke`` under a RunControl; a requested manual checkpoint drains and goes on.
 
     Raises:

@@ -219,8 +219,14 @@ class ExecutionIndex:
         """Record a batch's inputs (kept as given the first time)."""
         self._conn().execute(
             "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?)",
-            (batch_id, project, json.dumps([dict(m) for m in variant_matrix]),
-             pickle.dumps([dict(c) for c in test_cases]), parallelism, time.time()),
+            (
+                batch_id,
+                project,
+                json.dumps([dict(m) for m in variant_matrix]),
+                pickle.dumps([dict(c) for c in test_cases]),
+                parallelism,
+                time.time(),
+            ),
         )
 
     def add_executions(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -230,8 +236,18 @@ class ExecutionIndex:
             "INSERT OR IGNORE INTO executions (execution_id, project, batch_id, position, variant, variant_label,"
             " case_id, test_case, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,'pending',?,?)",
             [
-                (r["execution_id"], r["project"], r["batch_id"], r["position"], json.dumps(r["variant"]),
-                 r["variant_label"], r["case_id"], pickle.dumps(dict(r["test_case"])), now, now)
+                (
+                    r["execution_id"],
+                    r["project"],
+                    r["batch_id"],
+                    r["position"],
+                    json.dumps(r["variant"]),
+                    r["variant_label"],
+                    r["case_id"],
+                    pickle.dumps(dict(r["test_case"])),
+                    now,
+                    now,
+                )
                 for r in rows
             ],
         )
@@ -255,8 +271,14 @@ class ExecutionIndex:
         self._conn().execute(
             "UPDATE executions SET status=?, checkpoint_id=?, error=?, result=?, request=NULL, updated_at=?"
             " WHERE execution_id=?",
-            (result.status, result.provenance.get("checkpoint_id"), str(result.error) if result.error else None,
-             blob, time.time(), result.execution_id),
+            (
+                result.status,
+                result.provenance.get("checkpoint_id"),
+                str(result.error) if result.error else None,
+                blob,
+                time.time(),
+                result.execution_id,
+            ),
         )
 
     def set_status(self, execution_id: str, status: str, checkpoint_id: str | None = None) -> None:
@@ -269,9 +291,7 @@ class ExecutionIndex:
 
     def set_request(self, execution_id: str, request: str | None) -> None:
         """Ask the process running the execution to ``pause`` or ``checkpoint`` (None clears)."""
-        self._conn().execute(
-            "UPDATE executions SET request=? WHERE execution_id=?", (request, execution_id)
-        )
+        self._conn().execute("UPDATE executions SET request=? WHERE execution_id=?", (request, execution_id))
 
     def add_unrecorded(self, run: UnrecordedFlowRun) -> None:
         """Keep what the Prefect API missed of a flow run until it is reconciled."""
@@ -290,9 +310,11 @@ class ExecutionIndex:
 
     def unrecorded(self, batch_id: str) -> list[UnrecordedFlowRun]:
         """The flow runs of a batch whose end the Prefect API has not recorded yet."""
-        rows = self._conn().execute(
-            "SELECT * FROM unrecorded_flow_runs WHERE batch_id=? ORDER BY created_at", (batch_id,)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT * FROM unrecorded_flow_runs WHERE batch_id=? ORDER BY created_at", (batch_id,))
+            .fetchall()
+        )
         return [
             UnrecordedFlowRun(r["batch_id"], r["flow_run_id"], r["state"], r["message"], json.loads(r["events"]))
             for r in rows
@@ -308,10 +330,14 @@ class ExecutionIndex:
         if not execution_ids:
             return {}
         marks = ",".join("?" * len(execution_ids))
-        rows = self._conn().execute(
-            f"SELECT execution_id, request FROM executions WHERE request IS NOT NULL AND execution_id IN ({marks})",
-            list(execution_ids),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT execution_id, request FROM executions WHERE request IS NOT NULL AND execution_id IN ({marks})",
+                list(execution_ids),
+            )
+            .fetchall()
+        )
         return {r["execution_id"]: r["request"] for r in rows}
 
     def result(self, execution_id: str) -> ExecutionResult | None:
@@ -336,8 +362,14 @@ class ExecutionIndex:
         row = self._conn().execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,)).fetchone()
         if row is None:
             return None
-        return BatchRecord(row["batch_id"], row["project"], json.loads(row["variant_matrix"]),
-                           pickle.loads(row["test_cases"]), row["parallelism"], row["created_at"])
+        return BatchRecord(
+            row["batch_id"],
+            row["project"],
+            json.loads(row["variant_matrix"]),
+            pickle.loads(row["test_cases"]),
+            row["parallelism"],
+            row["created_at"],
+        )
 
     def batches(self, project: str | None = None) -> list[BatchRecord]:
         """Batches, oldest first."""
@@ -346,7 +378,6 @@ class ExecutionIndex:
             sql, args = sql + " WHERE project=?", [project]
         ids = [r["batch_id"] for r in self._conn().execute(sql + " ORDER BY created_at", args)]
         return [b for b in (self.batch(i) for i in ids) if b is not None]
-
 
     def _record(self, row: sqlite3.Row) -> ExecutionRecord:
         record = _record(row)
@@ -365,11 +396,21 @@ def _record(row: sqlite3.Row) -> ExecutionRecord:
     if status == "running" and not process_alive(row["owner_host"], row["owner_pid"]):
         status = "interrupted"
     return ExecutionRecord(
-        execution_id=row["execution_id"], project=row["project"], batch_id=row["batch_id"],
-        position=row["position"], variant=json.loads(row["variant"]), variant_label=row["variant_label"],
-        case_id=row["case_id"], test_case=pickle.loads(row["test_case"]), status=status,
-        owner_pid=row["owner_pid"], checkpoint_id=row["checkpoint_id"], error=row["error"],
-        created_at=row["created_at"], updated_at=row["updated_at"], flow_run_id=row["flow_run_id"],
+        execution_id=row["execution_id"],
+        project=row["project"],
+        batch_id=row["batch_id"],
+        position=row["position"],
+        variant=json.loads(row["variant"]),
+        variant_label=row["variant_label"],
+        case_id=row["case_id"],
+        test_case=pickle.loads(row["test_case"]),
+        status=status,
+        owner_pid=row["owner_pid"],
+        checkpoint_id=row["checkpoint_id"],
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        flow_run_id=row["flow_run_id"],
     )
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wtb_prefect.worker.metrics import collecting_node_metrics
 from wtb_prefect.run.spans import end_node_span, import_spans, start_node_span, worker_carrier
+from wtb_prefect.worker.metrics import collecting_node_metrics
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span

@@ -29,7 +29,6 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -78,7 +77,9 @@ class _Stdout:
 
 
 def _env_provider() -> TracerProvider | None:
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    endpoint = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    )
     # Read per node run: os.environ, not WTBSettings (building those costs milliseconds).
     console = os.environ.get("WTB_TRACE_CONSOLE", "").strip().lower() in {"1", "true", "yes", "on"}
     if not endpoint and not console:

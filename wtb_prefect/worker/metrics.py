@@ -30,9 +30,7 @@ from collections.abc import Iterator
 
 __all__ = ["collecting_node_metrics", "log_node_metrics"]
 
-_collector: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
-    "wtb_node_metrics", default=None
-)
+_collector: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("wtb_node_metrics", default=None)
 
 
 def log_node_metrics(**metrics: float) -> None:

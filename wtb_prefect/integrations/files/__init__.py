@@ -11,7 +11,6 @@ Importing this package (a plugin, see :mod:`wtb_prefect.plugins`) registers its 
 
 from __future__ import annotations
 
-from wtb_prefect.worker.workspace import workspace
 from wtb_prefect.batch.observers import register_observer_factory
 from wtb_prefect.integrations.files.api import list_file_snapshots, rollback_files, tracker_for
 from wtb_prefect.integrations.files.errors import (
@@ -24,6 +23,7 @@ from wtb_prefect.integrations.files.errors import (
 from wtb_prefect.integrations.files.observer import FileTrackingObserver, file_tracking_factory, provenance
 from wtb_prefect.integrations.files.store import FileSnapshot, SnapshotStore
 from wtb_prefect.integrations.files.tracker import CheckpointRef, FileTracker, checkpoint_refs
+from wtb_prefect.worker.workspace import workspace
 
 __all__ = [
     "CheckpointRef",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from wtb_prefect.worker.workspace import use_workspace
 from wtb_prefect.batch.observers import BatchObserver
 from wtb_prefect.integrations.files.tracker import FileTracker, checkpoint_refs
+from wtb_prefect.worker.workspace import use_workspace
 
 if TYPE_CHECKING:
     from wtb_prefect.batch.plan import BatchPlan
-    from wtb_prefect.run.execution import ExecutionItem
     from wtb_prefect.results import ExecutionResult, NodeRecord
+    from wtb_prefect.run.execution import ExecutionItem
 
 __all__ = ["FileTrackingObserver", "file_tracking_factory"]
 
@@ -90,8 +90,7 @@ def provenance(tracker: FileTracker, execution_id: str) -> dict[str, Any]:
         "snapshot_id": head_snap.snapshot_id if head_snap else None,
         "snapshot_hash": head_snap.tree_hash if head_snap else None,
         "snapshots": [
-            {"id": s.snapshot_id, "hash": s.tree_hash, "checkpoint_id": s.checkpoint_id, "node": s.node}
-            for s in snaps
+            {"id": s.snapshot_id, "hash": s.tree_hash, "checkpoint_id": s.checkpoint_id, "node": s.node} for s in snaps
         ],
     }
 

@@ -57,7 +57,9 @@ class Selection:
         normalized = [_normalize(p, i, self.root) for i, p in enumerate(tracked_paths)]
         # "." tracks the whole root; otherwise drop paths nested in another tracked path.
         self.paths: tuple[str, ...] = tuple(
-            sorted({p for p in normalized if not any(p != q and (q == "." or p.startswith(q + "/")) for q in normalized)})
+            sorted(
+                {p for p in normalized if not any(p != q and (q == "." or p.startswith(q + "/")) for q in normalized)}
+            )
         )
         self.spec = pathspec.GitIgnoreSpec.from_lines(list(ignore_patterns))
         self._files: dict[str, bool] = {}

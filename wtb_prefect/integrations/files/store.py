@@ -177,7 +177,9 @@ class SnapshotStore:
             raise OSError(f"could not store {len(result.failed)} objects in {self.cache_dir}")
         return tree, sum(sizes.get(hi.value, 0) for hi in result.transferred)
 
-    def store_tree(self, odb: Any, files: dict[str, tuple[str, int]], workspace: Path, stored: set[str]) -> tuple[Any, int]:
+    def store_tree(
+        self, odb: Any, files: dict[str, tuple[str, int]], workspace: Path, stored: set[str]
+    ) -> tuple[Any, int]:
         """Store the directory object of ``files`` ({relpath: (md5, size)}) and the file objects it lacks.
 
         Only objects neither in ``stored`` (the previous snapshot's files, which
@@ -231,7 +233,8 @@ class SnapshotStore:
             tree = Tree.load(odb, HashInfo("md5", snapshot.tree_hash))
         except Exception as exc:
             raise SnapshotCorruptError(
-                snapshot.snapshot_id, [f"directory object {snapshot.tree_hash} is missing or unreadable ({exc})"],
+                snapshot.snapshot_id,
+                [f"directory object {snapshot.tree_hash} is missing or unreadable ({exc})"],
                 os.fspath(self.cache_dir),
             ) from exc
         problems = []
@@ -259,7 +262,6 @@ class SnapshotStore:
         """Remove cache objects that no snapshot record of this repository refers to."""
         from dvc_data.hashfile.gc import gc
         from dvc_data.hashfile.hash_info import HashInfo
-
         from dvc_data.hashfile.tree import Tree
 
         odb = self.odb(None)
@@ -301,7 +303,9 @@ class SnapshotStore:
         exec_dir = self.execution_dir(snapshot.execution_id)
         if tombstone:
             stones = self.tombstones(snapshot.execution_id)
-            stones.append({k: getattr(snapshot, k) for k in ("snapshot_id", "checkpoint_id", "parent_checkpoint_id", "step")})
+            stones.append(
+                {k: getattr(snapshot, k) for k in ("snapshot_id", "checkpoint_id", "parent_checkpoint_id", "step")}
+            )
             _write_json(exec_dir / "pruned.json", stones)
         with contextlib.suppress(FileNotFoundError):
             (exec_dir / f"{snapshot.snapshot_id}.json").unlink()

@@ -167,9 +167,13 @@ class FileTracker:
         with store.execution_lock(execution_id):
             records = store.records(execution_id)
             replaced = [
-                s for s in records
-                if supersede and s.kind == "node" and s.checkpoint_id is None
-                and s.parent_checkpoint_id == parent_checkpoint_id and s.step == step
+                s
+                for s in records
+                if supersede
+                and s.kind == "node"
+                and s.checkpoint_id is None
+                and s.parent_checkpoint_id == parent_checkpoint_id
+                and s.step == step
             ]
             head_id = store.head(execution_id)
             base = next((s for s in records if s.snapshot_id == head_id and s not in replaced), None)
@@ -291,8 +295,10 @@ class FileTracker:
                 if snap.checkpoint_id or snap.parent_checkpoint_id is None or snap.step is None:
                     continue
                 matches = [
-                    r for r in refs
-                    if r.parent_checkpoint_id == snap.parent_checkpoint_id and r.step == snap.step
+                    r
+                    for r in refs
+                    if r.parent_checkpoint_id == snap.parent_checkpoint_id
+                    and r.step == snap.step
                     and r.created_at >= snap.created_at
                 ]
                 if matches:
@@ -301,7 +307,9 @@ class FileTracker:
                     linked.append(snap)
         return linked
 
-    def snapshot_for_checkpoint(self, execution_id: str, checkpoint_id: str, refs: Iterable[CheckpointRef]) -> FileSnapshot:
+    def snapshot_for_checkpoint(
+        self, execution_id: str, checkpoint_id: str, refs: Iterable[CheckpointRef]
+    ) -> FileSnapshot:
         """The snapshot holding the files as they were at ``checkpoint_id``.
 
         That is the latest snapshot linked to the checkpoint or, when no node
