@@ -135,8 +135,13 @@ def make_project(
     retry_delay: float = 0.0,
     node_timeouts: dict[str, float] | None = None,
     default_timeout: int = 300,
+    node_cache: str = "off",
 ) -> WorkflowProject:
-    """A project on the given checkpoint storage with small Ray requests."""
+    """A project on the given checkpoint storage with small Ray requests.
+
+    Node-call sharing is off by default: these tests count and kill node runs,
+    so every (variant, case) must run each of its nodes itself.
+    """
     return WorkflowProject(
         name=name,
         graph_factory=factory,
@@ -149,6 +154,7 @@ def make_project(
             checkpoint_strategy=strategy,
             node_timeouts=node_timeouts or {},
             default_timeout=default_timeout,
+            node_cache=node_cache,
         ),
     )
 

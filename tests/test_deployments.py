@@ -217,6 +217,7 @@ def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
         "regression_gate",
         "resume",
         "batch_id",
+        "repetitions",
     }
     assert "wtb-project/<block name>" in properties["project"]["description"]
     assert on_demand.parameters["project"] == "examples.quickstart.project:build_project"

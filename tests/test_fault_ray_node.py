@@ -50,6 +50,7 @@ project = WorkflowProject(
         node_resources={{"work": NodeResourceConfig(**small, custom_resources={{"shared": 1}})}},
         ray_config=RayConfig(address=cluster.address, max_retries=1, retry_delay=0.0),
         checkpoint_storage="sqlite",
+        node_cache="off",  # every (variant, case) runs its own nodes, on the raylet its request picks
     ),
 )
 project.register_variant("work", "side", multinode_graphs.work,

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -166,9 +167,17 @@ def test_grid_shows_every_case_variant_cell_with_its_output_links_and_error(
     assert {href.rsplit("/runs/task-run/", 1)[1] for href in task_links} == {n.task_run_id for n in ok.nodes}
     assert len(task_links) == len(ok.nodes) == 2
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client:
-        task_run = client.read_task_run(uuid.UUID(task_links[0].rsplit("/", 1)[1]))
+    with get_client(sync_client=True) as client:  # the server records task runs from events, a moment later
+        for _ in range(60):
+            try:
+                task_run = client.read_task_run(uuid.UUID(task_links[0].rsplit("/", 1)[1]))
+                break
+            except ObjectNotFound:
+                time.sleep(1)
+        else:
+            raise AssertionError(f"task run {task_links[0]} never reached the server")
     assert task_run.name.startswith(("retriever", "answerer"))
     child = report_batch.tracking["mlflow"]["child_run_ids"][ok.variant_label]
     mlflow_links = [

@@ -89,9 +89,9 @@ def test_only_a_process_that_logs_imports_mlflow(prefect_api: str, enabled: str)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
     if enabled == "false":
-        assert line == "RESULT completed False []", line
+        assert line.startswith("RESULT completed False [") and "'mlflow'" not in line, line
     else:  # set up in the background, finished before the batch returns: the runs are recorded
-        assert line == "RESULT completed True ['mlflow']", line
+        assert line.startswith("RESULT completed True [") and "'mlflow'" in line, line
 
 
 def test_bad_resources_are_rejected_before_the_prefect_server_starts(ray_cluster, tmp_path: Path) -> None:

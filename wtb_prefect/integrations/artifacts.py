@@ -27,7 +27,8 @@ def _interval(value: float | None, low: float | None, high: float | None) -> str
 
 
 def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
-    """One row per variant combination: cases, success rate, run time, each score's mean with its 95% CI."""
+    """One row per variant combination: cases, success rate, run time, each score's mean with its 95% CI,
+    and how many executions each evaluator that raised could not score."""
     rows = []
     scores = sorted({name for r in batch.results for name in r.scores})
     for summary, (label, group) in zip(batch.summary(), batch.by_variant().items(), strict=True):
@@ -37,6 +38,7 @@ def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
             values = [r.scores[name] for r in group if name in r.scores]
             ci = mean_ci(values) if values else None
             row[f"{name} (95% CI)"] = _interval(ci.mean, ci.low, ci.high) if ci else ""
+        row.update({key: value for key, value in summary.items() if key.endswith(" errors")})  # evaluator errors
         rows.append(row)
     return rows
 

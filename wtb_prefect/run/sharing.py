@@ -330,7 +330,7 @@ class NodeSharing:
                 if name in execution.node_cache_exclude or f"{name}:{chosen}" in execution.node_cache_exclude:
                     self._identity[id(plan)] = None
                     continue
-                env_lock = json.loads(plan.environment).get("lock_hash") if plan.environment else "driver"
+                env_lock = plan.environment.get("lock_hash") if plan.environment else "driver"
                 parts = [
                     project.name,
                     name,
