@@ -9,9 +9,13 @@
   blocked in a call in threadpool mode, which holds for every node alike and
   is what the threadpool executor means (``batch_executor="ray"`` cancels).
 
+* The raylet's "N PYTHON worker processes have been started" warning, which
+  Ray prints to the driver whenever fractional-CPU node tasks or actors make
+  it start more workers than it has CPUs: normal for a test bench, and
+  nothing the user can act on (:func:`quiet_ray_driver`).
+
 Ray's token-authentication notice is avoided by naming the mode
-(:mod:`wtb_prefect.services.ray_cluster`), and the raylet's "N PYTHON worker
-processes have been started" warning by its worker soft limit.
+(:mod:`wtb_prefect.services.ray_cluster`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import os
 import threading
 
-__all__ = ["quiet_services", "verbose"]
+__all__ = ["quiet_ray_driver", "quiet_services", "verbose"]
 
 _lock = threading.Lock()
 _installed = False
@@ -56,3 +60,29 @@ def quiet_services() -> None:
     logging.getLogger("prefect.task_runs").addFilter(
         _DropPrefix("Timeout of %s seconds configured for this task, but the task is running in a worker thread")
     )
+
+
+_WORKER_COUNT_WARNING = "PYTHON worker processes have been started on node"
+
+
+def quiet_ray_driver() -> None:
+    """Drop the raylet's worker-count warning from the worker logs Ray prints in this driver."""
+    if verbose():
+        return
+    try:
+        from ray._private import worker as ray_worker
+
+        original = ray_worker.print_worker_logs
+        if getattr(original, "_wtb_quiet", False):
+            return
+
+        def print_worker_logs(data, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 (Ray's signature)
+            lines = [line for line in data.get("lines", []) if _WORKER_COUNT_WARNING not in line]
+            if not lines:
+                return None
+            return original({**data, "lines": lines}, *args, **kwargs)
+
+        print_worker_logs._wtb_quiet = True  # type: ignore[attr-defined]
+        ray_worker.print_worker_logs = print_worker_logs
+    except Exception:  # another Ray version: its logs are printed as they are
+        logging.getLogger(__name__).debug("Ray's worker logs left unfiltered", exc_info=True)

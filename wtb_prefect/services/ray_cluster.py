@@ -27,6 +27,7 @@ from typing import Any
 from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
 from wtb_prefect.services.ports import free_port
+from wtb_prefect.services.quiet import quiet_ray_driver
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = [
@@ -148,6 +149,7 @@ def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = 
         if ray.is_initialized():
             return None
         _skip_uv_run_hook()
+        quiet_ray_driver()
         kwargs: dict[str, Any] = {
             "runtime_env": {"env_vars": worker_env_vars()},
             "namespace": "wtb_prefect",
