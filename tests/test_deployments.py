@@ -315,6 +315,35 @@ def test_nightly_deployment_reads_yaml_project_and_files(deployed: dict) -> None
     assert sum(_node(t) == "reranker" for t in tasks) == 2
 
 
+def test_failed_deployment_run_states_its_error_and_one_traceback(deployed: dict) -> None:
+    """A run that fails on a typed error (here a variant the project lacks) ends Failed with the
+    error's message, which names the fix, and its traceback is logged once (by Prefect's engine
+    process): a raised error was logged twice, as the flow's exception and as the engine's."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    worker_log_before = deployed["log"].stat().st_size
+    params = {"variant_matrix": [{"retriever": "no_such_variant"}], "test_cases": [{"query": "q", "expected": "x"}]}
+    flow_run_id = _run_deployment(deployed, "wtb-batch-test/quickstart-on-demand", params)
+    run = _wait(flow_run_id, deployed)
+    assert run.state.is_failed(), run.state
+    assert "UnknownVariantError" in run.state.message and "no_such_variant" in run.state.message, run.state.message
+    assert "Fix" in run.state.message, run.state.message
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:  # the flow-run process ships its logs as it exits
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any("Finished in state" in log.message for log in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    messages = [log.message for log in logs]
+    assert any("Finished in state Failed" in m and "no_such_variant" in m for m in messages), messages
+    tracebacks = [m for m in messages if "Traceback (most recent call last)" in m]
+    assert len(tracebacks) == 1 and "no_such_variant" in tracebacks[0], tracebacks
+    worker_output = deployed["log"].read_text()[worker_log_before:]
+    assert worker_output.count("Traceback (most recent call last)") == 1, worker_output[-4000:]
+
+
 def test_invalid_parameter_is_rejected_before_any_run(deployed: dict) -> None:
     result = _prefect(
         ["deployment", "run", "wtb-batch-test/quickstart-on-demand", "--param", "parallelism=0"],

@@ -28,10 +28,10 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from wtb_prefect.errors import ConfigError
 
@@ -55,6 +55,14 @@ __all__ = [
     "verdict_code",
     "win_tie_loss",
 ]
+
+
+def _scipy_stats() -> ModuleType:
+    """``scipy.stats``, imported on first use: it takes over a second, which a single run never needs."""
+    from scipy import stats
+
+    return stats
+
 
 MIN_PAIRED_CASES = 10
 """Below this many paired cases a comparison says "too few cases" instead of a verdict.
@@ -262,7 +270,7 @@ def _expanded_tail(n: int, confidence: float) -> float:
     tail = (1 - confidence) / 2
     if n < 2:
         return tail
-    return float(stats.norm.cdf(-math.sqrt(n / (n - 1)) * stats.t.ppf(1 - tail, n - 1)))
+    return float(_scipy_stats().norm.cdf(-math.sqrt(n / (n - 1)) * _scipy_stats().t.ppf(1 - tail, n - 1)))
 
 
 def _mcnemar(variant: np.ndarray, baseline: np.ndarray) -> float:
@@ -270,13 +278,13 @@ def _mcnemar(variant: np.ndarray, baseline: np.ndarray) -> float:
     losses = int(((variant == 0) & (baseline == 1)).sum())
     if gains + losses == 0:
         return 1.0
-    return float(stats.binomtest(gains, gains + losses, 0.5).pvalue)
+    return float(_scipy_stats().binomtest(gains, gains + losses, 0.5).pvalue)
 
 
 def _sign_test(d: np.ndarray) -> float:
     """Exact sign test; stands in when every difference is the same (no variance to test with)."""
     positive, nonzero = int((d > 0).sum()), int((d != 0).sum())
-    return 1.0 if nonzero == 0 else float(stats.binomtest(positive, nonzero, 0.5).pvalue)
+    return 1.0 if nonzero == 0 else float(_scipy_stats().binomtest(positive, nonzero, 0.5).pvalue)
 
 
 def _p_value(variant: np.ndarray, baseline: np.ndarray, test: str) -> tuple[float, str]:
@@ -286,8 +294,8 @@ def _p_value(variant: np.ndarray, baseline: np.ndarray, test: str) -> tuple[floa
     if np.ptp(d) == 0:
         return _sign_test(d), "sign test (constant difference)"
     if test == "wilcoxon":
-        return float(stats.wilcoxon(d, zero_method="wilcox").pvalue), "Wilcoxon signed-rank"
-    return float(stats.ttest_rel(variant, baseline).pvalue), "paired t-test"
+        return float(_scipy_stats().wilcoxon(d, zero_method="wilcox").pvalue), "Wilcoxon signed-rank"
+    return float(_scipy_stats().ttest_rel(variant, baseline).pvalue), "paired t-test"
 
 
 def minimal_detectable_effect(
@@ -416,7 +424,7 @@ def adjust_p_values(p_values: Sequence[float], method: Correction = "holm") -> l
     if p.size == 0 or method == "none":
         return p.tolist()
     if method == "bh":
-        return stats.false_discovery_control(p, method="bh").tolist()
+        return _scipy_stats().false_discovery_control(p, method="bh").tolist()
     # Holm step-down: the i-th smallest p times (m - i), made monotone, capped at 1.
     m = p.size
     order = np.argsort(p, kind="stable")
@@ -593,11 +601,11 @@ def win_tie_loss(
     ties = n - wins - losses
 
     def rate(k: int) -> tuple[float, tuple[float, float]]:
-        ci = stats.binomtest(k, n).proportion_ci(confidence, method="wilson")
+        ci = _scipy_stats().binomtest(k, n).proportion_ci(confidence, method="wilson")
         return k / n, (float(ci.low), float(ci.high))
 
     (w, wci), (t, tci), (lo, lci) = rate(wins), rate(ties), rate(losses)
-    p = 1.0 if wins + losses == 0 else float(stats.binomtest(wins, wins + losses, 0.5).pvalue)
+    p = 1.0 if wins + losses == 0 else float(_scipy_stats().binomtest(wins, wins + losses, 0.5).pvalue)
     return WinTieLoss(
         variant=variant,
         baseline=baseline,

@@ -22,10 +22,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
@@ -33,7 +36,7 @@ from wtb_prefect.batch.execute import execute_plan
 from wtb_prefect.batch.flow_runs import batch_flow_run_name
 from wtb_prefect.batch.plan import claim_plan, prepare_batch, prepare_batch_resume, prepare_resume
 from wtb_prefect.define.registry import load_data, resolve_project
-from wtb_prefect.errors import UnknownExecutionError
+from wtb_prefect.errors import PrefectAPIUnavailableError, UnknownExecutionError, WTBError
 from wtb_prefect.results import ExecutionResult
 from wtb_prefect.run.executions import open_index
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
@@ -42,6 +45,7 @@ from wtb_prefect.settings import get_settings
 __all__ = ["RegressionGateParameter", "batch_test_flow", "run_flow"]
 
 ProjectRef = Annotated[str, Field(min_length=1)]
+R = TypeVar("R")
 Matrix = list[dict[str, str]] | str | None
 Cases = list[dict[str, Any]] | str
 
@@ -87,6 +91,31 @@ def _run_name() -> str:
     return f"{project}-{verb}-{execution_id[-12:]}"
 
 
+def _typed_errors_fail_the_run(body: Callable[..., R]) -> Callable[..., R]:
+    """A typed error ends the flow run Failed with its message, and no traceback.
+
+    The message of a :class:`~wtb_prefect.errors.WTBError` names what was wrong
+    and the fix; raised, it would come with Prefect's engine logging the same
+    traceback twice (as the flow's exception and again as the engine's), which
+    buries it. Returned as the run's ``Failed`` state instead, it is logged once
+    (``Finished in state Failed('ConfigError: ...')``), and a caller of the flow
+    in Python still gets the error raised, since it is the state's result. An
+    unreachable Prefect API is still raised: no state could be recorded then.
+    """
+
+    @functools.wraps(body)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return body(*args, **kwargs)
+        except PrefectAPIUnavailableError:
+            raise
+        except WTBError as exc:
+            get_run_logger().debug("the flow run failed on a typed error", exc_info=True)
+            return Failed(message=f"{type(exc).__name__}: {exc}", data=exc)
+
+    return run
+
+
 @flow(
     name="wtb-batch-test",
     flow_run_name=_batch_run_name,
@@ -94,6 +123,7 @@ def _run_name() -> str:
     persist_result=False,
     log_prints=True,
 )
+@_typed_errors_fail_the_run
 def batch_test_flow(
     project: ProjectRef,
     test_cases: Cases | None = None,
@@ -154,6 +184,7 @@ def batch_test_flow(
 
 
 @flow(name="wtb-run", flow_run_name=_run_name, task_runner=WTBRayTaskRunner(), persist_result=False, log_prints=True)
+@_typed_errors_fail_the_run
 def run_flow(
     project: ProjectRef,
     initial_state: dict[str, Any] | str,

@@ -36,13 +36,15 @@ __all__ = [
     "check_resources",
     "cluster_resources",
     "connect_ray",
+    "join_running_head_early",
     "local_cluster_resources",
     "unsatisfiable_reason",
     "worker_env_vars",
 ]
 
 logger = logging.getLogger(__name__)
-_lock = threading.Lock()
+_lock = threading.RLock()
+_joined_early = False  # joined `wtb up`'s head before the project (and its RayConfig) was known
 
 # Environment variables every Ray worker needs so its Prefect task runs reach
 # the flow's API server instead of starting a temporary server of their own.
@@ -142,12 +144,16 @@ def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = 
     """
     import ray
 
-    if ray.is_initialized():  # the hot path: every node call passes here
-        return None
+    global _joined_early
+    if ray.is_initialized() and not (_joined_early and config is not None and config.address != "auto"):
+        return None  # the hot path: every node call passes here
     config = config or RayConfig()
     with _lock:
         if ray.is_initialized():
-            return None
+            if not (_joined_early and config.address != "auto"):
+                return None
+            ray.shutdown()  # the early join guessed "auto"; this project names another cluster
+        _joined_early = False
         _skip_uv_run_hook()
         quiet_ray_driver()
         kwargs: dict[str, Any] = {
@@ -189,6 +195,34 @@ def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = 
                     f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
                     "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
                 ) from exc
+
+
+def join_running_head_early(settings: WTBSettings | None = None) -> None:
+    """Join the Ray head ``wtb up`` left for this state folder, in a background thread.
+
+    A command calls this before it loads the project: joining and starting
+    this job's first worker (:func:`_prewarm`) then overlap the seconds of
+    imports and flow-run set-up instead of following them. It does nothing
+    when no such head runs or ``RAY_ADDRESS`` names a cluster; a failed join
+    is left for :func:`connect_ray` to report. Should the project's
+    ``RayConfig.address`` turn out not to be ``"auto"``, ``connect_ray``
+    leaves the head and joins what it names.
+    """
+    if os.environ.get("RAY_ADDRESS") or RayHead(settings).status() is None:
+        return
+
+    def join() -> None:
+        global _joined_early
+        import ray
+
+        with _lock:  # a connect_ray of the command waits, then sees how this one joined
+            try:
+                connect_ray(RayConfig(), settings)
+            except Exception:  # reported by the command's own connect_ray
+                logger.debug("early join of the running Ray head failed", exc_info=True)
+            _joined_early = ray.is_initialized()
+
+    threading.Thread(target=join, name="wtb-ray-join", daemon=True).start()
 
 
 def _ready() -> bool:
