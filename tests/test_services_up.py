@@ -69,6 +69,19 @@ def test_runs_join_the_services_wtb_up_started_and_wtb_down_stops_them(tmp_path:
         for run in runs:
             link = re.search(r"Flow run: (http://\S+)/runs/flow-run/", run.stdout)
             assert link and link.group(1) == server["url"].removesuffix("/api"), run.stdout[-1500:]
+
+        # a run joins the head before its project is loaded; a YAML project whose nodes live in its own
+        # folder (put on sys.path only as it loads) still runs there: the workers get that folder too
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "far_nodes.py").write_text((REPO / "tests/where_graphs.py").read_text())
+        (elsewhere / "project.yaml").write_text(
+            "name: where_far\nworkflow:\n  module: far_nodes\n  factory: where_graph\n"
+            "execution:\n  default_node_resources: {num_cpus: 0.25, memory: 64MB}\n"
+        )
+        far = _wtb(["run", str(elsewhere / "project.yaml"), "--case", json.dumps({"query": "far"})], env)
+        assert far.returncode == 0, far.stdout[-3000:] + far.stderr[-3000:]
+        assert _final_state(far.stdout)["gcs_address"].rsplit(":", 1)[1] == str(head["port"])
     finally:
         down = _wtb(["down"], env)
     assert down.returncode == 0, down.stdout + down.stderr

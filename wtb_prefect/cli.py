@@ -324,7 +324,7 @@ def _load(reference: str) -> Any:
 
 
 def _join_ray_early() -> None:
-    """Join the Ray head of `wtb up` (if one runs) while the project loads."""
+    """Join the Ray head of `wtb up` (if one runs) before the project loads; its first worker starts meanwhile."""
     from wtb_prefect.services.ray_cluster import join_running_head_early
 
     join_running_head_early()

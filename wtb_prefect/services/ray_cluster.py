@@ -43,8 +43,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_lock = threading.RLock()
+_lock = threading.Lock()
 _joined_early = False  # joined `wtb up`'s head before the project (and its RayConfig) was known
+_job_env_vars: dict[str, str] = {}  # the worker variables of this process's Ray job
 
 # Environment variables every Ray worker needs so its Prefect task runs reach
 # the flow's API server instead of starting a temporary server of their own.
@@ -145,84 +146,99 @@ def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = 
     import ray
 
     global _joined_early
-    if ray.is_initialized() and not (_joined_early and config is not None and config.address != "auto"):
+    if ray.is_initialized() and not _joined_early:
         return None  # the hot path: every node call passes here
     config = config or RayConfig()
     with _lock:
         if ray.is_initialized():
-            if not (_joined_early and config.address != "auto"):
+            if not _joined_early:
                 return None
-            ray.shutdown()  # the early join guessed "auto"; this project names another cluster
+            _joined_early = False
+            if config.address == "auto" and worker_env_vars() == _job_env_vars:
+                return None  # the early join was right: this cluster, these worker variables
+            # this project names another cluster, or its loading added source folders the workers need
+            ray.shutdown()
         _joined_early = False
-        _skip_uv_run_hook()
-        quiet_ray_driver()
-        kwargs: dict[str, Any] = {
-            "runtime_env": {"env_vars": worker_env_vars()},
-            "namespace": "wtb_prefect",
-            "log_to_driver": True,
-            "configure_logging": False,
-        }
-        local_kwargs: dict[str, Any] = {"include_dashboard": False, "_system_config": dict(_SYSTEM_CONFIG)}
-        if config.object_store_memory:
-            local_kwargs["object_store_memory"] = config.object_store_memory
-        if config.address == "local":
-            _start_local(kwargs, local_kwargs)
-        elif config.address == "auto":
-            head = RayHead(settings).status()
-            address = head.address if head else os.environ.get("RAY_ADDRESS") or _last_ray_start()
-            if head is not None:
-                _use_auth_mode(head.auth_mode)  # as the head was started
-            if address:
-                try:
-                    ray.init(address=address, **kwargs)
-                    logger.info("joined the running Ray cluster at %s", address)
-                    _prewarm()
-                    return None
-                except ConnectionError:
-                    if head is not None or os.environ.get("RAY_ADDRESS"):
-                        raise ServiceError(
-                            f"cannot join the Ray cluster at {address}. Fix: `wtb down` then `wtb up`, "
-                            "or unset RAY_ADDRESS"
-                        ) from None
-            logger.info("no Ray cluster is running; starting a local one")
-            _start_local(kwargs, local_kwargs)
-            _prewarm()
-        else:
+        _connect(config, settings)
+
+
+def _connect(config: RayConfig, settings: WTBSettings | None) -> None:
+    """:func:`connect_ray` without its checks (the caller holds ``_lock``)."""
+    import ray
+
+    global _job_env_vars
+    _skip_uv_run_hook()
+    quiet_ray_driver()
+    _job_env_vars = worker_env_vars()
+    kwargs: dict[str, Any] = {
+        "runtime_env": {"env_vars": _job_env_vars},
+        "namespace": "wtb_prefect",
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
+    local_kwargs: dict[str, Any] = {"include_dashboard": False, "_system_config": dict(_SYSTEM_CONFIG)}
+    if config.object_store_memory:
+        local_kwargs["object_store_memory"] = config.object_store_memory
+    if config.address == "local":
+        _start_local(kwargs, local_kwargs)
+    elif config.address == "auto":
+        head = RayHead(settings).status()
+        address = head.address if head else os.environ.get("RAY_ADDRESS") or _last_ray_start()
+        if head is not None:
+            _use_auth_mode(head.auth_mode)  # as the head was started
+        if address:
             try:
-                ray.init(address=config.address, **kwargs)
-            except Exception as exc:
-                raise ServiceError(
-                    f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
-                    "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
-                ) from exc
+                ray.init(address=address, **kwargs)
+                logger.info("joined the running Ray cluster at %s", address)
+                _prewarm()
+                return None
+            except ConnectionError:
+                if head is not None or os.environ.get("RAY_ADDRESS"):
+                    raise ServiceError(
+                        f"cannot join the Ray cluster at {address}. Fix: `wtb down` then `wtb up`, or unset RAY_ADDRESS"
+                    ) from None
+        logger.info("no Ray cluster is running; starting a local one")
+        _start_local(kwargs, local_kwargs)
+        _prewarm()
+    else:
+        try:
+            ray.init(address=config.address, **kwargs)
+        except Exception as exc:
+            raise ServiceError(
+                f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
+                "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
+            ) from exc
 
 
 def join_running_head_early(settings: WTBSettings | None = None) -> None:
-    """Join the Ray head ``wtb up`` left for this state folder, in a background thread.
+    """Join the Ray head ``wtb up`` left for this state folder now, before the project is loaded.
 
-    A command calls this before it loads the project: joining and starting
-    this job's first worker (:func:`_prewarm`) then overlap the seconds of
-    imports and flow-run set-up instead of following them. It does nothing
-    when no such head runs or ``RAY_ADDRESS`` names a cluster; a failed join
-    is left for :func:`connect_ray` to report. Should the project's
-    ``RayConfig.address`` turn out not to be ``"auto"``, ``connect_ray``
-    leaves the head and joins what it names.
+    A command calls this first: this job's first worker (:func:`_prewarm`)
+    then starts while the command imports and loads the project and sets
+    up its flow run, instead of after. It does nothing when no such head
+    runs or ``RAY_ADDRESS`` names a cluster; a failed join is left for
+    :func:`connect_ray` to report. Should the project's ``RayConfig.address``
+    turn out not to be ``"auto"``, or loading it add source folders the
+    workers need (a YAML project's folder), ``connect_ray`` leaves the head
+    and joins again as the project says.
+
+    It joins in the calling thread: a join in a background thread would
+    import Prefect and Ray while the command imports them too, and their
+    circular imports fail when two threads run them at once.
     """
+    global _joined_early
     if os.environ.get("RAY_ADDRESS") or RayHead(settings).status() is None:
         return
+    import ray
 
-    def join() -> None:
-        global _joined_early
-        import ray
-
-        with _lock:  # a connect_ray of the command waits, then sees how this one joined
-            try:
-                connect_ray(RayConfig(), settings)
-            except Exception:  # reported by the command's own connect_ray
-                logger.debug("early join of the running Ray head failed", exc_info=True)
-            _joined_early = ray.is_initialized()
-
-    threading.Thread(target=join, name="wtb-ray-join", daemon=True).start()
+    with _lock:
+        if ray.is_initialized():
+            return
+        try:
+            _connect(RayConfig(), settings)
+        except Exception:  # reported by the command's own connect_ray
+            logger.debug("early join of the running Ray head failed", exc_info=True)
+        _joined_early = ray.is_initialized()
 
 
 def _ready() -> bool:
