@@ -238,10 +238,12 @@ class ActorPool:
     """The actors of one I/O lane and the calls each holds; the driver picks the least busy.
 
     An actor that fails a call with Ray's actor error is replaced at once by a
-    new one (Ray does not restart it): waiting on Ray's restart would leave the
-    retries of its calls queued behind an actor Ray may be slow to bring back,
-    or never bring back. The other actors, and the calls they hold, are not
-    touched.
+    new one; Ray does not restart it. While Ray restarts an actor, calls sent
+    to it fail (``ActorUnavailableError``, as ``max_task_retries=0``), so the
+    pool would have to poll it, and a restart Ray does not complete would hold
+    the retries of its calls for their whole ``queue_timeout``. A new actor is
+    watched like any starting one, and a retry takes whichever live actor has a
+    free slot first. The other actors, and the calls they hold, are not touched.
     """
 
     def __init__(self, options: dict[str, Any], per_actor: int) -> None:
@@ -250,8 +252,6 @@ class ActorPool:
         self.actors: list[LaneActor] = []
         self.users = 0
         self.error: BaseException | None = None
-        self.replaced = 0
-        """How many actors this pool replaced after they died."""
         self._bodies: list[Any] = []
         self._retired: list[LaneActor] = []
         self._cond = threading.Condition()
@@ -357,7 +357,6 @@ class ActorPool:
             replacement, ref = self._start(self._bodies)
             self.actors[self.actors.index(actor)] = replacement
             self._retired.append(actor)
-            self.replaced += 1
             self.error = None  # the replacement gets its own chance to start
         self._watch({ref: replacement})
 
