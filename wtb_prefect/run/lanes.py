@@ -290,7 +290,10 @@ class ActorPool:
 
         pending = list(started)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                done, pending = ray.wait(pending, num_returns=1)
+            except Exception:  # the driver left the cluster: nothing to watch any more
+                return
             for ref in done:
                 actor = started[ref]
                 try:
