@@ -145,6 +145,7 @@ def crash_once(state: Call) -> dict:
     if not marker.exists():
         marker.touch()
         os._exit(1)
+    Path(state["log"] + ".retried").touch()  # its mtime: when the retry ran
     return {"x": state["x"] + 1}
 
 
@@ -153,4 +154,49 @@ def crash_graph():
     graph.add_node("crash", crash_once)
     graph.add_edge(START, "crash")
     graph.add_edge("crash", END)
+    return graph.compile()
+
+
+class Crowd(TypedDict, total=False):
+    x: int
+    log: str
+    role: str
+    peers: int
+
+
+def _lines(path: str) -> int:
+    try:
+        return len(Path(path).read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def crash_among_peers(state: Crowd) -> dict:
+    """``role="crash"``: once ``peers`` other calls run, kill its own process (first attempt only).
+
+    ``role="peer"``: log its start, wait until the crash has happened and 2 s more, log its end.
+    So the crash hits one actor of the pool while the others hold calls.
+    """
+    log, deadline = state["log"], time.monotonic() + 60
+    crashed = Path(log + ".crashed")
+    if state["role"] == "crash":
+        if not crashed.exists():
+            while _lines(log) < state["peers"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            crashed.touch()
+            os._exit(1)
+        return {"x": state["x"] + 1}
+    _record(log, "start")
+    while not crashed.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)
+    _record(log, "end")
+    return {"x": state["x"] + 1}
+
+
+def crowd_graph():
+    graph = StateGraph(Crowd)
+    graph.add_node("call", crash_among_peers)
+    graph.add_edge(START, "call")
+    graph.add_edge("call", END)
     return graph.compile()

@@ -149,3 +149,35 @@ def test_cold_batch_under_cpu_load_has_no_failure(bench):
             proc.join(10)
     assert not batch.failed, batch.failed[0].error
     assert [r.final_state["x"] for r in batch.results] == [2 * (i + 1) for i in range(n)]
+
+
+def test_dead_actor_is_restarted_and_its_call_retried(bench, tmp_path):
+    resources = NodeResourceConfig(num_cpus=0.1, memory="64MB", io_bound=True)
+    project = _project("lane_crash", lg.crash_graph, resources, ray_config=RayConfig(max_retries=2, retry_delay=0.5))
+    bench.register_project(project)
+    result = bench.run(project="lane_crash", initial_state={"x": 1, "log": str(tmp_path / "crash")})
+    ended = time.time()
+    assert (tmp_path / "crash.crashed").exists(), "the first attempt killed its actor"
+    assert result.status == "completed", result.error
+    assert result.final_state["x"] == 2
+    crashed = (tmp_path / "crash.crashed").stat().st_mtime
+    retried = (tmp_path / "crash.retried").stat().st_mtime - crashed
+    print(f"crash -> retry running {retried:.1f}s, crash -> run completed {ended - crashed:.1f}s")
+    assert retried < 60, f"the retry ran {retried:.0f}s after the crash: it waited on something slow"
+
+
+def test_dead_actor_leaves_the_other_actors_calls_alone(bench, tmp_path):
+    """One actor of three dies while the other two hold calls: only its own call fails and is retried."""
+    resources = NodeResourceConfig(num_cpus=0.1, memory="64MB", io_bound=True, calls_per_worker=1)
+    project = _project("lane_crowd", lg.crowd_graph, resources, ray_config=RayConfig(max_retries=2, retry_delay=0.5))
+    bench.register_project(project)
+    log = tmp_path / "crowd"
+    cases = [{"x": i, "log": str(log), "role": "crash" if i == 0 else "peer", "peers": 2} for i in range(3)]
+    batch = bench.run_batch_test("lane_crowd", [{}], cases, parallelism=3)
+    assert (tmp_path / "crowd.crashed").exists(), "the crashing call killed its actor"
+    assert not batch.failed, batch.failed[0].error
+    assert [r.final_state["x"] for r in batch.results] == [1, 2, 3]
+    events = _events(log)
+    starts = [pid for _, kind, pid in events if kind == "start"]
+    assert len(starts) == 2 and len(events) == 4, f"each peer's call ran once, to its end: {events}"
+    assert len(set(starts)) == 2, "the peers held calls on two other actors"

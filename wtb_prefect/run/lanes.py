@@ -25,9 +25,13 @@ and places the actor, it is not held per call. GPUs and custom resources
 therefore still decide where the actor runs; to bound how many calls use a
 scarce thing at once, use ``max_in_flight``.
 
-**Failures.** Ray restarts a dead actor (``max_restarts=-1``); the calls it
-held fail with Ray's actor error, which Prefect counts as a failed attempt of
-each node's task run and retries (``RayConfig.max_retries``).
+**Failures.** The calls a dead actor held fail with Ray's actor error, which
+Prefect counts as a failed attempt of each node's task run and retries
+(``RayConfig.max_retries``). The pool replaces the dead actor by a new one at
+once (Ray does not restart it: ``max_restarts=0``); a retry runs on a live
+actor of the pool with a free slot, or waits for the new one (under the node's
+``queue_timeout``). The pool's other actors, and the calls they hold, are not
+touched.
 
 **Time.** The node's timeout counts the body's own run time, enforced where it
 runs (a ``SIGALRM`` in a Ray task, ``asyncio.timeout`` in an actor). Waiting to
@@ -219,74 +223,108 @@ def _limiter(spec: LaneSpec) -> CallLimiter | None:
 # --- actor pools -----------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class LaneActor:
+    """One actor of a pool and the calls it holds."""
+
+    handle: Any
+    in_flight: int = 0
+    ready: bool = False
+    retired: bool = False
+    """Out of rotation (it failed a call or could not start, or the pool stopped): takes no new call."""
+
+
 class ActorPool:
-    """The actors of one I/O lane and the calls each holds; the driver picks the least busy."""
+    """The actors of one I/O lane and the calls each holds; the driver picks the least busy.
+
+    An actor that fails a call with Ray's actor error is replaced at once by a
+    new one; Ray does not restart it. While Ray restarts an actor, calls sent
+    to it fail (``ActorUnavailableError``, as ``max_task_retries=0``), so the
+    pool would have to poll it, and a restart Ray does not complete would hold
+    the retries of its calls for their whole ``queue_timeout``. A new actor is
+    watched like any starting one, and a retry takes whichever live actor has a
+    free slot first. The other actors, and the calls they hold, are not touched.
+    """
 
     def __init__(self, options: dict[str, Any], per_actor: int) -> None:
         self.options = options
         self.per_actor = per_actor
-        self.actors: list[Any] = []
-        self.in_flight: list[int] = []
-        self.ready: list[bool] = []
+        self.actors: list[LaneActor] = []
         self.users = 0
         self.error: BaseException | None = None
+        self._bodies: list[Any] = []
+        self._retired: list[LaneActor] = []
         self._cond = threading.Condition()
+
+    def _start(self, bodies: list[Any]) -> tuple[LaneActor, Any]:
+        """A new actor (not yet ready) and its readiness ref; the caller holds the lock."""
+        handle = (
+            _lane_class()
+            .options(**self.options, max_concurrency=self.per_actor + 2, max_restarts=0, max_task_retries=0)
+            .remote(max_threads=2 * self.per_actor)
+        )
+        return LaneActor(handle), handle.ready.remote(bodies)
 
     def grow(self, size: int, bodies: list[Any]) -> list[Any]:
         """Start actors until the pool has ``size``; returns their readiness refs (bodies imported)."""
-        lane = _lane_class()
-        refs = []
+        started: dict[Any, LaneActor] = {}
         with self._cond:
+            if bodies:
+                self._bodies = list(bodies)
+            if len(self.actors) < size:
+                self.error = None  # a failure to start is reported anew by the actors started now
             while len(self.actors) < size:
-                actor = lane.options(
-                    **self.options,
-                    max_concurrency=self.per_actor + 2,
-                    max_restarts=-1,
-                    max_task_retries=0,
-                ).remote(max_threads=2 * self.per_actor)
+                actor, ref = self._start(bodies)
                 self.actors.append(actor)
-                self.in_flight.append(0)
-                self.ready.append(False)
-                refs.append(actor.ready.remote(bodies))
-            index = {ref: len(self.actors) - len(refs) + i for i, ref in enumerate(refs)}
-        if refs:
-            threading.Thread(target=self._await_ready, args=(index,), daemon=True, name="wtb-lane-start").start()
-        return refs
+                started[ref] = actor
+        if started:
+            self._watch(started)
+        return list(started)
 
-    def _await_ready(self, index: dict[Any, int]) -> None:
+    def _watch(self, started: dict[Any, LaneActor]) -> None:
+        threading.Thread(target=self._await_ready, args=(started,), daemon=True, name="wtb-lane-start").start()
+
+    def _await_ready(self, started: dict[Any, LaneActor]) -> None:
+        """Mark each actor ready once it has imported the bodies (a killed pool fails these refs: no hang)."""
         import ray
 
-        pending = list(index)
+        pending = list(started)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                done, pending = ray.wait(pending, num_returns=1)
+            except Exception:  # the driver left the cluster: nothing to watch any more
+                return
             for ref in done:
+                actor = started[ref]
                 try:
                     ray.get(ref)
-                except BaseException as exc:  # the actor cannot start (environment, unpicklable body)
+                except BaseException as exc:  # the actor cannot start (environment, unpicklable body), or was killed
                     with self._cond:
-                        self.error = exc
+                        if not actor.retired:  # out of the pool: a later batch starts another in its place
+                            self.error = exc
+                            actor.retired = True
+                            self.actors.remove(actor)
                         self._cond.notify_all()
                     continue
                 with self._cond:
-                    self.ready[index[ref]] = True
+                    actor.ready = True
                     self._cond.notify_all()
 
-    def acquire(self, spec: LaneSpec, deadline: float) -> int:
-        """The index of a started actor with a free slot, waiting until ``deadline`` for one."""
+    def acquire(self, spec: LaneSpec, deadline: float) -> LaneActor:
+        """A started actor with a free slot, waiting until ``deadline`` for one."""
         with self._cond:
             while True:
-                if self.error is not None and not any(self.ready):
+                live = [a for a in self.actors if a.ready]
+                if self.error is not None and not live:
                     raise self.error
-                best = -1
-                for i, busy in enumerate(self.in_flight):
-                    if self.ready[i] and busy < self.per_actor and (best < 0 or busy < self.in_flight[best]):
-                        best = i
-                if best >= 0:
-                    self.in_flight[best] += 1
+                free = [a for a in live if a.in_flight < self.per_actor]
+                if free:
+                    best = min(free, key=lambda a: a.in_flight)
+                    best.in_flight += 1
                     return best
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    if not any(self.ready):
+                    if not live:
                         raise _queue_error(spec, f"its I/O lane's actors had not started: {_shortage(spec.request)}")
                     raise _queue_error(
                         spec,
@@ -294,46 +332,53 @@ class ActorPool:
                     )
                 self._cond.wait(remaining)
 
-    def release(self, index: int) -> None:
-        """A call on actor ``index`` ended."""
+    def release(self, actor: LaneActor) -> None:
+        """A call on ``actor`` ended."""
         with self._cond:
-            self.in_flight[index] -= 1
+            actor.in_flight -= 1
+            drained = actor.in_flight == 0 and actor in self._retired
+            if drained:
+                self._retired.remove(actor)
             self._cond.notify()
+        if drained:
+            _kill(actor.handle)
 
-    def lost(self, index: int) -> None:
-        """Actor ``index`` died: take it out of rotation until Ray has restarted it.
+    def lost(self, actor: LaneActor) -> None:
+        """``actor`` failed a call with Ray's actor error: replace it by a new actor.
 
-        Retries of the calls it held then wait for a live actor (under their
-        ``queue_timeout``) instead of failing again on the restarting one.
+        The new actor takes its place in rotation once started; retries of the
+        calls the old one held wait for a free slot of a live actor (under
+        their ``queue_timeout``). The old actor takes no new call and is killed
+        once the calls it still holds have ended (on a dead actor they all fail
+        at once). The pool's other actors are not touched.
         """
         with self._cond:
-            if not self.ready[index]:
+            if actor.retired:  # another of its calls already reported it
                 return
-            self.ready[index] = False
-        threading.Thread(target=self._await_restart, args=(index,), daemon=True, name="wtb-lane-restart").start()
-
-    def _await_restart(self, index: int) -> None:
-        import ray
-
-        while True:
-            try:
-                ray.get(self.actors[index].ready.remote([]), timeout=60)
-                break
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                time.sleep(0.5)
-            except Exception:  # the cluster went away: leave the actor out
-                return
-        with self._cond:
-            self.ready[index] = True
-            self._cond.notify_all()
+            actor.retired = True
+            actor.ready = False
+            replacement, ref = self._start(self._bodies)
+            self.actors[self.actors.index(actor)] = replacement
+            self._retired.append(actor)
+            self.error = None  # the replacement gets its own chance to start
+        self._watch({ref: replacement})
 
     def kill(self) -> None:
         """Stop every actor of the pool (their reservations go back to the cluster)."""
-        import ray
+        with self._cond:
+            actors = self.actors + self._retired
+            for actor in actors:
+                actor.retired, actor.ready = True, False
+            self._cond.notify_all()
+        for actor in actors:
+            _kill(actor.handle)
 
-        for actor in self.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
+
+def _kill(handle: Any) -> None:
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.kill(handle, no_restart=True)
 
 
 _lane_remote: Any = None
@@ -531,13 +576,13 @@ def call_node(
     try:
         if spec.kind == "actor":
             pool = _pool_for(spec)
-            index = pool.acquire(spec, deadline)
+            actor = pool.acquire(spec, deadline)
             try:
-                ref = pool.actors[index].call.remote(fn, args, kwargs, carrier, timeout)
+                ref = actor.handle.call.remote(fn, args, kwargs, carrier, timeout)
                 try:
                     return _get(ref, None if timeout is None else timeout + GRACE_S)
                 except ray.exceptions.RayActorError:
-                    pool.lost(index)
+                    pool.lost(actor)  # a new actor takes its place; Prefect retries the call
                     raise
                 except ray.exceptions.GetTimeoutError:
                     ray.cancel(ref)
@@ -545,7 +590,7 @@ def call_node(
                         f"{spec.node} did not finish within {timeout}s (its actor stopped answering)"
                     ) from None
             finally:
-                pool.release(index)
+                pool.release(actor)
         # The worker enforces the timeout from the body's start, and refuses a
         # call that reaches it after the queue deadline (start_by).
         start_by = time.time() + max(0.0, deadline - time.monotonic())
