@@ -34,7 +34,7 @@ def test_a_waiting_execution_gives_its_slot_and_gets_one_back_before_new_executi
     assert slots.in_use == 1
     resumed = _in_thread(a.wait_ended)
     started = _in_thread(c.start)
-    _until(lambda: len(slots._queue) == 2)
+    _until(lambda: slots.waiting == 2)
     b.end()
     resumed.join(10)
     assert not resumed.is_alive() and started.is_alive()  # the one going on first
@@ -82,7 +82,7 @@ def test_new_executions_take_slots_in_plan_order():
     threads = []
     for position in (3, 1, 2):  # asked in another order than the plan's
         threads.append(_in_thread(lambda p=position: start(p)))
-        _until(lambda n=len(threads): len(slots._queue) == n)
+        _until(lambda n=len(threads): slots.waiting == n)
     first.end()
     for thread in threads:
         thread.join(10)

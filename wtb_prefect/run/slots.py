@@ -28,15 +28,19 @@ __all__ = ["ExecutionSlots", "SlotLease", "current_lease", "leased", "stepping_a
 
 
 class ExecutionSlots:
-    """``size`` slots, granted in order: executions going on first (first come), then new ones by position."""
+    """``size`` slots, granted in order: executions going on first (first come), then new ones by position.
+
+    A released slot is handed to the first in line directly (only that thread wakes up: with
+    many executions waiting, waking them all on every release costs the driver's CPU).
+    """
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size}")
         self.size = size
         self._free = size
-        self._queue: list[tuple[int, int]] = []
-        self._cond = threading.Condition()
+        self._queue: list[tuple[tuple[int, int], threading.Event]] = []
+        self._lock = threading.Lock()
         self._order = itertools.count()
         self.computing_max = 0
         """The most slots ever taken at once (a check that the bound holds)."""
@@ -44,35 +48,52 @@ class ExecutionSlots:
     @property
     def in_use(self) -> int:
         """Slots taken now."""
-        with self._cond:
+        with self._lock:
             return self.size - self._free
+
+    @property
+    def waiting(self) -> int:
+        """Executions waiting for a slot now."""
+        with self._lock:
+            return len(self._queue)
 
     def acquire(self, position: int | None = None) -> None:
         """Take a slot: an execution going on (``position=None``) before any new one;
         new executions (``position`` = their place in the plan) in plan order."""
         ticket = (0, next(self._order)) if position is None else (1, position)
-        with self._cond:
-            heapq.heappush(self._queue, ticket)
-            try:
-                while not (self._free > 0 and self._queue[0] == ticket):
-                    self._cond.wait()
-            except BaseException:
-                self._queue.remove(ticket)
-                heapq.heapify(self._queue)
-                self._cond.notify_all()
-                raise
-            heapq.heappop(self._queue)
-            self._free -= 1
-            self.computing_max = max(self.computing_max, self.size - self._free)
-            self._cond.notify_all()  # the next in line may take a slot too
+        with self._lock:
+            if self._free > 0:  # then nobody waits: a release hands its slot to the first in line
+                self._take()
+                return
+            granted = threading.Event()
+            entry = (ticket, granted)
+            heapq.heappush(self._queue, entry)
+        try:
+            granted.wait()
+        except BaseException:
+            with self._lock:
+                if entry in self._queue:
+                    self._queue.remove(entry)
+                    heapq.heapify(self._queue)
+                    raise
+            self.release()  # it was handed over meanwhile
+            raise
 
     def release(self) -> None:
-        """Give a slot back."""
-        with self._cond:
+        """Give a slot back (to the first in line, if any)."""
+        with self._lock:
             if self._free >= self.size:
                 raise RuntimeError("released more execution slots than were taken")
-            self._free += 1
-            self._cond.notify_all()
+            if self._queue:
+                _, granted = heapq.heappop(self._queue)
+                granted.set()  # the slot changes hands: still taken
+            else:
+                self._free += 1
+
+    def _take(self) -> None:
+        # with self._lock held
+        self._free -= 1
+        self.computing_max = max(self.computing_max, self.size - self._free)
 
 
 class SlotLease:
