@@ -261,8 +261,12 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         hooks=hooks,
         sharing=plan.sharing,
     )
-    with _lanes(plan), task_run_log_level(get_settings().task_run_log_level):
-        for future, index in _run_in_slots(plan, pending, run):
+    with (
+        _lanes(plan),
+        task_run_log_level(get_settings().task_run_log_level),
+        contextlib.closing(_run_in_slots(plan, pending, run)) as ends,  # closed: every execution ended
+    ):
+        for future, index in ends:
             try:
                 result = future.result()
             except StateStorageError as exc:  # the others go on: what they store where there is room is kept
