@@ -150,3 +150,72 @@ def create_unpicklable() -> Any:
     graph.add_edge("fetch", "answer")
     graph.add_edge("answer", END)
     return graph.compile()
+
+
+# ─── Executions that track files (a project with file_tracking; bodies use wtb_prefect.workspace()) ───
+
+
+class FileState(TypedDict, total=False):
+    tag: str
+    query: str
+    notes: str
+    report: str
+    answer: str
+
+
+def read_notes(state: FileState) -> dict:
+    """Reads a tracked file and changes none: reused like any other call."""
+    from wtb_prefect import workspace
+
+    _count(state, "read_notes")
+    return {"notes": (workspace() / "data" / "notes.txt").read_text()}
+
+
+def write_report(state: FileState) -> dict:
+    """Writes a tracked file: never reused (a hit would not write the file)."""
+    from wtb_prefect import workspace
+
+    _count(state, "write_report")
+    name = f"report-{state['query']}.txt"
+    (workspace() / "outputs" / name).write_text(f"{state['query']}: {state['notes']}")
+    return {"report": name}
+
+
+def answer_file(state: FileState) -> dict:
+    _count(state, "answer_file")
+    return {"answer": f"see {state['report']}"}
+
+
+def answer_file_long(state: FileState) -> dict:
+    _count(state, "answer_file_long")
+    return {"answer": f"see {state['report']} (long)"}
+
+
+def create_files() -> Any:
+    """read_notes -> write_report -> answer."""
+    graph = StateGraph(FileState)
+    graph.add_node("read", read_notes)
+    graph.add_node("write", write_report)
+    graph.add_node("answer", answer_file)
+    graph.add_edge(START, "read")
+    graph.add_edge("read", "write")
+    graph.add_edge("write", "answer")
+    graph.add_edge("answer", END)
+    return graph.compile()
+
+
+def long_fetch(state: CountState) -> dict:
+    _count(state, "long_fetch")
+    time.sleep(2.0)
+    return {"doc": f"long doc about {state['query']}"}
+
+
+def create_long_answer() -> Any:
+    """long_fetch (2 s) -> answer."""
+    graph = StateGraph(CountState)
+    graph.add_node("fetch", long_fetch)
+    graph.add_node("answer", answer_short)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", "answer")
+    graph.add_edge("answer", END)
+    return graph.compile()

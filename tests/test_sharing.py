@@ -7,6 +7,7 @@ everything runs on the session's real Prefect server and Ray cluster.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,6 +135,84 @@ def test_repetitions_are_independent_samples_sharing_upstream_only_within_a_repe
     for case in ("0", "1"):
         for rep in range(3):  # paired: both variants see the same draw within a repetition
             assert draws[("default", case, rep)] == draws[("answer=long", case, rep)]
+
+
+def test_an_execution_waiting_for_a_shared_call_lets_the_next_execution_start(bench):
+    """parallelism counts executions computing: while case 0's second variant waits for case 0's fetch,
+    case 1 starts (before, it waited for a slot until an execution of case 0 ended)."""
+    tag = _tag()
+    project = _project(f"aside_{tag}", g.create_long_answer)
+    project.register_variant(node="answer", name="long", implementation=g.answer_long)
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
+    batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, parallelism=2)
+    assert not batch.failed, [str(r.error) for r in batch.failed]
+    assert g.counts(tag, "long_fetch") == 2
+    assert [(r.case_id, r.variant_label) for r in batch.results] == [
+        ("0", "default"),
+        ("0", "answer=long"),
+        ("1", "default"),
+        ("1", "answer=long"),
+    ]
+    fetches = {r.case_id: n for r in batch.results for n in r.nodes if n.node == "fetch" and n.reuse == "computed"}
+    assert set(fetches) == {"0", "1"}
+    first, second = fetches["0"], fetches["1"]
+    assert second.started_at < first.started_at + first.duration_s  # case 1's fetch overlapped case 0's
+    # still at most 2 executions computing: computed node calls never overlap more than 2 deep
+    spans = [(n.started_at, n.started_at + n.duration_s) for r in batch.results for n in r.nodes]
+    computed = [
+        (n.started_at, n.started_at + n.duration_s) for r in batch.results for n in r.nodes if n.reuse == "computed"
+    ]
+    assert len(spans) == 8 and len(computed) == 6
+    assert max(sum(start <= t < end for start, end in computed) for t, _ in computed) <= 2
+
+
+def test_a_call_that_changed_tracked_files_is_never_reused_and_one_that_changed_none_is(bench, tmp_path):
+    """The rule of sharing.py for executions that track files, through the real stack: ``read`` only
+    reads a tracked file (reused by the other variant), ``write`` writes one (runs in every execution,
+    so every execution's workspace has its file)."""
+    from wtb_prefect.config import FileTrackingConfig
+
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "outputs").mkdir()
+    (root / "data" / "notes.txt").write_text("tracked notes")
+    tag = _tag()
+    project = WorkflowProject(
+        name=f"files_{tag}",
+        graph_factory=g.create_files,
+        state_schema=g.FileState,
+        root=root,
+        file_tracking=FileTrackingConfig(enabled=True, tracked_paths=["./data/", "./outputs/"]),
+        execution=ExecutionConfig(
+            ray_config=RayConfig(max_concurrent_workflows=4, max_retries=0),
+            default_node_resources=NodeResourceConfig(num_cpus=0.05, memory="64MB"),
+        ),
+    )
+    project.register_variant(node="answer", name="long", implementation=g.answer_file_long)
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
+    batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, parallelism=4)
+    assert not batch.failed, [str(r.error) for r in batch.failed]
+
+    # read changed no tracked file: one body per case, the other variant's call reused it
+    assert g.counts(tag, "read_notes") == 2
+    reads = [n for r in batch.results for n in r.nodes if n.node == "read"]
+    assert sorted(n.reuse for n in reads) == ["computed", "computed", "shared", "shared"]
+    assert all(r.final_state["notes"] == "tracked notes" for r in batch.results)
+
+    # write changed tracked files: its identical calls all ran, each in its own execution's workspace
+    assert g.counts(tag, "write_report") == 4
+    writes = [n for r in batch.results for n in r.nodes if n.node == "write"]
+    assert [n.reuse for n in writes] == ["computed"] * 4 and not any(n.reused_from for n in writes)
+    workspaces = set()
+    for r in batch.results:
+        query = r.initial_state["query"]
+        workspace = Path(r.provenance["files"]["workspace"])
+        workspaces.add(workspace)
+        assert (workspace / "outputs" / f"report-{query}.txt").read_text() == f"{query}: tracked notes"
+    assert len(workspaces) == 4
+    assert not list((root / "outputs").iterdir())  # the project root is left alone
 
 
 @pytest.mark.parametrize("repetitions", [0, -1, 1.5, "2", True])

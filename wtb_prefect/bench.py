@@ -161,7 +161,9 @@ class WTBTestBench:
             variant_matrix: ``{node: variant, "_workflow": workflow_variant}``
                 dicts; omitted nodes use their default implementation.
             test_cases: initial states (optionally with ``expected`` and ``case_id``).
-            parallelism: executions at once; None = ``RayConfig.max_concurrent_workflows``.
+            parallelism: executions computing at once; None = ``RayConfig.max_concurrent_workflows``.
+                An execution waiting for an identical node call that another one computes
+                (node-call sharing) does not count meanwhile: the next execution starts.
             on_result: called with each execution's result as it finishes
                 (e.g. to drive a progress bar).
             resume: the id of an earlier batch to finish (give no matrix nor cases).

@@ -209,7 +209,7 @@ def _print_table(table: Table) -> None:
 @app.command()
 def demo(
     example: str = typer.Option("examples.rag.project", help="Module of the example project."),
-    parallelism: int = typer.Option(None, help="Executions at once (default: the project's RayConfig)."),
+    parallelism: int = typer.Option(None, help="Executions computing at once (default: the project's RayConfig)."),
 ) -> None:
     """Run the example project's variant matrix on its test cases and print the comparison.
 
@@ -441,7 +441,7 @@ def batch(
     resume: str = typer.Option(
         None, "--resume", help="Finish batch BATCH_ID (killed, out of disk, or its Prefect API was down) instead."
     ),
-    parallelism: int = typer.Option(None, "--parallelism", "-p", min=1, help="Executions at once."),
+    parallelism: int = typer.Option(None, "--parallelism", "-p", min=1, help="Executions computing at once."),
     baseline: str = typer.Option(None, "--baseline", help="Variant label to compare against (default: the first)."),
     tolerance: list[str] = typer.Option(
         None, "--tolerance", help="METRIC=AMOUNT (e.g. answer_hit=0.05, latency_s=20%); a regression exits 3."

@@ -211,6 +211,12 @@ class NodeResourceConfig(_Config):
 class RayConfig(_Config):
     """Ray cluster connection and workflow-level concurrency.
 
+    ``max_concurrent_workflows``: a batch's default ``parallelism``, the number
+    of executions *computing* at once. With node-call sharing, an execution
+    that waits for an identical node call another execution is computing does
+    not count meanwhile (it gives its slot to the next execution and takes one
+    back before it goes on), so more executions may be alive, waiting.
+
     ``address``: "auto" joins a running cluster if there is one and otherwise
     starts a local one; "local" always starts a local one; "ray://host:port"
     or "host:port" joins that cluster.
@@ -254,7 +260,8 @@ class ExecutionConfig(_Config):
     recursion_limit: int = Field(default=25, ge=1)
     node_cache: Literal["off", "batch", "persistent"] = "batch"
     """Node-call sharing (:mod:`wtb_prefect.run.sharing`): "batch" runs each distinct node call of a
-    batch once; "persistent" also reuses values across batches; "off" runs every call."""
+    batch once; "persistent" also reuses values across batches; "off" runs every call. An execution
+    waiting for an identical call in flight does not count against the batch's ``parallelism``."""
     node_cache_storage: str | None = None
     """A Prefect storage block ('local-file-system/name') for persistent values; default the state folder."""
     node_cache_exclude: list[str] = Field(default_factory=list)
@@ -263,7 +270,6 @@ class ExecutionConfig(_Config):
     """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
     repetitions: int = Field(default=1, ge=1, strict=True)
     """Independent samples per (variant, case) of a batch when ``run_batch_test`` gives none."""
-    """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> ExecutionConfig:

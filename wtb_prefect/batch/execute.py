@@ -1,20 +1,30 @@
 """Executing a batch plan inside a flow run: executions at once, observers, progress.
 
 :func:`execute_plan` runs every execution of a :class:`~wtb_prefect.batch.plan.BatchPlan`
-with at most ``plan.concurrency`` at once, tells the batch's observers (the
-registered integrations and any :func:`~wtb_prefect.batch.observers.watching`
+with at most ``plan.concurrency`` computing at once, tells the batch's observers
+(the registered integrations and any :func:`~wtb_prefect.batch.observers.watching`
 this batch) and keeps a Prefect progress artifact up to date.
+
+``plan.concurrency`` (the batch's ``parallelism``) counts executions *computing*:
+with node-call sharing, an execution waiting for an identical node call that
+another execution is computing gives its slot to the next execution of the plan
+meanwhile (:mod:`wtb_prefect.run.slots`), so up to ``ALIVE_PER_SLOT`` times as
+many executions may be alive, most of them waiting. Executions start in plan
+order (case-major), and one that goes on after a wait gets a slot before any
+new one starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
+import queue
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -28,6 +38,7 @@ from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ExecutionResult, NodeRecord
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
 from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
+from wtb_prefect.run.slots import ExecutionSlots, SlotLease, leased
 from wtb_prefect.services.prefect_outage import best_effort, mark_api_up
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
@@ -141,8 +152,78 @@ def _lanes(plan: BatchPlan) -> contextlib.AbstractContextManager[None]:
     return batch_lanes(specs, plan.concurrency)
 
 
+ALIVE_PER_SLOT = 8
+"""With node-call sharing, at most this many executions per slot are alive at once (started and
+not ended): the ones beyond ``concurrency`` wait for identical node calls other executions compute.
+Each alive execution takes one thread of the driver."""
+
+
+def _alive_bound(plan: BatchPlan, pending: int) -> int:
+    """How many executions of ``plan`` may be alive at once (computing, or waiting for a shared call)."""
+    if plan.sharing is None or plan.mode == "sequential":
+        bound = plan.concurrency  # nothing ever waits for another execution
+    else:
+        bound = ALIVE_PER_SLOT * plan.concurrency
+    return max(1, min(bound, pending))
+
+
+def _run_in_slots(
+    plan: BatchPlan, pending: list[tuple[int, ExecutionItem]], run: Callable[[ExecutionItem], ExecutionResult]
+) -> Iterator[tuple[Future[ExecutionResult], int]]:
+    """Run ``run(item)`` for each pending ``(position, item)`` with ``plan.concurrency`` slots;
+    yield each execution's future (and position) as it ends.
+
+    A feeder thread starts the executions in plan order: each takes a thread of
+    the pool (at most :func:`_alive_bound` alive), then a slot (after the
+    executions that go on after a wait), then runs in the flow run's context.
+    Leaving early (the caller raised) still waits for every execution to end,
+    as a thread pool's shutdown does.
+    """
+    slots = ExecutionSlots(plan.concurrency)
+    bound = _alive_bound(plan, len(pending))
+    alive = threading.Semaphore(bound)
+    finished: queue.SimpleQueue[tuple[Future[ExecutionResult], int] | BaseException] = queue.SimpleQueue()
+    flow_context = contextvars.copy_context()  # the flow run's context, copied for each execution
+
+    def execution(lease: SlotLease, item: ExecutionItem) -> ExecutionResult:
+        with leased(lease):
+            return run(item)
+
+    def ended(position: int, future: Future[ExecutionResult]) -> None:
+        alive.release()
+        finished.put((future, position))
+
+    def feed() -> None:
+        try:
+            with ThreadPoolExecutor(max_workers=bound, thread_name_prefix="wtb-exec") as pool:
+                for position, item in pending:
+                    alive.acquire()
+                    lease = SlotLease(slots, position)
+                    lease.start()
+                    try:
+                        future = pool.submit(flow_context.copy().run, execution, lease, item)
+                    except BaseException:
+                        lease.end()
+                        alive.release()
+                        raise
+                    future.add_done_callback(functools.partial(ended, position))
+        except BaseException as exc:  # the caller raises it
+            finished.put(exc)
+
+    feeder = threading.Thread(target=feed, name="wtb-exec-feeder")
+    feeder.start()
+    try:
+        for _ in pending:
+            entry = finished.get()
+            if isinstance(entry, BaseException):
+                raise entry
+            yield entry
+    finally:
+        feeder.join()
+
+
 def execute_plan(plan: BatchPlan) -> BatchTestResult:
-    """Run every execution of ``plan`` with at most ``plan.concurrency`` at once."""
+    """Run every execution of ``plan`` with at most ``plan.concurrency`` computing at once."""
     check_plan_resources(plan)
     flow_run_id = current_flow_run_id()
     mark_api_up()  # the flow run started: the API answers
@@ -170,33 +251,28 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             done += 1
             notify(observers, "on_result", plan, item.done)
     storage_errors: list[StateStorageError] = []
+    pending = [(index, item) for index, item in enumerate(plan.items) if item.done is None]
+    run = functools.partial(
+        run_execution,
+        project=plan.project,
+        index=plan.index,
+        durability=plan.durability,
+        batch_id=plan.batch_id,
+        hooks=hooks,
+        sharing=plan.sharing,
+    )
     with (
         _lanes(plan),
         task_run_log_level(get_settings().task_run_log_level),
-        ThreadPoolExecutor(max_workers=plan.concurrency, thread_name_prefix="wtb-exec") as pool,
+        contextlib.closing(_run_in_slots(plan, pending, run)) as ends,  # closed: every execution ended
     ):
-        futures = {
-            pool.submit(
-                contextvars.copy_context().run,
-                run_execution,
-                item,
-                project=plan.project,
-                index=plan.index,
-                durability=plan.durability,
-                batch_id=plan.batch_id,
-                hooks=hooks,
-                sharing=plan.sharing,
-            ): index
-            for index, item in enumerate(plan.items)
-            if item.done is None
-        }
-        for future in as_completed(futures):
+        for future, index in ends:
             try:
                 result = future.result()
             except StateStorageError as exc:  # the others go on: what they store where there is room is kept
                 storage_errors.append(exc)
                 continue
-            results[futures[future]] = result
+            results[index] = result
             done += 1
             notify(observers, "on_result", plan, result)
             if progress_id is not None and (time.monotonic() - last_update > 1.0 or done == total):

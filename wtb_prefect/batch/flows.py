@@ -143,7 +143,9 @@ def batch_test_flow(
             file path, or 'package.module:attribute'.
         variant_matrix: variant combinations such as {"retriever": "bm25", "_workflow": "with_reranker"};
             empty = the defaults only; or a JSON/YAML file path, or 'package.module:attribute'.
-        parallelism: executions at once; empty = the project's max_concurrent_workflows.
+        parallelism: executions computing at once (one waiting for an identical node call that
+            another execution computes does not count meanwhile); empty = the project's
+            max_concurrent_workflows.
         regression_gate: fail the run when a combination regresses against the baseline
             (e.g. {"baseline": "default", "tolerances": {"answer_hit": 0.1}}).
         resume: the id of an earlier batch to finish (matrix and cases are then not needed).

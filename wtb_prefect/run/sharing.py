@@ -24,7 +24,10 @@ task run) and Prefect result storage (cloudpickle) for the value. A reused call
 ends in Prefect's ``Cached`` state and its task run name ends with ``reused
 from <task run id>``. Single-flight is a small in-process flight map:
 concurrent identical calls wait for the first one before they start their task
-run (so the name is known, and the run is a certain hit). Prefect's
+run (so the name is known, and the run is a certain hit). While it waits, the
+waiting execution gives its execution slot to another execution of the batch
+(:mod:`wtb_prefect.run.slots`): waiting is not computing, so sharing saves wall
+time, not only node bodies. Prefect's
 ``SERIALIZABLE`` isolation with its ``MemoryLockManager`` was the first choice,
 but that lock manager deletes a released lock other threads are still waiting
 on, and 20 identical concurrent calls deadlocked. Across processes (two
@@ -62,6 +65,7 @@ from prefect.filesystems import LocalFileSystem, WritableFileSystem
 from pydantic import PrivateAttr
 
 from wtb_prefect.errors import ConfigError, WTBError
+from wtb_prefect.run.slots import SlotLease, current_lease, stepping_aside
 
 if TYPE_CHECKING:
     from wtb_prefect.define.project import WorkflowProject
@@ -146,6 +150,8 @@ class NodeCall:
         self.flight = flight
         self.reuse: Reuse = "computed"
         self.origin: CallOrigin | None = None
+        self.lease: SlotLease | None = None
+        """The execution's slot lease (:mod:`wtb_prefect.run.slots`): this call counts as in progress."""
 
     def __enter__(self) -> NodeCall:
         return self
@@ -156,6 +162,9 @@ class NodeCall:
                 _flights.pop(self.key or "", None)
             self.flight.done.set()
             self.flight = None
+        if self.lease is not None:
+            self.lease.call_ended()
+            self.lease = None
 
     def ended(self, state: Any) -> None:
         """The task run's final state: a ``Cached`` one was reused (its origin's metrics count here too)."""
@@ -383,7 +392,8 @@ class NodeSharing:
             if leader:
                 flight = _flights[key] = _Flight()
         if not leader:
-            flight.done.wait()
+            with stepping_aside():  # the execution's slot serves another execution meanwhile
+                flight.done.wait()
             flight = None
             if key in self.file_writers or plan.node in self.uncacheable:
                 return NodeCall(plan.prefect_task(), label)
@@ -576,4 +586,14 @@ def begin_call(
     sharing = ctx.sharing if ctx is not None else None
     if sharing is None:
         return NodeCall(plan.prefect_task(), label)
-    return sharing.begin(plan, ctx, func, state, kwargs, label)
+    lease = current_lease()
+    if lease is None:
+        return sharing.begin(plan, ctx, func, state, kwargs, label)
+    lease.call_started()  # the execution computes: it holds its slot until every call of it waits
+    try:
+        call = sharing.begin(plan, ctx, func, state, kwargs, label)
+    except BaseException:
+        lease.call_ended()
+        raise
+    call.lease = lease
+    return call
