@@ -129,7 +129,7 @@ def _burn(stop) -> None:
 
 
 def test_cold_batch_under_cpu_load_has_no_failure(bench):
-    """A cold pool (new resource shape) at 12x the CPU count, with every CPU kept busy, loses nothing."""
+    """A cold pool (new resource shape) at 8x the CPU count, with every CPU kept busy, loses nothing."""
     cpus = os.cpu_count() or 2
     stop = multiprocessing.Event()
     burners = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True) for _ in range(cpus)]
@@ -140,7 +140,7 @@ def test_cold_batch_under_cpu_load_has_no_failure(bench):
         bench.register_project(
             _project("lane_cold", lg.two_call_graph, resources, node_timeouts={"first": 5, "second": 5})
         )
-        n = 12 * cpus
+        n = 8 * cpus
         cases = [{"x": i, "log": os.devnull, "seconds": 1.0} for i in range(n)]
         batch = bench.run_batch_test("lane_cold", [{}], cases, parallelism=n)
     finally:

@@ -31,6 +31,9 @@ WINDOW = "1400,1400"
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The Chromium binary; installed from Debian's archive when missing (needs root and apt-get)."""
+    deadline = time.monotonic() + 900
+    while shutil.which("chromium") is None and _apt_running() and time.monotonic() < deadline:
+        time.sleep(5)  # `.ci/run` may be installing it already
     binary = shutil.which("chromium")
     if binary is None:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -43,6 +46,10 @@ def chromium() -> str:
         binary = shutil.which("chromium")
     assert binary is not None
     return binary
+
+
+def _apt_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "apt-get|dpkg"], capture_output=True).returncode == 0
 
 
 def _run_chromium(binary: str, profile: Path, url: str, *flags: str) -> str:
