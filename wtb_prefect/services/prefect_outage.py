@@ -125,9 +125,11 @@ def skipped_calls() -> dict[str, int]:
 @contextlib.contextmanager
 def bounded_api_waits(retries: int = API_RETRIES) -> Iterator[None]:
     """Cap Prefect's client retries (by default 5, i.e. about a minute per failing call)."""
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
-    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: retries}):
+    from wtb_prefect.services.prefect_settings import settings_override
+
+    with settings_override({PREFECT_CLIENT_MAX_RETRIES: retries}):  # built once, not per call
         yield
 
 

@@ -248,9 +248,9 @@ def use_prefect_api(api_url: str) -> Iterator[str]:
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_ANALYTICS_ENABLED,
-        temporary_settings,
     )
 
+    from wtb_prefect.services.prefect_settings import settings_override
     from wtb_prefect.services.quiet import quiet_services
 
     quiet_services()
@@ -263,5 +263,5 @@ def use_prefect_api(api_url: str) -> Iterator[str]:
         # runs without; and Prefect's heartbeat thread holds up the end of every
         # flow run by up to a second (it sleeps in 1 s steps before its join).
         updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
-    with temporary_settings(updates=updates):
+    with settings_override(updates):
         yield api_url
