@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.results import ResultRecord
+from prefect.utilities.annotations import quote
 from prefect.utilities.callables import get_call_parameters
 from prefect_ray.context import remote_options
 
@@ -220,15 +221,19 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                 output = func(state, **kwargs)  # outside a flow: plain call
             else:
                 with begin_call(plan, ctx, func, state, kwargs, label) as call:  # shared node calls
+                    # quote(): Prefect neither walks the node's input looking for futures
+                    # (it holds none) when it creates the task run nor when it resolves its
+                    # parameters; the body gets the values themselves.
+                    args = (func, quote(state), quote(kwargs), call.label)
                     if mode == "ray":
-                        final = _run_on_ray(plan, call.task, (func, state, kwargs, call.label), call.params)
+                        final = _run_on_ray(plan, call.task, args, call.params)
                         task_run_id = str(final.state_details.task_run_id)
                         output = _value(final)
                         call.ended(final)
                     elif call.key is None:
-                        output = call.task(func, state, kwargs, call.label)
+                        output = call.task(*args)
                     else:
-                        final = call.task(func, state, kwargs, call.label, **call.params, return_state=True)
+                        final = call.task(*args, **call.params, return_state=True)
                         task_run_id = str(final.state_details.task_run_id)
                         output = _value(final)
                         call.ended(final)
