@@ -21,12 +21,16 @@ from langgraph._internal._runnable import RunnableCallable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
+from prefect.results import ResultRecord
+from prefect.utilities.annotations import quote
+from prefect.utilities.callables import get_call_parameters
 from prefect_ray.context import remote_options
 
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.sharing import begin_call
+from wtb_prefect.run.task_runner import WTBRayTaskRunner
 from wtb_prefect.worker.call import COROUTINE_ATTR
 from wtb_prefect.worker.workspace import bind_workspace
 
@@ -170,6 +174,36 @@ def _shippable_kwargs(accepts: dict[str, Any], config: RunnableConfig) -> dict[s
     return kwargs
 
 
+def _run_on_ray(plan: NodePlan, task: Any, args: tuple[Any, ...], params: dict[str, Any]) -> Any:
+    """The final state of one task run of ``task`` whose body runs on Ray with the node's resources.
+
+    Under the flow's :class:`WTBRayTaskRunner` the task run is orchestrated in
+    this thread (the execution's, which would only wait for it otherwise);
+    under another task runner it is submitted to it.
+    """
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    with remote_options(**plan.ray_options):
+        if isinstance(runner, WTBRayTaskRunner):
+            return runner.run(task, get_call_parameters(task.fn, args, params))
+        future = task.submit(*args, **params)
+    future.wait()
+    return future.state
+
+
+def _value(state: Any) -> Any:
+    """The value of a task run's final state.
+
+    A completed run's value is in memory (``ResultRecord``): read it here
+    rather than through ``State.result()``, which hops to Prefect's event-loop
+    thread and back. Any other state goes through ``State.result()`` (raises
+    the run's exception, reads a persisted result).
+    """
+    data = state.data
+    if state.is_completed() and isinstance(data, ResultRecord):
+        return data.result
+    return state.result()
+
+
 def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
     """The callable that replaces a node's body in the compiled graph."""
 
@@ -187,18 +221,21 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                 output = func(state, **kwargs)  # outside a flow: plain call
             else:
                 with begin_call(plan, ctx, func, state, kwargs, label) as call:  # shared node calls
+                    # quote(): Prefect neither walks the node's input looking for futures
+                    # (it holds none) when it creates the task run nor when it resolves its
+                    # parameters; the body gets the values themselves.
+                    args = (func, quote(state), quote(kwargs), call.label)
                     if mode == "ray":
-                        with remote_options(**plan.ray_options):
-                            future = call.task.submit(func, state, kwargs, call.label, **call.params)
-                        task_run_id = str(future.task_run_id)
-                        output = future.result()
-                        call.ended(future.state)
-                    elif call.key is None:
-                        output = call.task(func, state, kwargs, call.label)
-                    else:
-                        final = call.task(func, state, kwargs, call.label, **call.params, return_state=True)
+                        final = _run_on_ray(plan, call.task, args, call.params)
                         task_run_id = str(final.state_details.task_run_id)
-                        output = final.result()
+                        output = _value(final)
+                        call.ended(final)
+                    elif call.key is None:
+                        output = call.task(*args)
+                    else:
+                        final = call.task(*args, **call.params, return_state=True)
+                        task_run_id = str(final.state_details.task_run_id)
+                        output = _value(final)
                         call.ended(final)
         except BaseException as exc:
             if ctx is not None:

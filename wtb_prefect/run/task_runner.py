@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -134,9 +136,44 @@ class WTBRayTaskRunner(ThreadPoolTaskRunner):
         dependencies: dict[str, set[Any]] | None = None,
     ) -> PrefectConcurrentFuture[Any]:
         """Submit ``task``: its run is orchestrated here, its function runs on Ray."""
-        options = dict(RemoteOptionsContext.get().current_remote_options)
-        on_ray = copy.copy(task)
-        timeout = task.timeout_seconds
-        on_ray.timeout_seconds = None  # enforced where the body runs, on its own run time
-        on_ray.fn = run_on_ray(task.fn, options, timeout)
-        return super().submit(on_ray, parameters, wait_for, dependencies)
+        return super().submit(_on_ray_task(task), parameters, wait_for, dependencies)
+
+    def run(self, task: Any, parameters: dict[str, Any]) -> Any:
+        """Run ``task`` in the calling thread and return its final state; its function runs on Ray.
+
+        The same task run as ``submit(...)`` then ``wait()`` (Prefect's engine,
+        states, retries, events), without handing it to a pool thread and back:
+        a caller that only waits for its task run (a node of a LangGraph
+        execution) saves the thread hop, the future and its wake-ups. Like a
+        submitted run that has not started, it is cancelled when the flow's
+        task runner is.
+
+        Raises:
+            RuntimeError: the runner is not started (or was cancelled).
+        """
+        from prefect.task_engine import run_task_sync
+
+        if not self._started or self._executor is None:
+            raise RuntimeError("Task runner is not started")
+        cancel = threading.Event()
+        key = uuid.uuid4()
+        self._cancel_events[key] = cancel
+        try:
+            return run_task_sync(
+                task=_on_ray_task(task),
+                parameters=parameters,
+                return_type="state",
+                context={"cancel_event": cancel},
+            )
+        finally:
+            self._cancel_events.pop(key, None)
+
+
+def _on_ray_task(task: Any) -> Any:
+    """A copy of ``task`` whose function runs on Ray with the current ``remote_options``."""
+    options = dict(RemoteOptionsContext.get().current_remote_options)
+    on_ray = copy.copy(task)
+    timeout = task.timeout_seconds
+    on_ray.timeout_seconds = None  # enforced where the body runs, on its own run time
+    on_ray.fn = run_on_ray(task.fn, options, timeout)
+    return on_ray
