@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from wtb_prefect.errors import ServiceError
 from wtb_prefect.services.ports import free_port, port_in_use
+from wtb_prefect.services.prefect_outage import api_answers
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = ["PrefectServer", "ServerInfo", "ensure_prefect_api", "use_prefect_api"]
@@ -77,15 +76,6 @@ _embedded_urls: set[str] = set()
 """API URLs of embedded servers this process started or found."""
 
 
-def _healthy(api_url: str, timeout: float = 2.0) -> bool:
-    try:
-        # verify=False for plain http: no TLS is used, and loading the CA bundle costs ~20-50 ms of CPU
-        url = f"{api_url.rstrip('/')}/health"
-        return httpx.get(url, timeout=timeout, verify=not url.startswith("http://")).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _server_database_url(url: str | None, folder: Path) -> str:
     if not url:
         return f"sqlite+aiosqlite:///{folder / 'prefect.db'}"
@@ -129,7 +119,7 @@ class PrefectServer:
             info = ServerInfo(**json.loads(self.state_file.read_text()))
         except (ValueError, TypeError):
             return None
-        if not _healthy(info.url):
+        if not api_answers(info.url):
             return None
         _embedded_urls.add(info.url)
         return info
@@ -179,7 +169,7 @@ class PrefectServer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
-            if _healthy(info.url, timeout=1.0):
+            if api_answers(info.url, timeout=1.0):
                 self.state_file.write_text(json.dumps(asdict(info), indent=2))
                 _embedded_urls.add(info.url)
                 return info
@@ -228,7 +218,7 @@ def ensure_prefect_api(settings: WTBSettings | None = None) -> str:
     settings = settings or get_settings()
     configured = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
     if configured:
-        if _healthy(configured):
+        if api_answers(configured):
             return configured
         raise ServiceError(
             f"the Prefect API at {configured} does not answer. Fix: start it "
