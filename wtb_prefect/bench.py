@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -31,7 +30,6 @@ from wtb_prefect.run.control import CHECKPOINT, PAUSE, request
 from wtb_prefect.run.executions import BatchRecord, ExecutionIndex, ExecutionRecord, UnrecordedFlowRun, open_index
 from wtb_prefect.services.prefect_outage import api_answers, bounded_api_waits, hold_back_buffered_work, is_api_error
 from wtb_prefect.services.prefect_server import ensure_prefect_api, use_prefect_api
-from wtb_prefect.services.ray_cluster import check_resources, local_cluster_resources
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = ["WTBTestBench"]
@@ -408,35 +406,12 @@ class WTBTestBench:
 
         A request the cluster can never meet is rejected before the Prefect
         server is started or waited for (node bodies on Ray workers do not
-        talk to Prefect, so they need no API address). When Ray has to start
-        in this process, the requests are checked against this machine first
-        and the server then starts beside Ray: each takes seconds from cold.
+        talk to Prefect, so they need no API address); from cold, the server
+        starts beside Ray.
         """
-        if self._ray_starts_here(plan):
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wtb-prefect-start") as pool:
-                api = pool.submit(ensure_prefect_api, self.settings)
-                check_plan_resources(plan)
-                api_url = api.result()
-        else:
-            check_plan_resources(plan)
-            api_url = ensure_prefect_api(self.settings)
+        api_url = check_plan_resources(plan, beside=lambda: ensure_prefect_api(self.settings))
         with use_prefect_api(api_url), bounded_api_waits():
             yield
-
-    @staticmethod
-    def _ray_starts_here(plan: BatchPlan) -> bool:
-        """True when running ``plan`` starts a local Ray cluster, after checking its requests against it.
-
-        Raises:
-            ResourceUnsatisfiableError: a request this machine can never meet (before anything starts).
-        """
-        if plan.mode != "ray" or plan.resources_checked:
-            return False
-        local = local_cluster_resources(plan.project.execution.ray_config)
-        if local is None:
-            return False
-        check_resources(plan.resource_requests(), totals=local)
-        return True
 
     @staticmethod
     def _flow(flow: Any, plan: BatchPlan) -> Any:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -42,6 +43,8 @@ from wtb_prefect.run.slots import ExecutionSlots, SlotLease, leased
 from wtb_prefect.services.prefect_outage import best_effort, mark_api_up
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
+
+R = TypeVar("R")
 
 __all__ = ["check_plan_resources", "execute_plan", "task_run_log_level"]
 
@@ -63,17 +66,32 @@ class _ObserverHooks(ExecutionHooks):
         notify(self.observers, "on_execution_end", self.plan, item, result)
 
 
-def check_plan_resources(plan: BatchPlan) -> None:
+def check_plan_resources(plan: BatchPlan, beside: Callable[[], R] | None = None) -> R | None:
     """Join Ray and check every node's request against the cluster, once per plan.
+
+    ``beside`` (e.g. starting the Prefect server) runs once Ray is joined, or,
+    when Ray has to start in this process, in a thread while it starts: after
+    the requests were checked against this machine, so nothing starts for a
+    request it could never meet. Returns what ``beside`` returned.
 
     Raises:
         ResourceUnsatisfiableError: a request no node of the cluster can ever satisfy.
     """
+    run_beside = beside or (lambda: None)
     if plan.mode != "ray" or plan.resources_checked:
-        return
+        return run_beside()
     local = local_cluster_resources(plan.project.execution.ray_config)
-    if local is not None:  # Ray would start here: reject what it could never run before starting it
-        check_resources(plan.resource_requests(), totals=local)
+    if local is None:
+        _join_and_check(plan)
+        return run_beside()
+    check_resources(plan.resource_requests(), totals=local)  # Ray would start here
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wtb-beside-ray") as pool:
+        started = pool.submit(run_beside)  # both take seconds from cold
+        _join_and_check(plan)
+        return started.result()
+
+
+def _join_and_check(plan: BatchPlan) -> None:
     connect_ray(plan.project.execution.ray_config)
     check_resources(plan.resource_requests())
     plan.resources_checked = True
