@@ -1,8 +1,8 @@
 """The disk of the state folder fills up in the middle of a batch.
 
 The driver subprocess keeps its state folder (execution index, SQLite
-checkpoints) on a 16 MB tmpfs; the test fills it when two executions have
-finished. Where ``mount`` is not allowed, the driver's file-size limit is
+checkpoints) on a 16 MB tmpfs; the test fills it when two executions are
+recorded as completed. Where ``mount`` is not allowed, the driver's file-size limit is
 lowered instead (its writes that extend a file then fail, as on a full disk).
 The batch must end with a typed error, and after space is freed a resume in
 the same process must finish every execution from consistent checkpoints.
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ctl_graphs
-from fault_helpers import driver_env, finished_executions, read_outcome, start_driver, wait_exit
+from fault_helpers import driver_env, read_outcome, start_driver, wait_exit
 from test_control import _name, _state, wait_for
 
 HANG_GUARD_S = 600
@@ -78,6 +78,15 @@ def _fill(path: Path) -> int:
                 return written
 
 
+def _completed_in_index(state: Path) -> int:
+    """How many executions the state folder's index records as completed (0 before it exists)."""
+    from wtb_prefect.run.executions import open_index
+
+    if not (state / "executions.sqlite").exists():
+        return 0
+    return len(open_index(state.resolve()).list(status="completed"))
+
+
 def _resumed(log: Path) -> list | None:
     import json
 
@@ -99,8 +108,10 @@ def test_state_disk_full_mid_batch_ends_clearly_and_resumes_consistently(ray_clu
         env = driver_env(state, WTB_MLFLOW_ENABLED="false")
         driver = start_driver(DRIVER.format(name=name, cases=cases, gate=str(gate)), env, log)
         try:
+            # finished = recorded as completed in the index, not only past their last node
+            # (an execution's record is written just after its last node's marker)
             wait_for(
-                lambda: len(finished_executions(marker)) >= 2 or driver.poll() is not None,
+                lambda: _completed_in_index(state) >= 2 or driver.poll() is not None,
                 timeout=HANG_GUARD_S,
                 what="two executions to finish",
             )
