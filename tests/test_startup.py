@@ -64,6 +64,21 @@ def test_verbose_shows_what_the_default_hides(ray_cluster, prefect_api: str) -> 
     assert console.count("Timeout of 300") >= 3, console[-3000:]
 
 
+def test_a_node_print_reaches_the_run_console(ray_cluster, prefect_api: str) -> None:
+    # `wtb run` leaves Ray itself, sooner than Ray's exit hook would: the print must still arrive
+    done = subprocess.run(
+        [WTB, "run", "tests.where_graphs:build_printing_project", "--case", json.dumps({"query": "hello-4711"})],
+        cwd=REPO,
+        env=_env(prefect_api),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "node says: hello-4711" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 _API_BATCH = """
 import sys
 from wtb_prefect import WTBTestBench

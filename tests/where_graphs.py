@@ -75,3 +75,29 @@ def build_threadpool_project():
     return WorkflowProject(
         name="threadpool_echo", graph_factory=graph, execution=ExecutionConfig(batch_executor="threadpool")
     )
+
+
+def shout(state: WhereState) -> dict:
+    """Print the query as the node's last act (its worker's output reaches the driver's console)."""
+    print(f"node says: {state.get('query', '')}", flush=True)
+    return {"job_id": state.get("query", "")}
+
+
+def build_printing_project():
+    """One Ray node that prints just before it returns."""
+    from langgraph.graph import END, START, StateGraph
+
+    from wtb_prefect import ExecutionConfig, NodeResourceConfig, WorkflowProject
+
+    def graph():
+        g = StateGraph(WhereState)
+        g.add_node("shout", shout)
+        g.add_edge(START, "shout")
+        g.add_edge("shout", END)
+        return g.compile()
+
+    return WorkflowProject(
+        name="printing_node",
+        graph_factory=graph,
+        execution=ExecutionConfig(default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB")),
+    )

@@ -324,9 +324,16 @@ def _load(reference: str) -> Any:
 
 
 def _join_ray_early() -> None:
-    """Join the Ray head of `wtb up` (if one runs) before the project loads; its first worker starts meanwhile."""
-    from wtb_prefect.services.ray_cluster import join_running_head_early
+    """Join the Ray head of `wtb up` (if one runs) before the project loads; its first worker starts meanwhile.
 
+    The command leaves Ray when it ends (:func:`leave_ray`), without the half
+    second Ray's own exit hook waits.
+    """
+    import ray  # noqa: F401  (registers Ray's exit hook; exit hooks run last registered first)
+
+    from wtb_prefect.services.ray_cluster import join_running_head_early, leave_ray
+
+    atexit.register(leave_ray)
     join_running_head_early()
 
 

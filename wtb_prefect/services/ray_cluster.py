@@ -116,14 +116,19 @@ def _user_paths() -> list[str]:
 def worker_env_vars(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment variables wtb_prefect gives every Ray worker of its jobs."""
     env = {k: os.environ[k] for k in _PROPAGATED if os.environ.get(k)}
-    try:
-        from prefect.settings import get_current_settings
+    # An API URL set in a Prefect profile rather than the environment: read only once
+    # Prefect is loaded. The early join of `wtb run` must not wait for that import (most
+    # of a second) to start this job's first worker; should the profile name a URL,
+    # connect_ray sees the variables changed and joins again with it.
+    if "prefect.settings" in sys.modules:
+        try:
+            from prefect.settings import get_current_settings
 
-        api_url = get_current_settings().api.url
-        if api_url:
-            env["PREFECT_API_URL"] = str(api_url)
-    except Exception:  # settings unavailable: fall back to the environment
-        pass
+            api_url = get_current_settings().api.url
+            if api_url:
+                env["PREFECT_API_URL"] = str(api_url)
+        except Exception:  # settings unavailable: fall back to the environment
+            pass
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env["PYTHONPATH"] = os.pathsep.join(_user_paths() + [p for p in [os.environ.get("PYTHONPATH")] if p])
     env.update(extra or {})
@@ -241,8 +246,35 @@ def join_running_head_early(settings: WTBSettings | None = None) -> None:
         _joined_early = ray.is_initialized()
 
 
+def leave_ray(drain_s: float = 0.1) -> None:
+    """Disconnect this process from Ray now rather than in Ray's exit hook; the CLI's last step.
+
+    Ray's exit hook sleeps half a second first, so that the workers' last
+    prints reach this process. Its log monitor forwards them within its
+    0.1 s poll, so ``drain_s`` keeps them, and a command ends sooner. Does
+    nothing when this process never joined Ray.
+    """
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    with _lock:
+        if ray.is_initialized():
+            time.sleep(drain_s)
+            ray.shutdown()
+
+
 def _ready() -> bool:
-    """A task that does nothing: run once per job to start a worker early."""
+    """Run once per job to start a worker early, with the imports every node's module needs done.
+
+    A node's function is unpickled by reference, which imports its module, and
+    that imports LangGraph (most of a second). Done here, while the driver is
+    still loading the project, the first node does not wait for it.
+    """
+    import langgraph.graph  # noqa: F401
+
+    import wtb_prefect.worker.call  # noqa: F401
+
     return True
 
 
