@@ -273,8 +273,6 @@ def _ready() -> bool:
     """
     import langgraph.graph  # noqa: F401
 
-    import wtb_prefect.worker.call  # noqa: F401
-
     return True
 
 
