@@ -7,7 +7,6 @@ resources) and hands the task's return value back to LangGraph unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
 import time
@@ -31,7 +30,7 @@ from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.sharing import begin_call
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
-from wtb_prefect.worker.call import COROUTINE_ATTR
+from wtb_prefect.worker.call import AsyncBody
 from wtb_prefect.worker.workspace import bind_workspace
 
 __all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
@@ -130,14 +129,7 @@ class NodePlan:
 def _sync_body(runnable: RunnableCallable) -> Callable[..., Any]:
     if runnable.func is not None:
         return runnable.func
-    afunc = runnable.afunc
-
-    def run_async(state: Any, **kwargs: Any) -> Any:
-        return asyncio.run(afunc(state, **kwargs))
-
-    run_async.__wrapped__ = afunc  # type: ignore[attr-defined]
-    setattr(run_async, COROUTINE_ATTR, afunc)  # an I/O lane's actor awaits afunc itself
-    return run_async
+    return AsyncBody(runnable.afunc)
 
 
 def body_and_accepts(impl: Callable[..., Any] | RunnableCallable) -> tuple[Callable[..., Any], dict[str, Any]]:

@@ -21,6 +21,12 @@ from wtb_prefect.worker.call import EXTRAS_ATTR
 __all__ = ["WTBRayTaskRunner"]
 
 
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(fn)``, worked out once per function (it is asked on every node call)."""
+    return inspect.signature(fn)
+
+
 def _node_call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
@@ -29,7 +35,7 @@ def _node_call(
     The worker then runs the node's body itself (an actor can await an
     ``async def`` body) instead of the task function around it.
     """
-    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound = _signature(fn).bind(*args, **kwargs)
     return bound.arguments["fn"], (bound.arguments["state"],), dict(bound.arguments["kwargs"])
 
 
