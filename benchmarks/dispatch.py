@@ -23,7 +23,7 @@ bare Ray tasks (one worker process per call in flight) and of plain asyncio
 cluster's Ray workers during the 50-concurrent batch (target <= 1.5 GB).
 
     uv run python benchmarks/dispatch.py [--repeat 3]
-    uv run python benchmarks/dispatch.py --lanes [--repeat 1]
+    uv run python benchmarks/dispatch.py --lanes [--repeat 3]
 """
 
 from __future__ import annotations
@@ -245,28 +245,33 @@ def lane_rows(args) -> None:
             f"{'s, at once, executions':24s} {'WTB e2e':>8s} {'WTB exec':>8s} {'bare Ray':>8s} {'asyncio':>8s} {'target':>6s}"
         )
         memory = None
-        for seconds, concurrency, n, target in LANE_ROWS:
+        # Every WTB batch first, the baselines after: the bare Ray tasks leave an idle
+        # worker process per call that was in flight (50), which keep spending CPU long
+        # after their batch and would slow whatever is measured next.
+        e2e, inner = {}, {}
+        for seconds, concurrency, n, _ in LANE_ROWS:
             name = f"bench_llm_{concurrency}"
             if name not in bench.list_projects():
                 bench.register_project(_llm_project(name, concurrency))
             cases = [{"x": i, "s": seconds} for i in range(n)]
-            ideal = n * 3 * seconds / concurrency
             warm = [{"x": i, "s": 0.05} for i in range(concurrency)]
             bench.run_batch_test(name, [{}], warm, parallelism=concurrency)  # pools started, bodies imported
-            e2e, inner, bare, plain = [], [], [], []
             for _ in range(args.repeat):
                 sampler = MemorySampler() if concurrency == 50 and memory is None else contextlib.nullcontext()
                 with sampler:
                     start = time.perf_counter()
                     batch = bench.run_batch_test(name, [{}], cases, parallelism=concurrency)
-                    e2e.append(time.perf_counter() - start)
+                    e2e.setdefault(seconds, []).append(time.perf_counter() - start)
                 if isinstance(sampler, MemorySampler):
                     memory = sampler
                 assert not batch.failed, batch.failed[0].error
-                inner.append(batch.duration_s)
-                bare.append(_timed(functools.partial(bare_ray_wait_batch, cases, concurrency)))
-                plain.append(_timed(functools.partial(asyncio_batch, cases, concurrency)))
-            row = [ideal / statistics.median(x) for x in (e2e, inner, bare, plain)]
+                inner.setdefault(seconds, []).append(batch.duration_s)
+        for seconds, concurrency, n, target in LANE_ROWS:
+            cases = [{"x": i, "s": seconds} for i in range(n)]
+            bare = [_timed(functools.partial(bare_ray_wait_batch, cases, concurrency)) for _ in range(args.repeat)]
+            plain = [_timed(functools.partial(asyncio_batch, cases, concurrency)) for _ in range(args.repeat)]
+            ideal = n * 3 * seconds / concurrency
+            row = [ideal / statistics.median(x) for x in (e2e[seconds], inner[seconds], bare, plain)]
             label = f"{seconds:g} s x {concurrency} x {n}"
             print(f"{label:24s} {row[0]:8.2f} {row[1]:8.2f} {row[2]:8.2f} {row[3]:8.2f} {target:6.2f}", flush=True)
         if memory is not None:
