@@ -6,6 +6,9 @@ everything runs on the session's real Prefect server and Ray cluster.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -234,6 +237,39 @@ def test_a_missing_cache_storage_block_fails_before_any_work(bench):
     with pytest.raises(ConfigError, match="node_cache_storage.*nope"):
         bench.run_batch_test(project.name, [{}], [{"tag": "x", "query": "q"}])
     assert bench.list_batches(project.name) == []
+
+
+def test_a_cache_in_a_storage_block_is_reused_listed_and_cleared_by_the_cli(bench, prefect_api, tmp_path):
+    from prefect.filesystems import LocalFileSystem
+
+    tag = _tag()
+    block = f"cache-{tag}"
+    LocalFileSystem(basepath=str(tmp_path / "block")).save(block)
+    slug = f"local-file-system/{block}"
+    project = _project(f"blockcache_{tag}", g.create_three, node_cache="persistent", node_cache_storage=slug)
+    bench.register_project(project)
+    cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
+    first = bench.run_batch_test(project.name, [{}], cases)
+    second = bench.run_batch_test(project.name, [{}], cases)
+    assert g.counts(tag, "fetch") == 2 and {n.reuse for r in second.results for n in r.nodes} == {"cached"}
+    assert _answers(second) == _answers(first)
+
+    def wtb(*args: str) -> str:
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200"}
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("wtb")), "cache", *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    listed = wtb("info", "--storage", slug)
+    cells = [cell.strip() for cell in next(line for line in listed.splitlines() if project.name in line).split("│")]
+    assert cells[1:4] == [project.name, "6", "3"], listed  # 6 entries (3 nodes x 2 cases) of 3 nodes
+    assert "removed 6 node-call cache entries" in wtb("clear", "--storage", slug, "--project", project.name)
+    assert not (tmp_path / "block" / project.name).exists()
+    assert "no node-call cache entries" in wtb("info", "--storage", slug)
+    third = bench.run_batch_test(project.name, [{}], cases)  # cleared: computed again
+    assert g.counts(tag, "fetch") == 4 and _answers(third) == _answers(first)
 
 
 def test_unserializable_output_is_named_and_the_batch_runs_with_that_node_uncached(bench):

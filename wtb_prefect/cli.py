@@ -7,11 +7,13 @@ regression against the baseline (``wtb batch --tolerance``).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import importlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -590,16 +592,36 @@ def _print_node_calls(result: Any) -> None:
         console.print(f"[yellow]{error}[/yellow]", highlight=False)
 
 
+@contextlib.contextmanager
+def _blocks_api(storage: str | None) -> Iterator[None]:
+    """Point Prefect at the API its blocks live on (the embedded server unless configured) when needed."""
+    if storage is None:
+        yield
+        return
+    from wtb_prefect.services.prefect_server import ensure_prefect_api, use_prefect_api
+
+    with use_prefect_api(ensure_prefect_api()):
+        yield
+
+
+_STORAGE_HELP = "The Prefect storage block of the cache ('<block-type>/<name>', as node_cache_storage names it)."
+
+
 @cache_app.command("info")
-def cache_info_command(project: str = typer.Option(None, "--project", help="Only this project.")) -> None:
-    """Entries and size of the node-call cache under the state folder."""
+def cache_info_command(
+    project: str = typer.Option(None, "--project", help="Only this project."),
+    storage: str = typer.Option(None, "--storage", help=_STORAGE_HELP + " Default: the state folder."),
+) -> None:
+    """Entries and size of the node-call cache under the state folder (or in a storage block)."""
     from wtb_prefect.run.sharing import cache_dir, cache_info
     from wtb_prefect.settings import get_settings
 
     state_dir = get_settings().state_dir
-    rows = cache_info(state_dir, project)
+    with _blocks_api(storage):
+        rows = _guarded(cache_info, state_dir, project, storage)
     if not rows:
-        console.print(f"no node-call cache entries under {cache_dir(state_dir)}", highlight=False)
+        where = f"storage block {storage}" if storage else cache_dir(state_dir)
+        console.print(f"no node-call cache entries in {where}", highlight=False)
         return
     table = Table("project", "entries", "nodes", "size", "path")
     for row in rows:
@@ -610,12 +632,16 @@ def cache_info_command(project: str = typer.Option(None, "--project", help="Only
 
 
 @cache_app.command("clear")
-def cache_clear_command(project: str = typer.Option(None, "--project", help="Only this project.")) -> None:
-    """Delete the node-call cache under the state folder (of one project)."""
+def cache_clear_command(
+    project: str = typer.Option(None, "--project", help="Only this project."),
+    storage: str = typer.Option(None, "--storage", help=_STORAGE_HELP + " Default: the state folder."),
+) -> None:
+    """Delete the node-call cache under the state folder or in a storage block (of one project)."""
     from wtb_prefect.run.sharing import clear_cache
     from wtb_prefect.settings import get_settings
 
-    removed = clear_cache(get_settings().state_dir, project)
+    with _blocks_api(storage):
+        removed = _guarded(clear_cache, get_settings().state_dir, project, storage)
     console.print(f"removed {removed} node-call cache entries" + (f" of project {project}" if project else ""))
 
 

@@ -52,7 +52,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -505,20 +504,29 @@ def _storage_for(project: WorkflowProject, state_dir: Path) -> WritableFileSyste
     slug = project.execution.node_cache_storage
     if not slug:
         return LocalFileSystem(basepath=str(cache_dir(state_dir)))
+    return load_storage_block(slug)
+
+
+def load_storage_block(slug: str, field: str = "execution.node_cache_storage") -> WritableFileSystem:
+    """The Prefect file-system block ``slug`` ('<block-type>/<name>') that holds a node-call cache.
+
+    Raises:
+        ConfigError: the block does not exist or cannot store files (named as ``field``).
+    """
     from prefect.blocks.core import Block
 
     try:
         block = Block.load(slug, _sync=True)
     except Exception as exc:
         raise ConfigError(
-            "execution.node_cache_storage",
+            field,
             f"names Prefect block {slug!r}, which cannot be loaded ({exc})",
             "create it first (e.g. LocalFileSystem(basepath=...).save('my-cache')) and give "
             "'<block-type>/<name>', e.g. 'local-file-system/my-cache'",
         ) from exc
     if not isinstance(block, WritableFileSystem):
         raise ConfigError(
-            "execution.node_cache_storage",
+            field,
             f"names {type(block).__name__}, which cannot store files",
             "give a file-system block such as local-file-system/<name>",
         )
@@ -546,36 +554,71 @@ def build_sharing(
 # ─── wtb cache info | clear ───
 
 
-def cache_info(state_dir: Path, project: str | None = None) -> list[dict[str, Any]]:
-    """Entries and bytes of the persistent node-call cache under the state folder, per project."""
-    root = cache_dir(state_dir)
-    rows = []
-    if not root.is_dir():
-        return rows
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if project is not None and folder.name != project:
+def _cache_location(state_dir: Path, storage: str | None) -> tuple[Any, str]:
+    """The fsspec file system and root folder of a persistent node-call cache.
+
+    Raises:
+        ConfigError: ``storage`` names no file-system block, or one whose files cannot be listed.
+    """
+    from fsspec.implementations.local import LocalFileSystem as LocalFiles
+
+    if storage is None:
+        return LocalFiles(), str(cache_dir(state_dir))
+    block = load_storage_block(storage, field="--storage")
+    if isinstance(block, LocalFileSystem):
+        return LocalFiles(), str(Path(block.basepath or ".").expanduser().resolve())
+    files = getattr(block, "filesystem", None)  # RemoteFileSystem: fsspec over its basepath
+    if files is None:
+        raise ConfigError(
+            "--storage",
+            f"names a {type(block).__name__}, whose files wtb cannot list",
+            "list or delete them with the block's own tools (one folder per project), "
+            "or use a local-file-system or remote-file-system block",
+        )
+    return files, str(block.basepath).rstrip("/")
+
+
+def cache_info(state_dir: Path, project: str | None = None, storage: str | None = None) -> list[dict[str, Any]]:
+    """Entries and bytes of a persistent node-call cache, per project.
+
+    The cache under the state folder, or in the Prefect storage block ``storage``
+    (``ExecutionConfig.node_cache_storage``).
+    """
+    files, root = _cache_location(state_dir, storage)
+    if not files.isdir(root):
+        return []
+    from fsspec.core import strip_protocol
+
+    found = files.find(root, detail=True)  # paths without the protocol, as strip_protocol gives
+    root_path = strip_protocol(root).rstrip("/")
+    by_project: dict[str, list[tuple[list[str], int]]] = {}
+    for path, info in found.items():
+        parts = path[len(root_path) :].strip("/").split("/")
+        if len(parts) < 2 or (project is not None and parts[0] != project):
             continue
-        files = [p for p in folder.rglob("*") if p.is_file()]
-        values = [p for p in files if not p.name.endswith(".origin")]
+        by_project.setdefault(parts[0], []).append((parts, int(info.get("size") or 0)))
+    rows = []
+    for name, entries in sorted(by_project.items()):
+        values = [parts for parts, _ in entries if not parts[-1].endswith(".origin")]
         rows.append(
             {
-                "project": folder.name,
+                "project": name,
                 "entries": len(values),
-                "nodes": len({p.parent.name for p in values}),
-                "bytes": sum(p.stat().st_size for p in files),
-                "path": str(folder),
+                "nodes": len({parts[-2] for parts in values}),
+                "bytes": sum(size for _, size in entries),
+                "path": f"{root}/{name}",
             }
         )
     return rows
 
 
-def clear_cache(state_dir: Path, project: str | None = None) -> int:
-    """Delete the persistent node-call cache (of one project); returns the entries removed."""
-    removed = sum(row["entries"] for row in cache_info(state_dir, project))
-    root = cache_dir(state_dir)
-    target = root / project if project is not None else root
-    if target.is_dir():
-        shutil.rmtree(target)
+def clear_cache(state_dir: Path, project: str | None = None, storage: str | None = None) -> int:
+    """Delete a persistent node-call cache (of one project); returns the entries removed."""
+    removed = sum(row["entries"] for row in cache_info(state_dir, project, storage))
+    files, root = _cache_location(state_dir, storage)
+    target = f"{root}/{project}" if project is not None else root
+    if files.exists(target):
+        files.rm(target, recursive=True)
     return removed
 
 
