@@ -223,7 +223,9 @@ def test_batch_shows_comparison_and_progress_artifacts(bench):
     assert table.type == "table"
     data = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
     exact = next(r for r in data if r["metric"] == "exact_match")
-    assert exact["variant"] == "retriever=first" and exact["difference (95% CI)"].startswith("-0.750")
+    interval = batch.analysis().interval  # the level the family's correction implies
+    assert exact[f"difference ({interval})"].startswith("-0.750")
+    assert exact["variant"] == "retriever=first"
     assert exact["verdict"] in ("better", "worse", "no detectable difference", "too few cases")
     assert all(len(row) <= 8 for row in data)  # fits the artifact page
     summary = next(a for a in artifacts if a.key == "wtb-cmp-artifacts-comparison")

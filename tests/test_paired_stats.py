@@ -17,6 +17,8 @@ from wtb_prefect.analysis.paired import (
     bootstrap_ci,
     case_summaries,
     compare_paired,
+    interval_label,
+    interval_level,
     pass_at_k,
     pass_hat_k,
     verdict_code,
@@ -202,3 +204,32 @@ def test_forest_plot_writes_a_png(tmp_path) -> None:
     rows = analyse(_null_batch(rng, variants=3, cases=20), "base", higher_is_better={"latency_s": False})
     path = forest_plot(rows, tmp_path / "plots" / "forest.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_interval_levels_follow_the_correction() -> None:
+    assert interval_level(0.05, 10, 0, "holm") == pytest.approx(0.995)  # Bonferroni: simultaneous coverage
+    assert interval_level(0.05, 10, 2, "bh") == pytest.approx(0.99)  # Benjamini-Yekutieli: R * alpha / m
+    assert interval_level(0.05, 10, 0, "bh") == pytest.approx(0.995)
+    assert interval_level(0.05, 10, 3, "none") == interval_level(0.05, 1, 0, "holm") == pytest.approx(0.95)
+    assert interval_label([0.95, 0.995]) == "99.5% CI" and interval_label([0.95]) == "95% CI"
+
+
+def _standardized(rng: np.random.Generator, n: int, mean: float) -> np.ndarray:
+    z = rng.normal(0, 1, n)
+    return mean + (z - z.mean()) / z.std(ddof=1)  # exactly this mean, sd 1
+
+
+def test_an_interval_never_excludes_zero_beside_a_corrected_no_difference() -> None:
+    # one real-looking effect (p ~ 0.02 alone) among ten tests: Holm says no detectable difference,
+    # and its interval, at the family's level, must not claim otherwise by excluding 0
+    rng = np.random.default_rng(7)
+    zeros = _by_case(np.zeros(30))
+    data = {"m0": {"base": zeros, "v": _by_case(_standardized(rng, 30, 0.45))}}
+    for k in range(1, 10):
+        data[f"m{k}"] = {"base": zeros, "v": _by_case(_standardized(rng, 30, 0.0))}
+    first = analyse(data, "base")[0]
+    alone = compare_paired(data["m0"]["v"], zeros, confidence=0.95)
+    assert alone.p_value < 0.05 and alone.ci_low > 0  # uncorrected, the 95% interval excludes 0
+    assert first.p_adjusted >= 0.05 and first.verdict == "no detectable difference"
+    assert first.confidence == pytest.approx(0.995) and first.ci_low < 0 < first.ci_high
+    assert first.ci_high - first.ci_low > alone.ci_high - alone.ci_low

@@ -211,7 +211,8 @@ def test_forest_plot_is_rendered(report_batch, report_file, chromium, tmp_path):
     assert width > 300 and height > 100  # the embedded PNG decoded
     text = " ".join(page.text)
     assert f"batch {report_batch.batch_id}" in text
-    for expected in ("exact_match", "retriever=paris_rome", "retriever=no_germany", "95% CI", "verdict"):
+    interval = report_batch.analysis().interval
+    for expected in ("exact_match", "retriever=paris_rome", "retriever=no_germany", interval, "verdict"):
         assert expected in text
     shot = tmp_path / "report.png"
     _run_chromium(chromium, tmp_path / "p2", report_file.as_uri(), f"--screenshot={shot}")

@@ -277,7 +277,11 @@ def _print_verdicts(batch: Any) -> None:
         return
     analysis = batch.analysis()
     metrics = list(dict.fromkeys(c.metric for c in analysis.comparisons))
-    table = Table(title=f"Verdicts against {analysis.baseline} (paired by case, Holm-corrected over the batch's tests)")
+    corrected = {"holm": "Holm-corrected", "bh": "Benjamini-Hochberg-corrected"}.get(analysis.correction, "uncorrected")
+    table = Table(
+        title=f"Verdicts against {analysis.baseline} (paired by case, {corrected} over the batch's tests; "
+        f"difference [{analysis.interval}, its level set by the correction])"
+    )
     table.add_column("variant")
     for metric in metrics:
         table.add_column(metric)

@@ -82,6 +82,8 @@ class ComparisonRow:
     correction: str = "none"
     mde: float | None = None
     missing: tuple[str, ...] = ()
+    confidence: float = 0.95
+    """The level of ``ci_low``/``ci_high``: the batch's correction sets it (see ``interval_level``)."""
 
     def as_dict(self, digits: int = 4) -> dict[str, Any]:
         """The row as a flat dict, floats rounded to ``digits``."""
@@ -182,6 +184,7 @@ def _row(c: PairedComparison) -> ComparisonRow:
         correction=c.correction,
         mde=c.mde,
         missing=c.missing,
+        confidence=c.confidence,
     )
 
 
@@ -351,8 +354,9 @@ def check_regressions(
 def comparison_table(batch: BatchTestResult, baseline: str | Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The batch's paired comparison against ``baseline`` (success, run time, every score), for display.
 
-    One row per (metric, variant): means, difference with its 95% interval,
-    raw and Holm-corrected p-values, verdict, minimal detectable effect and the
+    One row per (metric, variant): means, difference with its interval (at
+    ``confidence``, the level the batch's correction implies), raw and
+    Holm-corrected p-values, verdict, minimal detectable effect and the
     number of cases left out because one side did not complete them.
     """
     if len(batch.by_variant()) < 2:
@@ -370,6 +374,7 @@ def comparison_table(batch: BatchTestResult, baseline: str | Mapping[str, str] |
             "difference": row.difference,
             "ci_low": row.ci_low,
             "ci_high": row.ci_high,
+            "confidence": row.confidence,
             "p_value": row.p_value,
             "p_adjusted": row.p_adjusted,
             "verdict": row.verdict,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from wtb_prefect.analysis.paired import PairedComparison
+from wtb_prefect.analysis.paired import PairedComparison, interval_label
 
 __all__ = ["VERDICT_COLOURS", "forest_plot"]
 
@@ -64,8 +64,8 @@ def forest_plot(comparisons: Sequence[PairedComparison], path: str | Path, title
     axes[0].set_yticks(list(rows.values()), list(rows))
     axes[0].set_ylim(-0.7, len(variants) - 0.3)
     baseline = comparisons[0].baseline
-    level = round(comparisons[0].confidence * 100)
-    figure.suptitle(title or f"Each variant minus {baseline} ({level}% paired bootstrap interval)", fontsize=10)
+    label = interval_label(c.confidence for c in comparisons)
+    figure.suptitle(title or f"Each variant minus {baseline} ({label}, paired bootstrap)", fontsize=10)
     handles = [Line2D([], [], marker="o", color=c, linestyle="", label=v) for v, c in VERDICT_COLOURS.items()]
     figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
     out = Path(path)

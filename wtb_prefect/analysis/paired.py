@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Literal
@@ -46,6 +46,8 @@ __all__ = [
     "WinTieLoss",
     "adjust_p_values",
     "analyse",
+    "interval_label",
+    "interval_level",
     "bootstrap_ci",
     "case_summaries",
     "compare_paired",
@@ -469,7 +471,8 @@ def analyse(
         higher_is_better: direction per metric (default: higher is better).
         correction: ``holm`` (family-wise error, the default), ``bh``
             (Benjamini-Hochberg false discovery rate) or ``none``.
-        alpha: the family's error level; intervals are at ``1 - alpha``.
+        alpha: the family's error level; intervals are at the level the correction
+            implies (:func:`interval_level`), ``confidence`` on each comparison.
 
     Returns:
         One :class:`PairedComparison` per (variant, metric), metric-major, with
@@ -483,7 +486,7 @@ def analyse(
         raise ConfigError("alpha", f"is {alpha}", "give a level between 0 and 1, e.g. 0.05")
     adjust_p_values([], correction)  # validates the method before any work
     directions = higher_is_better or {}
-    raw: list[PairedComparison] = []
+    calls: list[functools.partial[PairedComparison]] = []
     for metric, by_variant in data.items():
         if baseline not in by_variant:
             raise ConfigError(
@@ -492,8 +495,9 @@ def analyse(
         for variant, values in by_variant.items():
             if variant == baseline:
                 continue
-            raw.append(
-                compare_paired(
+            calls.append(
+                functools.partial(
+                    compare_paired,
                     values,
                     by_variant[baseline],
                     variant=variant,
@@ -501,17 +505,43 @@ def analyse(
                     metric=metric,
                     higher_is_better=directions.get(metric, True),
                     test=test,
-                    confidence=1 - alpha,
-                    resamples=resamples,
                     seed=seed,
                 )
             )
+    raw = [call(confidence=1 - alpha, resamples=resamples) for call in calls]
     tested = [i for i, c in enumerate(raw) if c.p_value is not None]
     adjusted = adjust_p_values([raw[i].p_value for i in tested], correction)  # type: ignore[misc]
+    level = interval_level(alpha, len(tested), sum(p < alpha for p in adjusted), correction)
     out = list(raw)
     for i, p in zip(tested, adjusted, strict=True):
-        out[i] = _decide(raw[i], p, correction, alpha, len(tested))
+        comparison = raw[i]
+        if level != 1 - alpha:  # the family's intervals, at the level its correction implies
+            comparison = calls[i](confidence=level, resamples=max(resamples, math.ceil(20 / (1 - level))))
+        out[i] = _decide(comparison, p, correction, alpha, len(tested))
     return out
+
+
+def interval_label(levels: Iterable[float]) -> str:
+    """How a table heads the intervals of comparisons at ``levels``: ``"99.8% CI"`` (the widest level)."""
+    level = max(levels, default=0.95)
+    return f"{level * 100:.1f}".removesuffix(".0") + "% CI"
+
+
+def interval_level(alpha: float, tests: int, rejected: int, correction: Correction) -> float:
+    """The confidence level of the intervals shown beside a family's corrected verdicts.
+
+    An interval at ``1 - alpha`` beside a Holm-corrected verdict can exclude 0
+    while the verdict says "no detectable difference". So the intervals take
+    the family's correction too: Bonferroni's ``1 - alpha / tests`` with Holm
+    (they cover every difference of the family at once with ``1 - alpha``),
+    and the false-coverage-rate level ``1 - rejected * alpha / tests`` of
+    Benjamini and Yekutieli (2005) with Benjamini-Hochberg.
+    """
+    if tests <= 1 or correction == "none":
+        return 1 - alpha
+    if correction == "bh":
+        return 1 - max(rejected, 1) * alpha / tests
+    return 1 - alpha / tests
 
 
 # ─── repetitions of 0/1 metrics ───

@@ -24,6 +24,7 @@ from wtb_prefect.analysis.paired import (
     PairedTest,
     WinTieLoss,
     analyse,
+    interval_label,
     pass_at_k,
     pass_hat_k,
     verdict_code,
@@ -76,6 +77,11 @@ class BatchAnalysis:
     correction: str
     alpha: float
     pairwise: list[WinTieLoss] = field(default_factory=list)
+
+    @property
+    def interval(self) -> str:
+        """The heading of the comparisons' intervals, e.g. ``"99.8% CI"`` (their level follows the correction)."""
+        return interval_label(c.confidence for c in self.comparisons)
 
     def rows(self, metric: str | None = None) -> list[PairedComparison]:
         """The comparisons of ``metric`` (all when None), in matrix order."""

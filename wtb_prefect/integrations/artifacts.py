@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from wtb_prefect.analysis.comparison import comparison_table, resolve_baseline
+from wtb_prefect.analysis.paired import interval_label
 from wtb_prefect.analysis.stats import mean_ci
 from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
@@ -45,8 +46,10 @@ def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
 
 def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
     """The comparison against the baseline in eight columns, so it fits the artifact page."""
+    table = comparison_table(batch)
+    heading = f"difference ({interval_label(row['confidence'] for row in table)})"
     rows = []
-    for row in comparison_table(batch):
+    for row in table:
         difference = _interval(row["difference"], row["ci_low"], row["ci_high"])
         rows.append(
             {
@@ -55,7 +58,7 @@ def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
                 "pairs": row["n"],
                 "baseline": row["baseline_value"],
                 "value": row["value"],
-                "difference (95% CI)": difference,
+                heading: difference,
                 "p (Holm)": row["p_adjusted"],
                 "verdict": row["verdict"],
             }
@@ -97,7 +100,7 @@ class ComparisonArtifactObserver(BatchObserver):
             key=artifact_key(plan.project.name, "vs-baseline"),
             table=compact_comparison(batch),
             description=f"Batch {batch.batch_id}: each variant combination against {base}, paired by case "
-            "(mean difference, 95% paired bootstrap CI, exact McNemar or paired t p-value, Holm-corrected "
+            "(mean difference with its paired bootstrap interval at the level the correction implies, exact McNemar or paired t p-value, Holm-corrected "
             "over the batch's tests, verdict; 'too few cases' below 10 pairs)"
             + (f"; forest plot: {batch.forest_plot}" if batch.forest_plot else ""),
         )

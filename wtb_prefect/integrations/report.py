@@ -39,6 +39,7 @@ from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.analysis.comparison import resolve_baseline
 from wtb_prefect.analysis.evaluation import lower_is_better
 from wtb_prefect.analysis.forest import forest_plot
+from wtb_prefect.analysis.paired import interval_label
 from wtb_prefect.batch.analysis import forest_plot_path
 from wtb_prefect.errors import ConfigError
 from wtb_prefect.results import ErrorInfo, ExecutionResult
@@ -90,6 +91,8 @@ class Verdict:
     p_adjusted: float | None = None
     """The p-value corrected over the batch's tests (what the verdict uses)."""
     test: str = ""
+    confidence: float = 0.95
+    """The level of ``ci_low``/``ci_high`` (set by the batch's correction)."""
 
 
 @dataclass
@@ -143,6 +146,7 @@ def analyse(batch: BatchTestResult, baseline: str | None = None) -> tuple[list[V
             verdict=c.verdict,
             p_adjusted=c.p_adjusted,
             test=c.test,
+            confidence=c.confidence,
         )
         for c in comparisons
     ]
@@ -312,7 +316,8 @@ def _comparison_html(verdicts: list[Verdict]) -> str:
         return "<p>Only one variant combination: nothing to compare.</p>"
     head = (
         "<tr><th>metric</th><th>variant</th><th>pairs</th><th>baseline</th><th>variant</th>"
-        "<th>difference</th><th>95% CI</th><th>p</th><th>p corrected</th><th>test</th><th>verdict</th></tr>"
+        f"<th>difference</th><th>{interval_label(v.confidence for v in verdicts)}</th><th>p</th>"
+        "<th>p corrected</th><th>test</th><th>verdict</th></tr>"
     )
     rows = []
     for v in verdicts:
@@ -376,7 +381,7 @@ def render_report(
     base = resolve_baseline(batch, baseline)
     verdicts, png = analysis if analysis is not None else analyse(batch, base)
     plot = (
-        f"<img id='forest' alt='forest plot: difference vs {html.escape(base)} with 95% CI per metric' "
+        f"<img id='forest' alt='forest plot: difference vs {html.escape(base)} with its interval per metric' "
         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
         if png
         else "<p>No plot: only one variant combination.</p>"
