@@ -39,7 +39,7 @@ from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.analysis.comparison import resolve_baseline
 from wtb_prefect.analysis.evaluation import lower_is_better
 from wtb_prefect.analysis.forest import forest_plot
-from wtb_prefect.analysis.paired import interval_label
+from wtb_prefect.analysis.paired import PairedComparison, interval_label
 from wtb_prefect.batch.analysis import forest_plot_path
 from wtb_prefect.errors import ConfigError
 from wtb_prefect.results import ErrorInfo, ExecutionResult
@@ -72,27 +72,8 @@ _TRACEBACK_CHARS = 2000
 _TEMPLATE = Path(__file__).with_name("report_page.html")
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One variant combination against the baseline on one metric."""
-
-    metric: str
-    variant: str
-    n: int
-    baseline: str
-    baseline_value: float | None
-    value: float | None
-    difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    verdict: str
-    """``better``, ``worse``, ``no detectable difference`` or ``too few cases``."""
-    p_adjusted: float | None = None
-    """The p-value corrected over the batch's tests (what the verdict uses)."""
-    test: str = ""
-    confidence: float = 0.95
-    """The level of ``ci_low``/``ci_high`` (set by the batch's correction)."""
+Verdict = PairedComparison
+"""One variant combination against the baseline on one metric: the batch analysis' own comparison."""
 
 
 @dataclass
@@ -131,25 +112,7 @@ def analyse(batch: BatchTestResult, baseline: str | None = None) -> tuple[list[V
     """
     base = resolve_baseline(batch, baseline)
     comparisons = batch.analysis(base).comparisons
-    verdicts = [
-        Verdict(
-            metric=c.metric,
-            variant=c.variant,
-            n=c.n,
-            baseline=base,
-            baseline_value=c.baseline_value,
-            value=c.value,
-            difference=c.difference,
-            ci_low=c.ci_low,
-            ci_high=c.ci_high,
-            p_value=c.p_value,
-            verdict=c.verdict,
-            p_adjusted=c.p_adjusted,
-            test=c.test,
-            confidence=c.confidence,
-        )
-        for c in comparisons
-    ]
+    verdicts = list(comparisons)
     if not comparisons:
         return verdicts, None
     saved = Path(batch.forest_plot) if batch.forest_plot else forest_plot_path(batch.project, batch.batch_id)

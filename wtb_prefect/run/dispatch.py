@@ -196,6 +196,22 @@ def _value(state: Any) -> Any:
     return state.result()
 
 
+def _record(plan: NodePlan, started: float, t0: float, task_run_id: str | None, **outcome: Any) -> NodeRecord:
+    """The record of one node run that ends now (``outcome``: status, output or error, provenance)."""
+    return NodeRecord(
+        node=plan.node,
+        implementation=plan.implementation,
+        version=plan.version,
+        started_at=started,
+        duration_s=time.perf_counter() - t0,
+        task_run_id=task_run_id,
+        resources=plan.resources,
+        metrics=current_node_metrics(),
+        run_s=current_node_run_s(),
+        **outcome,
+    )
+
+
 def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
     """The callable that replaces a node's body in the compiled graph."""
 
@@ -231,39 +247,12 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
                         call.ended(final)
         except BaseException as exc:
             if ctx is not None:
-                ctx.add(
-                    NodeRecord(
-                        node=plan.node,
-                        implementation=plan.implementation,
-                        version=plan.version,
-                        started_at=started,
-                        duration_s=time.perf_counter() - t0,
-                        status="failed",
-                        error=ErrorInfo(type(exc).__name__, str(exc), plan.node, traceback.format_exc()),
-                        task_run_id=task_run_id,
-                        resources=plan.resources,
-                        metrics=current_node_metrics(),
-                        run_s=current_node_run_s(),
-                    )
-                )
+                error = ErrorInfo(type(exc).__name__, str(exc), plan.node, traceback.format_exc())
+                ctx.add(_record(plan, started, t0, task_run_id, status="failed", error=error))
             raise
         if ctx is not None:
-            ctx.add(
-                NodeRecord(
-                    node=plan.node,
-                    implementation=plan.implementation,
-                    version=plan.version,
-                    started_at=started,
-                    duration_s=time.perf_counter() - t0,
-                    status="completed",
-                    output=output,
-                    task_run_id=task_run_id,
-                    resources=plan.resources,
-                    metrics=current_node_metrics(),
-                    run_s=current_node_run_s(),
-                    **(call.provenance() if call is not None else {}),
-                )
-            )
+            provenance = call.provenance() if call is not None else {}
+            ctx.add(_record(plan, started, t0, task_run_id, status="completed", output=output, **provenance))
         return output
 
     dispatched.__name__ = plan.node
