@@ -233,3 +233,23 @@ def test_an_interval_never_excludes_zero_beside_a_corrected_no_difference() -> N
     assert first.p_adjusted >= 0.05 and first.verdict == "no detectable difference"
     assert first.confidence == pytest.approx(0.995) and first.ci_low < 0 < first.ci_high
     assert first.ci_high - first.ci_low > alone.ci_high - alone.ci_low
+
+
+def test_beside_a_t_test_an_interval_excludes_zero_only_with_a_verdict() -> None:
+    # skewed paired differences (run times: mostly a little slower, now and then much slower)
+    rng = np.random.default_rng(11)
+    excluding, with_verdict = 0, 0
+    for _ in range(60):
+        data = {}
+        for k in range(4):
+            base = rng.lognormal(0, 0.5, 40)
+            extra = rng.lognormal(-4, 1.6, 40) * rng.choice([-1.0, 1.0, 1.0], 40)
+            data[f"run_s_{k}"] = {"base": _by_case(base), "v": _by_case(base + extra)}
+        for c in analyse(data, "base", higher_is_better={m: False for m in data}):
+            assert c.test == "paired t-test"
+            excludes = c.ci_low > 0 or c.ci_high < 0
+            excluding += excludes
+            with_verdict += c.verdict in ("better", "worse")
+            if excludes:  # simultaneous (Bonferroni) interval: Holm rejects whenever it excludes 0
+                assert c.verdict in ("better", "worse"), c
+    assert excluding > 0 and with_verdict >= excluding  # not vacuous

@@ -4,7 +4,8 @@
 per variant combination from the paired analysis of the batch
 (:mod:`wtb_prefect.analysis.paired`, :mod:`wtb_prefect.analysis.verdicts`):
 the variant's and the baseline's means over the cases both completed, the mean
-paired difference with its bootstrap interval, the test's p-value, the p-value
+paired difference with its interval (the t-test's own beside a t-test, else a
+paired bootstrap one), the test's p-value, the p-value
 corrected over every (variant, metric) test of the batch, and the verdict.
 :func:`check_regressions` applies tolerances per metric; the batch flow's
 regression gate (:mod:`wtb_prefect.batch.gate`) is built on it.
@@ -54,7 +55,8 @@ class ComparisonRow:
     ``baseline_n`` the baseline's cases with a value; ``value`` and
     ``baseline_value`` are means over the paired cases (each side's own
     mean when there are none). ``difference`` is variant minus baseline with
-    its paired bootstrap interval; ``p_value`` comes from ``method`` and
+    its interval (the t-test's own beside a t-test, else a paired bootstrap
+    one); ``p_value`` comes from ``method`` and
     ``p_adjusted`` is corrected over the batch's tests (``correction``).
     ``significant`` is True when the ``verdict`` is better or worse;
     ``verdict`` says ``too few cases`` below

@@ -1,7 +1,8 @@
 """A forest plot of paired comparisons: each variant's difference from the baseline with its interval.
 
 One panel per metric, one row per variant; the point is ``variant - baseline``,
-the bar its bootstrap interval, the colour the corrected verdict. Drawn with
+the bar its interval (the verdict's test's, at the family's level), the colour
+the corrected verdict. Drawn with
 matplotlib's Agg backend, so it needs no display.
 """
 
@@ -65,7 +66,7 @@ def forest_plot(comparisons: Sequence[PairedComparison], path: str | Path, title
     axes[0].set_ylim(-0.7, len(variants) - 0.3)
     baseline = comparisons[0].baseline
     label = interval_label(c.confidence for c in comparisons)
-    figure.suptitle(title or f"Each variant minus {baseline} ({label}, paired bootstrap)", fontsize=10)
+    figure.suptitle(title or f"Each variant minus {baseline} ({label})", fontsize=10)
     handles = [Line2D([], [], marker="o", color=c, linestyle="", label=v) for v, c in VERDICT_COLOURS.items()]
     figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
     out = Path(path)

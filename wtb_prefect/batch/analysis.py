@@ -48,12 +48,12 @@ def analyse_finished_batch(plan: BatchPlan, batch: BatchTestResult) -> None:
     try:
         from wtb_prefect.analysis.forest import forest_plot
 
-        comparisons = batch.analysis(baseline).comparisons
-        if comparisons:
+        analysis = batch.analysis(baseline)
+        if analysis.comparisons:
             path = forest_plot(
-                comparisons,
+                analysis.comparisons,
                 forest_plot_path(plan.project.name, batch.batch_id),
-                title=f"{plan.project.name} batch {batch.batch_id}: each variant minus {baseline} (95% paired bootstrap CI)",
+                title=f"{plan.project.name} batch {batch.batch_id}: each variant minus {baseline} ({analysis.interval})",
             )
             batch.forest_plot = str(path)
     except Exception:

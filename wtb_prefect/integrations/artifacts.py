@@ -100,7 +100,7 @@ class ComparisonArtifactObserver(BatchObserver):
             key=artifact_key(plan.project.name, "vs-baseline"),
             table=compact_comparison(batch),
             description=f"Batch {batch.batch_id}: each variant combination against {base}, paired by case "
-            "(mean difference with its paired bootstrap interval at the level the correction implies, exact McNemar or paired t p-value, Holm-corrected "
+            "(mean difference with its interval at the level the correction implies, exact McNemar or paired t p-value, Holm-corrected "
             "over the batch's tests, verdict; 'too few cases' below 10 pairs)"
             + (f"; forest plot: {batch.forest_plot}" if batch.forest_plot else ""),
         )
