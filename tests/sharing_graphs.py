@@ -70,37 +70,27 @@ def answer_v2(state: CountState) -> dict:
     return {"answer": f"v2: {state['doc']}"}
 
 
+def _chain(schema: type, *nodes: tuple[str, Any]) -> Any:
+    """START -> the nodes, in order -> END, compiled."""
+    graph = StateGraph(schema).add_sequence(list(nodes))
+    graph.add_edge(START, nodes[0][0])
+    graph.add_edge(nodes[-1][0], END)
+    return graph.compile()
+
+
 def create_fetch_answer() -> Any:
     """fetch -> answer."""
-    graph = StateGraph(CountState)
-    graph.add_node("fetch", fetch)
-    graph.add_node("answer", answer_short)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", "answer")
-    graph.add_edge("answer", END)
-    return graph.compile()
+    return _chain(CountState, ("fetch", fetch), ("answer", answer_short))
 
 
 def create_slow() -> Any:
     """slow_fetch alone (1 s)."""
-    graph = StateGraph(CountState)
-    graph.add_node("fetch", slow_fetch)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", END)
-    return graph.compile()
+    return _chain(CountState, ("fetch", slow_fetch))
 
 
 def create_sampled() -> Any:
     """fetch -> sample (a random draw) -> answer."""
-    graph = StateGraph(CountState)
-    graph.add_node("fetch", fetch)
-    graph.add_node("sample", sample)
-    graph.add_node("answer", answer_short)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", "sample")
-    graph.add_edge("sample", "answer")
-    graph.add_edge("answer", END)
-    return graph.compile()
+    return _chain(CountState, ("fetch", fetch), ("sample", sample), ("answer", answer_short))
 
 
 def polish(state: CountState) -> dict:
@@ -110,15 +100,7 @@ def polish(state: CountState) -> dict:
 
 def create_three() -> Any:
     """fetch -> answer -> polish."""
-    graph = StateGraph(CountState)
-    graph.add_node("fetch", fetch)
-    graph.add_node("answer", answer_short)
-    graph.add_node("polish", polish)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", "answer")
-    graph.add_edge("answer", "polish")
-    graph.add_edge("polish", END)
-    return graph.compile()
+    return _chain(CountState, ("fetch", fetch), ("answer", answer_short), ("polish", polish))
 
 
 @dataclass
@@ -143,13 +125,7 @@ def answer_any(state: CountState) -> dict:
 
 def create_unpicklable() -> Any:
     """fetch (returns an unpicklable value) -> answer."""
-    graph = StateGraph(CountState)
-    graph.add_node("fetch", fetch_unpicklable)
-    graph.add_node("answer", answer_any)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", "answer")
-    graph.add_edge("answer", END)
-    return graph.compile()
+    return _chain(CountState, ("fetch", fetch_unpicklable), ("answer", answer_any))
 
 
 # ─── Executions that track files (a project with file_tracking; bodies use wtb_prefect.workspace()) ───
@@ -193,15 +169,7 @@ def answer_file_long(state: FileState) -> dict:
 
 def create_files() -> Any:
     """read_notes -> write_report -> answer."""
-    graph = StateGraph(FileState)
-    graph.add_node("read", read_notes)
-    graph.add_node("write", write_report)
-    graph.add_node("answer", answer_file)
-    graph.add_edge(START, "read")
-    graph.add_edge("read", "write")
-    graph.add_edge("write", "answer")
-    graph.add_edge("answer", END)
-    return graph.compile()
+    return _chain(FileState, ("read", read_notes), ("write", write_report), ("answer", answer_file))
 
 
 def long_fetch(state: CountState) -> dict:
@@ -212,10 +180,4 @@ def long_fetch(state: CountState) -> dict:
 
 def create_long_answer() -> Any:
     """long_fetch (2 s) -> answer."""
-    graph = StateGraph(CountState)
-    graph.add_node("fetch", long_fetch)
-    graph.add_node("answer", answer_short)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", "answer")
-    graph.add_edge("answer", END)
-    return graph.compile()
+    return _chain(CountState, ("fetch", long_fetch), ("answer", answer_short))

@@ -34,6 +34,12 @@ def _project(name: str, factory: Any = g.create_fetch_answer, **execution: Any) 
     return project
 
 
+def _with_long_answer(bench: Any, project: WorkflowProject, long_answer: Any = g.answer_long) -> None:
+    """Give ``project`` the variant ``answer=long`` and register it on ``bench``."""
+    project.register_variant(node="answer", name="long", implementation=long_answer)
+    bench.register_project(project)
+
+
 def _tag() -> str:
     return uuid.uuid4().hex[:8]
 
@@ -45,8 +51,7 @@ def _answers(batch: Any) -> dict[tuple[str, str, int], Any]:
 def test_variants_share_upstream_calls_and_results_equal_unshared(bench):
     tag = _tag()
     shared = _project(f"share_{tag}")
-    shared.register_variant(node="answer", name="long", implementation=g.answer_long)
-    bench.register_project(shared)
+    _with_long_answer(bench, shared)
     cases = [{"tag": tag, "query": f"q{i}"} for i in range(4)]
     batch = bench.run_batch_test(shared.name, [{}, {"answer": "long"}], cases)
     assert not batch.failed
@@ -60,8 +65,7 @@ def test_variants_share_upstream_calls_and_results_equal_unshared(bench):
 
     tag_off = _tag()
     off = _project(f"noshare_{tag_off}", node_cache="off")
-    off.register_variant(node="answer", name="long", implementation=g.answer_long)
-    bench.register_project(off)
+    _with_long_answer(bench, off)
     unshared = bench.run_batch_test(off.name, [{}, {"answer": "long"}], [{**c, "tag": tag_off} for c in cases])
     assert g.counts(tag_off, "fetch") == 8
     strip = lambda states: {k: {**v, "tag": None} for k, v in states.items()}  # noqa: E731
@@ -120,8 +124,7 @@ def test_persistent_cache_reuses_unchanged_calls_and_reruns_updated_nodes_and_do
 def test_repetitions_are_independent_samples_sharing_upstream_only_within_a_repetition(bench):
     tag = _tag()
     project = _project(f"reps_{tag}", g.create_sampled)
-    project.register_variant(node="answer", name="long", implementation=g.answer_long)
-    bench.register_project(project)
+    _with_long_answer(bench, project)
     cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
     batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, repetitions=3)
     assert not batch.failed and len(batch) == 2 * 2 * 3
@@ -145,8 +148,7 @@ def test_an_execution_waiting_for_a_shared_call_lets_the_next_execution_start(be
     case 1 starts (before, it waited for a slot until an execution of case 0 ended)."""
     tag = _tag()
     project = _project(f"aside_{tag}", g.create_long_answer)
-    project.register_variant(node="answer", name="long", implementation=g.answer_long)
-    bench.register_project(project)
+    _with_long_answer(bench, project)
     cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
     batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, parallelism=2)
     assert not batch.failed, [str(r.error) for r in batch.failed]
@@ -192,8 +194,7 @@ def test_a_call_that_changed_tracked_files_is_never_reused_and_one_that_changed_
             default_node_resources=NodeResourceConfig(num_cpus=0.05, memory="64MB"),
         ),
     )
-    project.register_variant(node="answer", name="long", implementation=g.answer_file_long)
-    bench.register_project(project)
+    _with_long_answer(bench, project, g.answer_file_long)
     cases = [{"tag": tag, "query": f"q{i}"} for i in range(2)]
     batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, parallelism=4)
     assert not batch.failed, [str(r.error) for r in batch.failed]
@@ -275,8 +276,7 @@ def test_a_cache_in_a_storage_block_is_reused_listed_and_cleared_by_the_cli(benc
 def test_unserializable_output_is_named_and_the_batch_runs_with_that_node_uncached(bench):
     tag = _tag()
     project = _project(f"unpick_{tag}", g.create_unpicklable, node_cache="persistent", batch_executor="threadpool")
-    project.register_variant(node="answer", name="long", implementation=g.answer_long)
-    bench.register_project(project)
+    _with_long_answer(bench, project)
     cases = [{"tag": tag, "query": "q"}]
     batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], cases, parallelism=1)
     assert not batch.failed
@@ -289,8 +289,7 @@ def test_unserializable_output_is_named_and_the_batch_runs_with_that_node_uncach
 def test_opted_out_nodes_are_never_shared(bench):
     tag = _tag()
     project = _project(f"optout_{tag}", node_cache_exclude=["fetch"])
-    project.register_variant(node="answer", name="long", implementation=g.answer_long)
-    bench.register_project(project)
+    _with_long_answer(bench, project)
     batch = bench.run_batch_test(project.name, [{}, {"answer": "long"}], [{"tag": tag, "query": "q"}])
     assert g.counts(tag, "fetch") == 2 and batch.node_calls()["reused"] == 0
     assert all(n.call_key is None for r in batch.results for n in r.nodes if n.node == "fetch")
