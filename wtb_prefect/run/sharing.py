@@ -584,7 +584,11 @@ def cache_info(state_dir: Path, project: str | None = None, storage: str | None 
     The cache under the state folder, or in the Prefect storage block ``storage``
     (``ExecutionConfig.node_cache_storage``).
     """
-    files, root = _cache_location(state_dir, storage)
+    return _cache_rows(*_cache_location(state_dir, storage), project)
+
+
+def _cache_rows(files: Any, root: str, project: str | None) -> list[dict[str, Any]]:
+    """:func:`cache_info` of the cache at ``root`` on the fsspec file system ``files``."""
     if not files.isdir(root):
         return []
     from fsspec.core import strip_protocol
@@ -614,8 +618,8 @@ def cache_info(state_dir: Path, project: str | None = None, storage: str | None 
 
 def clear_cache(state_dir: Path, project: str | None = None, storage: str | None = None) -> int:
     """Delete a persistent node-call cache (of one project); returns the entries removed."""
-    removed = sum(row["entries"] for row in cache_info(state_dir, project, storage))
-    files, root = _cache_location(state_dir, storage)
+    files, root = _cache_location(state_dir, storage)  # loads the block once
+    removed = sum(row["entries"] for row in _cache_rows(files, root, project))
     target = f"{root}/{project}" if project is not None else root
     if files.exists(target):
         files.rm(target, recursive=True)

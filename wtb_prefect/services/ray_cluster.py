@@ -37,6 +37,7 @@ __all__ = [
     "cluster_resources",
     "connect_ray",
     "join_running_head_early",
+    "leave_ray",
     "local_cluster_resources",
     "unsatisfiable_reason",
     "worker_env_vars",
