@@ -234,3 +234,47 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
     assert both_started.n_waiting == 0 and not both_started.broken
     (s1, e1), (s2, e2) = spans
     assert s1 < e2 and s2 < e1
+
+
+OPEN_STORE = """
+import os, sys, time
+from pathlib import Path
+
+from wtb_prefect.integrations.mlflow import mlflow_client
+
+uri, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (imported before the start line)
+ready.touch()
+while not go.exists():
+    time.sleep(0.005)
+mlflow_client(uri).create_experiment(f"opened by {os.getpid()}")
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_record(tmp_path):
+    """Batches started together in several processes open a new SQLite store at the same
+    moment: each gets a working client (MLflow's migrations run once, not in each)."""
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    procs = []
+    for i in range(4):
+        cmd = [sys.executable, "-c", OPEN_STORE, uri, str(tmp_path / f"ready{i}"), str(go)]
+        procs.append(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a process did not get ready"
+            time.sleep(0.05)
+        go.touch()
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-2000:] for e in errors)
+    names = {e.name for e in MlflowClient(tracking_uri=uri).search_experiments()}
+    assert {f"opened by {p.pid}" for p in procs} <= names

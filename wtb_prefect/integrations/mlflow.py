@@ -20,6 +20,7 @@ switches recording off.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import re
@@ -87,16 +88,26 @@ def mlflow_ui_command(settings: WTBSettings | None = None) -> str:
 
 
 def mlflow_client(uri: str) -> MlflowClient:
-    """One client per tracking URI; creating the first one migrates a new SQLite store."""
+    """One client per tracking URI; creating the first one migrates a new SQLite store.
+
+    Two processes that open a new SQLite store at once (two batches started
+    together) would both run MLflow's migrations and both fail; a lock file
+    beside the database lets one migrate while the other waits.
+    """
     with _lock:
         client = _clients.get(uri)
         if client is None:
+            from filelock import FileLock
             from mlflow import MlflowClient
 
+            across_processes: Any = contextlib.nullcontext()
             if uri.startswith("sqlite:///"):
-                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # create the schema now, under the lock
+                database = Path(uri.removeprefix("sqlite:///"))
+                database.parent.mkdir(parents=True, exist_ok=True)
+                across_processes = FileLock(f"{database}.lock")
+            with across_processes:
+                client = MlflowClient(tracking_uri=uri)
+                client.search_experiments(max_results=1)  # create the schema now, under the locks
             _clients[uri] = client
         return client
 
@@ -296,6 +307,7 @@ class MlflowObserver(BatchObserver):
             return
         now = int(time.time() * 1000)
         groups = batch.by_variant()
+        case_rows = {r.execution_id: _case_row(r) for r in batch.results}  # each row built once
         for label, run_id in self.child_run_ids.items():
             results = groups.get(label, [])
             figures = aggregate_metrics(results)
@@ -303,7 +315,7 @@ class MlflowObserver(BatchObserver):
             for chunk in _chunks(metrics, 1000):
                 client.log_batch(run_id, metrics=chunk)
             if results:
-                client.log_table(run_id, _table([_case_row(r) for r in results]), "cases.json")
+                client.log_table(run_id, _table([case_rows[r.execution_id] for r in results]), "cases.json")
             all_failed = bool(results) and figures.get("error_rate") == 1.0
             client.set_terminated(run_id, "FAILED" if all_failed else "FINISHED")
         overall = {
@@ -319,7 +331,7 @@ class MlflowObserver(BatchObserver):
             overall["node_time_saved_s"] = float(calls["time_saved_s"])
         client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in overall.items()])
         if batch.results:
-            client.log_table(self.parent_run_id, _table([_case_row(r) for r in batch.results]), "cases.json")
+            client.log_table(self.parent_run_id, _table(list(case_rows.values())), "cases.json")
         if len(groups) > 1:
             from wtb_prefect.analysis.comparison import comparison_table
 
