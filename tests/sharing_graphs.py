@@ -50,6 +50,12 @@ def slow_fetch(state: CountState) -> dict:
     return {"doc": f"slow doc about {state['query']}"}
 
 
+def slower_fetch(state: CountState) -> dict:
+    _count(state, "slower_fetch")
+    time.sleep(4.0)
+    return {"doc": f"slower doc about {state['query']}"}
+
+
 def sample(state: CountState) -> dict:
     _count(state, "sample")
     return {"draw": random.random()}
@@ -86,6 +92,11 @@ def create_fetch_answer() -> Any:
 def create_slow() -> Any:
     """slow_fetch alone (1 s)."""
     return _chain(CountState, ("fetch", slow_fetch))
+
+
+def create_slower() -> Any:
+    """slower_fetch alone (4 s)."""
+    return _chain(CountState, ("fetch", slower_fetch))
 
 
 def create_sampled() -> Any:

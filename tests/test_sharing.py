@@ -374,3 +374,77 @@ def test_resuming_a_batch_with_repetitions_reruns_nothing_that_finished(bench):
     assert g.counts(tag, "fetch") == 4 and g.counts(tag, "answer") == 4  # nothing ran again
     key = lambda r: (r.execution_id, r.repetition, r.final_state["answer"])  # noqa: E731
     assert sorted(map(key, again.results)) == sorted(map(key, first.results))
+
+
+TWIN_BATCH = """
+import json, sys, time
+from pathlib import Path
+
+from tests import sharing_graphs as g
+from tests.test_sharing import _project
+from wtb_prefect import WTBTestBench
+
+bench = WTBTestBench()
+bench.register_project(_project({name!r}, g.create_slower, node_cache="persistent"))
+Path({ready!r}).touch()
+while not Path({go!r}).exists():
+    time.sleep(0.01)
+batch = bench.run_batch_test({name!r}, [{{}}], {cases!r})
+rows = [[r.case_id, r.status, r.nodes[0].reuse, r.nodes[0].started_at, r.nodes[0].duration_s] for r in batch.results]
+print(json.dumps({{"rows": rows, "mlflow": batch.tracking.get("mlflow")}}))
+"""
+
+
+def test_two_processes_on_one_persistent_cache_compute_each_call_once(bench, tmp_path, monkeypatch):
+    """Two batches started at the same moment in two processes (one state folder): each
+    distinct 4 s call runs once; the process that did not compute it waits and reuses it.
+    Both record their batch in a new MLflow store they open at the same moment."""
+    import json
+    import time
+
+    from mlflow import MlflowClient
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("WTB_MLFLOW_TRACKING_URI", mlflow_uri)
+    tag = _tag()
+    name = f"twin_{tag}"
+    cases = [{"tag": tag, "query": f"q{i}", "case_id": f"c{i}"} for i in range(3)]
+    bench.register_project(_project(name, g.create_slower, node_cache="persistent"))
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    script = TWIN_BATCH.format(name=name, ready=str(ready), go=str(go), cases=cases)
+    twin = subprocess.Popen([sys.executable, "-c", script], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            assert twin.poll() is None, "the second process ended before its batch"
+            assert time.monotonic() < deadline, "the second process did not get ready"
+            time.sleep(0.05)
+        go.touch()
+        mine = bench.run_batch_test(name, [{}], cases)
+        out, _ = twin.communicate(timeout=300)
+    finally:
+        if twin.poll() is None:
+            twin.kill()
+    assert twin.returncode == 0
+    reported = json.loads(out.strip().splitlines()[-1])
+    theirs = reported["rows"]
+    assert not mine.failed and all(status == "completed" for _, status, *_ in theirs)
+    assert g.counts(tag, "slower_fetch") == 3  # not 6: each call ran in one of the two processes
+    reuse = sorted([n.reuse for r in mine.results for n in r.nodes] + [row[2] for row in theirs])
+    assert reuse == ["cached"] * 3 + ["computed"] * 3
+    # the batches ran at the same time: every reused call started before its computing call ended
+    spans = {(r.case_id, r.nodes[0].reuse): (r.nodes[0].started_at, r.nodes[0].duration_s) for r in mine.results}
+    spans.update({(case, how): (start, took) for case, _, how, start, took in theirs})
+    for case in ("c0", "c1", "c2"):
+        computed_start, computed_took = spans[(case, "computed")]
+        assert spans[(case, "cached")][0] < computed_start + computed_took
+    assert {r.final_state["doc"] for r in mine.results} == {f"slower doc about q{i}" for i in range(3)}
+    # neither process lost its MLflow record to the other's migration of the new store
+    parents = {mine.tracking["mlflow"]["parent_run_id"], reported["mlflow"]["parent_run_id"]}
+    runs = MlflowClient(tracking_uri=mlflow_uri).search_runs(
+        [MlflowClient(tracking_uri=mlflow_uri).get_experiment_by_name(name).experiment_id],
+        filter_string="tags.`wtb.kind` = 'batch'",
+    )
+    assert {run.info.run_id for run in runs} == parents and {run.info.status for run in runs} == {"FINISHED"}

@@ -31,7 +31,13 @@ time, not only node bodies. Prefect's
 ``SERIALIZABLE`` isolation with its ``MemoryLockManager`` was the first choice,
 but that lock manager deletes a released lock other threads are still waiting
 on, and 20 identical concurrent calls deadlocked. Across processes (two
-batches at once on one persistent cache) an identical call may run twice.
+batches at once on one persistent cache, on one machine and one ``WTB_HOME``)
+the first process to start a call holds a lock file on its key under
+``$WTB_HOME/node_cache.locks/`` while it computes; the other waits (its slot
+serving other executions meanwhile) and then reuses the stored value. The
+operating system releases the lock of a process that dies, so a killed batch
+never leaves a call locked. Processes on different machines sharing a storage
+block may still compute an identical call twice.
 
 ``ExecutionConfig.node_cache``: ``"batch"`` (default) shares within a batch,
 values in memory for the batch only; ``"persistent"`` also keeps them under
@@ -67,6 +73,8 @@ from wtb_prefect.errors import ConfigError, WTBError
 from wtb_prefect.run.slots import SlotLease, current_lease, stepping_aside
 
 if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
     from wtb_prefect.define.project import WorkflowProject
     from wtb_prefect.run.compile import CompiledVariant
     from wtb_prefect.run.dispatch import ExecutionContext, NodePlan
@@ -140,6 +148,7 @@ class NodeCall:
         key: str | None = None,
         files_before: str | None = None,
         flight: _Flight | None = None,
+        process_lock: BaseFileLock | None = None,
     ) -> None:
         self.task = task
         self.label = label
@@ -147,6 +156,8 @@ class NodeCall:
         self.key = key
         self.params: dict[str, Any] = {"call_key": key, "files_before": files_before} if key else {}
         self.flight = flight
+        self.process_lock = process_lock
+        """Held while this process computes the call: other processes wait for its value."""
         self.reuse: Reuse = "computed"
         self.origin: CallOrigin | None = None
         self.lease: SlotLease | None = None
@@ -156,6 +167,9 @@ class NodeCall:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self.process_lock is not None:
+            self.process_lock.release()
+            self.process_lock = None
         if self.flight is not None:
             with _flights_lock:
                 _flights.pop(self.key or "", None)
@@ -222,6 +236,11 @@ _flights_lock = threading.Lock()
 def cache_dir(state_dir: Path) -> Path:
     """Where persistent node-call values live by default."""
     return Path(state_dir) / "node_cache"
+
+
+def cache_locks_dir(state_dir: Path) -> Path:
+    """Where the processes of one state folder lock the persistent node calls they compute."""
+    return Path(state_dir) / "node_cache.locks"
 
 
 def _canonical(value: Any) -> Any:
@@ -312,6 +331,7 @@ class NodeSharing:
         variants: list[CompiledVariant],
         storage: WritableFileSystem,
         persistent: bool,
+        locks_dir: Path | None = None,
     ) -> None:
         from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
@@ -320,6 +340,7 @@ class NodeSharing:
         self.batch_id = batch_id
         self.storage = storage
         self.persistent = persistent
+        self.locks_dir = locks_dir if persistent else None
         checkpointer = variants[0].graph.checkpointer if variants else None
         self.serde = getattr(checkpointer, "serde", None) or JsonPlusSerializer()
         # READ_COMMITTED, not SERIALIZABLE: single-flight is the in-process flight map of
@@ -396,18 +417,38 @@ class NodeSharing:
             flight = None
             if key in self.file_writers or plan.node in self.uncacheable:
                 return NodeCall(plan.prefect_task(), label)
+        process_lock = None
         try:
+            if flight is not None and self.locks_dir is not None:
+                process_lock = self._lock_across_processes(key)
             origin = self.origins.get(key) or self._stored_origin(key)
             if origin is not None:
                 label = f"{label} | reused from {origin.task_run_id}"
             files_before = _fingerprint(workspace) if workspace else None
-            return NodeCall(self._task(plan), label, self, key, files_before, flight)
+            return NodeCall(self._task(plan), label, self, key, files_before, flight, process_lock)
         except BaseException:
+            if process_lock is not None:
+                process_lock.release()
             if flight is not None:  # never leave identical calls waiting
                 with _flights_lock:
                     _flights.pop(key, None)
                 flight.done.set()
             raise
+
+    def _lock_across_processes(self, key: str) -> BaseFileLock:
+        """The key's lock file, held; waited for while another process computes the same call."""
+        from filelock import FileLock, Timeout
+
+        assert self.locks_dir is not None
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(key.encode()).hexdigest()[:40]
+        lock = FileLock(self.locks_dir / f"{name}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # another process computes this call: its value is stored when it ends
+            with stepping_aside():
+                lock.acquire()
+        return lock
 
     def settle(self, call: NodeCall) -> None:
         """Provenance of a reused call; its origin's metrics join the current node's."""
@@ -548,7 +589,7 @@ def build_sharing(
     _validate_entries(project, "cache_versions", execution.cache_versions)
     persistent = execution.node_cache == "persistent"
     storage = _storage_for(project, state_dir) if persistent else MemoryStorage()
-    return NodeSharing(project, batch_id, variants, storage, persistent)
+    return NodeSharing(project, batch_id, variants, storage, persistent, cache_locks_dir(state_dir))
 
 
 # ─── wtb cache info | clear ───
