@@ -87,3 +87,41 @@ def test_runs_join_the_services_wtb_up_started_and_wtb_down_stops_them(tmp_path:
     assert down.returncode == 0, down.stdout + down.stderr
     assert "Prefect server: stopped" in down.stdout and "Ray head: stopped" in down.stdout, down.stdout
     assert _services_of(tmp_path / "home", env) == set()
+
+
+def _processes_of(home: Path, marker: str) -> list[int]:
+    """Pids of processes whose command line has ``marker`` and whose WTB_HOME is ``home``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(proc.info["cmdline"] or []) and proc.environ().get("WTB_HOME") == str(home):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_two_wtb_up_at_once_start_one_server_and_one_head(tmp_path: Path) -> None:
+    """Two processes bringing up a new state folder's services at the same moment (two first
+    batches at once) share one Prefect server and one Ray head instead of racing for them."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(WTB_HOME=str(home), WTB_MLFLOW_ENABLED="false", COLUMNS="200")
+    ups = [
+        subprocess.Popen([WTB, "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        outputs = [up.communicate(timeout=600)[0] for up in ups]
+        assert [up.returncode for up in ups] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+        server = json.loads((home / "prefect/server.json").read_text())
+        head = json.loads((home / "ray/head.json").read_text())
+        assert _processes_of(home, "wtb_prefect.services._server_main") == [server["pid"]]
+        assert _processes_of(home, "--head --block") == [head["pid"]]
+        assert _services_of(home, env) == {"prefect-server", "ray-head"}
+    finally:
+        down = _wtb(["down"], env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not _processes_of(home, "wtb_prefect.services._server_main") and not _processes_of(home, "--head --block")

@@ -24,6 +24,7 @@ from typing import Any
 from wtb_prefect.errors import ServiceError
 from wtb_prefect.services.ports import free_port, port_in_use
 from wtb_prefect.services.prefect_outage import api_answers
+from wtb_prefect.services.start_lock import one_starter
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = ["PrefectServer", "ServerInfo", "ensure_prefect_api", "use_prefect_api"]
@@ -127,10 +128,17 @@ class PrefectServer:
     def start(self, port: int | None = None, database_url: str | None = None, timeout: float = 180.0) -> ServerInfo:
         """Start the server (or return the one already running) and wait until it answers.
 
+        Processes that start it at once (two batches in a new state folder)
+        take turns: the first starts it, the others find it running.
+
         Raises:
             ServiceError: it did not answer within ``timeout`` seconds; the
                 message quotes the end of its log.
         """
+        with one_starter(self.folder / "start.lock", "the Prefect server", timeout):
+            return self._start(port, database_url, timeout)
+
+    def _start(self, port: int | None, database_url: str | None, timeout: float) -> ServerInfo:
         running = self.status()
         if running is not None:
             return running

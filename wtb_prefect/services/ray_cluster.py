@@ -28,6 +28,7 @@ from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
 from wtb_prefect.services.ports import free_port
 from wtb_prefect.services.quiet import quiet_ray_driver
+from wtb_prefect.services.start_lock import one_starter
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = [
@@ -488,14 +489,21 @@ class RayHead:
     def start(self, timeout: float = 300.0) -> RayHeadInfo:
         """Start the head (or return the one already running) and wait until it answers.
 
+        Processes that start it at once take turns: the first starts it, the
+        others find it running.
+
         Raises:
             ServiceError: it did not start within ``timeout`` seconds; the
                 message quotes the end of its log.
         """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with one_starter(self.folder / "start.lock", "the Ray head", timeout):
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> RayHeadInfo:
         running = self.status()
         if running is not None:
             return running
-        self.folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
         # Ray's socket paths must stay short: a temp folder under /tmp named after the state folder
         digest = hashlib.sha1(str(self.settings.state_dir).encode()).hexdigest()[:10]
