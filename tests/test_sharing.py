@@ -448,3 +448,38 @@ def test_two_processes_on_one_persistent_cache_compute_each_call_once(bench, tmp
         filter_string="tags.`wtb.kind` = 'batch'",
     )
     assert {run.info.run_id for run in runs} == parents and {run.info.status for run in runs} == {"FINISHED"}
+
+
+HOLD_LOCK = """
+import sys, time
+from wtb_prefect.run.sharing import lock_call_across_processes
+lock = lock_call_across_processes(__import__("pathlib").Path(sys.argv[1]), sys.argv[2], 0)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_call_locked_by_a_stuck_process_runs_after_the_longest_wait_and_a_dead_one_frees_it(tmp_path, caplog):
+    """No wait on another process's call hangs a batch: past the longest a call can take it
+    runs here (paid twice rather than never); a process that dies releases its lock at once."""
+    import logging
+    import time
+
+    from wtb_prefect.run.sharing import lock_call_across_processes
+
+    key = "proj/fetch/0123abcd"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path), key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="wtb_prefect.run.sharing"):
+            assert lock_call_across_processes(tmp_path, key, wait_s=1.0) is None
+        assert time.monotonic() - start >= 1.0
+        assert "computing it here instead" in caplog.text
+    finally:
+        holder.kill()
+        holder.wait(30)
+    start = time.monotonic()
+    lock = lock_call_across_processes(tmp_path, key, wait_s=30.0)  # the dead holder's lock is gone
+    assert lock is not None and lock.is_locked and time.monotonic() - start < 5.0
+    lock.release()

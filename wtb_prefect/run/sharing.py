@@ -34,7 +34,8 @@ on, and 20 identical concurrent calls deadlocked. Across processes (two
 batches at once on one persistent cache, on one machine and one ``WTB_HOME``)
 the first process to start a call holds a lock file on its key under
 ``$WTB_HOME/node_cache.locks/`` while it computes; the other waits (its slot
-serving other executions meanwhile) and then reuses the stored value. The
+serving other executions meanwhile, at most as long as the call can take) and
+then reuses the stored value. The
 operating system releases the lock of a process that dies, so a killed batch
 never leaves a call locked. Processes on different machines sharing a storage
 block may still compute an identical call twice.
@@ -89,7 +90,9 @@ __all__ = [
     "build_sharing",
     "cache_dir",
     "cache_info",
+    "cache_locks_dir",
     "clear_cache",
+    "lock_call_across_processes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,6 +291,41 @@ def _fingerprint(folder: str) -> str:
     return digest.hexdigest()
 
 
+def _longest_call_s(plan: NodePlan, queue_timeout: float) -> float:
+    """The longest a call of ``plan`` can take: its wait to start, then every attempt and retry delay."""
+    return (queue_timeout + plan.timeout_s + plan.retry_delay_s) * (plan.retries + 1)
+
+
+def lock_call_across_processes(locks_dir: Path, key: str, wait_s: float) -> BaseFileLock | None:
+    """The lock file of the node call ``key``, held; waited for while another process computes the call.
+
+    None when the other process holds it longer than ``wait_s`` (longer than
+    its call can take: it is stuck): the call then runs without it, as a call
+    paid twice beats a batch that never ends. A process that dies releases its
+    locks (the operating system does).
+    """
+    from filelock import FileLock, Timeout
+
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(locks_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:  # another process computes this call: its value is stored when it ends
+        try:
+            with stepping_aside():  # the execution's slot serves another execution meanwhile
+                lock.acquire(timeout=wait_s)
+        except Timeout:
+            logger.warning(
+                "node call %s: another process has held its lock file %s for %.0fs, longer than the call "
+                "can take; computing it here instead",
+                key,
+                lock.lock_file,
+                wait_s,
+            )
+            return None
+    return lock
+
+
 def _node_version(project: WorkflowProject, workflow: str, variant: str, node: str) -> str:
     """The project version in which the node's implementation last changed ("base" = never updated)."""
     from wtb_prefect.define.project import DEFAULT
@@ -341,6 +379,7 @@ class NodeSharing:
         self.storage = storage
         self.persistent = persistent
         self.locks_dir = locks_dir if persistent else None
+        self.queue_timeout = execution.queue_timeout
         checkpointer = variants[0].graph.checkpointer if variants else None
         self.serde = getattr(checkpointer, "serde", None) or JsonPlusSerializer()
         # READ_COMMITTED, not SERIALIZABLE: single-flight is the in-process flight map of
@@ -420,7 +459,9 @@ class NodeSharing:
         process_lock = None
         try:
             if flight is not None and self.locks_dir is not None:
-                process_lock = self._lock_across_processes(key)
+                process_lock = lock_call_across_processes(
+                    self.locks_dir, key, _longest_call_s(plan, self.queue_timeout)
+                )
             origin = self.origins.get(key) or self._stored_origin(key)
             if origin is not None:
                 label = f"{label} | reused from {origin.task_run_id}"
@@ -434,21 +475,6 @@ class NodeSharing:
                     _flights.pop(key, None)
                 flight.done.set()
             raise
-
-    def _lock_across_processes(self, key: str) -> BaseFileLock:
-        """The key's lock file, held; waited for while another process computes the same call."""
-        from filelock import FileLock, Timeout
-
-        assert self.locks_dir is not None
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(key.encode()).hexdigest()[:40]
-        lock = FileLock(self.locks_dir / f"{name}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:  # another process computes this call: its value is stored when it ends
-            with stepping_aside():
-                lock.acquire()
-        return lock
 
     def settle(self, call: NodeCall) -> None:
         """Provenance of a reused call; its origin's metrics join the current node's."""
