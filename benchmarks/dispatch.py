@@ -18,9 +18,12 @@ With ``--lanes``, instead (issue 15), in a fresh Ray cluster: LLM-shaped nodes
 (``async def`` nodes that wait, on the I/O lanes' actors) at 1 s x 50
 concurrent x 200 executions (target >= 0.7 and above bare Ray tasks), 1 s x 20
 x 100 (>= 0.9) and 100 ms x 20 x 100 (>= 0.5), each beside the same batch of
-bare Ray tasks (one worker process per call in flight) and of plain asyncio
-(the node coroutines gathered in one process), plus the memory of this
-cluster's Ray workers during the 50-concurrent batch (target <= 1.5 GB).
+bare Ray tasks (one worker process per call in flight), of plain asyncio
+(the node coroutines gathered in one process) and of bare Prefect task runs
+(the node coroutines as async Prefect tasks of one flow, no LangGraph, no Ray:
+the floor of "every node a Prefect task run"), plus the memory of this
+cluster's Ray workers during the 50-concurrent batch (target <= 1.5 GB) and
+the CPU per node, by process, of the WTB and bare-Prefect 100 ms batches.
 
     uv run python benchmarks/dispatch.py [--repeat 3]
     uv run python benchmarks/dispatch.py --lanes [--repeat 3]
@@ -183,6 +186,72 @@ def asyncio_batch(cases, concurrency):
     return asyncio.run(run())
 
 
+def _prefect_node_tasks():
+    """The three node coroutines as async Prefect tasks, built once (inside ``services()``)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return [
+        task(fn, name=fn.__name__, cache_policy=NO_CACHE, persist_result=False) for fn in (g.llm_a, g.llm_b, g.llm_c)
+    ]
+
+
+def prefect_tasks_batch(cases, concurrency):
+    """Each node a bare async Prefect task run of one flow, `concurrency` executions at once.
+
+    No LangGraph, no Ray, no checkpoints: what one Prefect task run per node
+    costs by itself (the engine's states and events, the server recording
+    them), the floor under any design that keeps every node a task run.
+    """
+    import asyncio
+
+    from prefect import flow
+
+    if not hasattr(prefect_tasks_batch, "nodes"):
+        prefect_tasks_batch.nodes = _prefect_node_tasks()
+    nodes = prefect_tasks_batch.nodes
+
+    @flow(name="bench-prefect-tasks", persist_result=False)
+    async def batch(cases):
+        gate = asyncio.Semaphore(concurrency)
+
+        async def execution(state):
+            async with gate:
+                for node in nodes:
+                    state = {**state, **await node(state)}
+                return state
+
+        return await asyncio.gather(*(execution(c) for c in cases))
+
+    return asyncio.run(batch(cases))
+
+
+def _cpu_per_node(fn, nodes: int) -> tuple[float, dict[str, float]]:
+    """Wall seconds of ``fn()`` and the CPU ms per node each kind of process spent on it."""
+    before = cpu_seconds()
+    wall = _timed(fn)
+    time.sleep(1.5)  # the server records what the batch sent it
+    after = cpu_seconds()
+    return wall, {k: 1000 * (after[k] - before.get(k, 0.0)) / nodes for k in after}
+
+
+_SHORT_KINDS = {  # kind of process (see _process_kind) -> column name
+    "driver (flow run, LangGraph)": "driver",
+    "Prefect server": "server",
+    "Ray workers": "Ray workers",
+    "Ray system (raylet, GCS)": "raylet+GCS",
+}
+
+
+def _print_cpu(label: str, runs: list[dict[str, float]]) -> None:
+    """One line: the median CPU ms per node of each kind of process, and of all of them."""
+    cells = [
+        f"{short} {statistics.median(r.get(kind, 0.0) for r in runs):5.1f}" for kind, short in _SHORT_KINDS.items()
+    ]
+    total = statistics.median(sum(r.values()) for r in runs)
+    print(f"  {label:20s} {'  '.join(cells)}  all {total:5.1f} ms")
+
+
 def _ray_workers():
     """This driver's Ray worker processes (descendants only: other clusters on the machine are not ours)."""
     import psutil
@@ -233,47 +302,75 @@ class MemorySampler:
         self._thread.join()
 
 
+def warm_cases(concurrency: int) -> list[dict]:
+    """A short batch run before timing: pools started, bodies imported, flows registered."""
+    return [{"x": i, "s": 0.05} for i in range(concurrency)]
+
+
 def lane_rows(args) -> None:
     """The issue-15 rows: LLM-shaped nodes on I/O lanes against bare Ray tasks and plain asyncio."""
     with services():
         from wtb_prefect import WTBTestBench
+        from wtb_prefect.batch.execute import task_run_log_level
+        from wtb_prefect.settings import get_settings
 
         bench = WTBTestBench()
         print("\n== LLM-shaped nodes (3 async nodes per execution, each waiting s seconds), on 2 cores ==")
         print("efficiency = executions x 3 x s / concurrency / wall time; WTB on I/O lanes (async actors)")
         print(
-            f"{'s, at once, executions':24s} {'WTB e2e':>8s} {'WTB exec':>8s} {'bare Ray':>8s} {'asyncio':>8s} {'target':>6s}"
+            f"{'s, at once, executions':24s} {'WTB e2e':>8s} {'WTB exec':>8s} {'bare Ray':>8s} {'asyncio':>8s}"
+            f" {'Prefect':>8s} {'target':>6s}"
         )
         memory = None
-        # Every WTB batch first, the baselines after: the bare Ray tasks leave an idle
+        # Every WTB batch first, the baselines after; the bare Ray tasks leave an idle
         # worker process per call that was in flight (50), which keep spending CPU long
         # after their batch and would slow whatever is measured next.
-        e2e, inner = {}, {}
+        e2e, inner, cpu = {}, {}, {"WTB": [], "bare Prefect tasks": []}
         for seconds, concurrency, n, _ in LANE_ROWS:
             name = f"bench_llm_{concurrency}"
             if name not in bench.list_projects():
                 bench.register_project(_llm_project(name, concurrency))
             cases = [{"x": i, "s": seconds} for i in range(n)]
-            warm = [{"x": i, "s": 0.05} for i in range(concurrency)]
+            warm = warm_cases(concurrency)
             bench.run_batch_test(name, [{}], warm, parallelism=concurrency)  # pools started, bodies imported
             for _ in range(args.repeat):
                 sampler = MemorySampler() if concurrency == 50 and memory is None else contextlib.nullcontext()
                 with sampler:
-                    start = time.perf_counter()
+                    start, before = time.perf_counter(), cpu_seconds()
                     batch = bench.run_batch_test(name, [{}], cases, parallelism=concurrency)
                     e2e.setdefault(seconds, []).append(time.perf_counter() - start)
+                if seconds < 1:  # the CPU-bound row: where each node's CPU goes
+                    time.sleep(1.5)  # the server records what the batch sent it
+                    after = cpu_seconds()
+                    cpu["WTB"].append({k: 1000 * (after[k] - before.get(k, 0.0)) / (3 * n) for k in after})
                 if isinstance(sampler, MemorySampler):
                     memory = sampler
                 assert not batch.failed, batch.failed[0].error
                 inner.setdefault(seconds, []).append(batch.duration_s)
+        # Then the bare Prefect task runs (their idle cost is nil), the bare Ray tasks last.
+        prefect = {}
+        with task_run_log_level(get_settings().task_run_log_level):  # as quiet as WTB's batches
+            for seconds, concurrency, n, _ in LANE_ROWS:
+                cases = [{"x": i, "s": seconds} for i in range(n)]
+                prefect_tasks_batch(warm_cases(concurrency), concurrency)  # once before timing
+                for _ in range(args.repeat):
+                    wall, per_node = _cpu_per_node(functools.partial(prefect_tasks_batch, cases, concurrency), 3 * n)
+                    prefect.setdefault(seconds, []).append(wall)
+                    if seconds < 1:
+                        cpu["bare Prefect tasks"].append(per_node)
         for seconds, concurrency, n, target in LANE_ROWS:
             cases = [{"x": i, "s": seconds} for i in range(n)]
-            bare = [_timed(functools.partial(bare_ray_wait_batch, cases, concurrency)) for _ in range(args.repeat)]
             plain = [_timed(functools.partial(asyncio_batch, cases, concurrency)) for _ in range(args.repeat)]
+            bare = [_timed(functools.partial(bare_ray_wait_batch, cases, concurrency)) for _ in range(args.repeat)]
             ideal = n * 3 * seconds / concurrency
-            row = [ideal / statistics.median(x) for x in (e2e[seconds], inner[seconds], bare, plain)]
-            label = f"{seconds:g} s x {concurrency} x {n}"
-            print(f"{label:24s} {row[0]:8.2f} {row[1]:8.2f} {row[2]:8.2f} {row[3]:8.2f} {target:6.2f}", flush=True)
+            walls = (e2e[seconds], inner[seconds], bare, plain, prefect[seconds])
+            cells = " ".join(f"{ideal / statistics.median(x):8.2f}" for x in walls)
+            print(f"{f'{seconds:g} s x {concurrency} x {n}':24s} {cells} {target:6.2f}", flush=True)
+        if cpu["WTB"]:
+            print("\nCPU ms per node of the 100 ms batches, by process (medians; at efficiency 0.5 the two cores")
+            print(f"hold {2 * (100 * 3 * 0.1 / 20) / 0.5 * 1000 / 300:.0f} ms of CPU per node in all):")
+            for label, runs in cpu.items():
+                _print_cpu(label, runs)
         if memory is not None:
             print(
                 f"\nRay workers of this cluster during the 50-concurrent WTB batch: {memory.workers} processes, "
