@@ -28,19 +28,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.batch.analysis import analyse_finished_batch
 from wtb_prefect.batch.flow_runs import batch_flow_run_name, mark_crashed, open_flow_runs, record_unrecorded
 from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
+from wtb_prefect.batch.progress import BatchProgress
 from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ExecutionResult, NodeRecord
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
 from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
 from wtb_prefect.run.slots import ExecutionSlots, SlotLease, leased
-from wtb_prefect.services.prefect_outage import best_effort, mark_api_up
+from wtb_prefect.services.prefect_outage import mark_api_up
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
 
@@ -253,21 +253,32 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
     hooks = _ObserverHooks(plan, observers)
     notify(observers, "on_batch_start", plan)
     started = time.time()
+    progress = BatchProgress(f"{plan.project.name} batch {plan.batch_id}")
+    try:
+        results = _run_pending(plan, observers, hooks, progress)
+        return _end_batch(plan, observers, results, started, flow_run_id)
+    finally:
+        progress.close()  # its last update went on while the batch ended
+
+
+def _run_pending(
+    plan: BatchPlan, observers: list[BatchObserver], hooks: ExecutionHooks, progress: BatchProgress
+) -> list[ExecutionResult]:
+    """Run the executions of ``plan`` not finished before; every result, in plan order.
+
+    Raises:
+        StateStorageError: the state of some executions could not be written (the others ran to their end).
+    """
     results: list[ExecutionResult | None] = [None] * len(plan.items)
     total = len(plan.items)
-    progress_id = best_effort(
-        "progress artifact",
-        create_progress_artifact,
-        progress=0.0,
-        description=f"{plan.project.name} batch {plan.batch_id}",
-    )
-    last_update = 0.0
     done = 0
     for index, item in enumerate(plan.items):
         if item.done is not None:  # finished in an earlier run of this batch
             results[index] = item.done
             done += 1
             notify(observers, "on_result", plan, item.done)
+    if done:
+        progress.set(100.0 * done / total)  # a resumed batch starts where it was
     storage_errors: list[StateStorageError] = []
     pending = [(index, item) for index, item in enumerate(plan.items) if item.done is None]
     run = functools.partial(
@@ -293,11 +304,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             results[index] = result
             done += 1
             notify(observers, "on_result", plan, result)
-            if progress_id is not None and (time.monotonic() - last_update > 1.0 or done == total):
-                best_effort(
-                    "progress update", update_progress_artifact, artifact_id=progress_id, progress=100.0 * done / total
-                )
-                last_update = time.monotonic()
+            progress.set(100.0 * done / total)
     if storage_errors:
         first = storage_errors[0]
         raise StateStorageError(
@@ -306,10 +313,21 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
             batch_id=plan.batch_id,
             execution_id=first.execution_id,
         ) from first
+    return [r for r in results if r is not None]
+
+
+def _end_batch(
+    plan: BatchPlan,
+    observers: list[BatchObserver],
+    results: list[ExecutionResult],
+    started: float,
+    flow_run_id: str | None,
+) -> BatchTestResult:
+    """The batch's result, analysed (judges, forest plot), then recorded by the observers."""
     batch = BatchTestResult(
         batch_id=plan.batch_id,
         project=plan.project.name,
-        results=[r for r in results if r is not None],
+        results=results,
         flow_run_id=flow_run_id,
         started_at=started,
         duration_s=time.time() - started,
@@ -322,5 +340,7 @@ def execute_plan(plan: BatchPlan) -> BatchTestResult:
         }
     notify(observers, "on_batch_end", plan, batch)
     logger = get_run_logger()
-    logger.info("batch %s: %d executions, %d failed, %.2fs", plan.batch_id, total, len(batch.failed), batch.duration_s)
+    logger.info(
+        "batch %s: %d executions, %d failed, %.2fs", plan.batch_id, len(results), len(batch.failed), batch.duration_s
+    )
     return batch
