@@ -186,6 +186,7 @@ def asyncio_batch(cases, concurrency):
     return asyncio.run(run())
 
 
+@functools.cache
 def _prefect_node_tasks():
     """The three node coroutines as async Prefect tasks, built once (inside ``services()``)."""
     from prefect import task
@@ -207,9 +208,7 @@ def prefect_tasks_batch(cases, concurrency):
 
     from prefect import flow
 
-    if not hasattr(prefect_tasks_batch, "nodes"):
-        prefect_tasks_batch.nodes = _prefect_node_tasks()
-    nodes = prefect_tasks_batch.nodes
+    nodes = _prefect_node_tasks()
 
     @flow(name="bench-prefect-tasks", persist_result=False)
     async def batch(cases):
@@ -226,13 +225,15 @@ def prefect_tasks_batch(cases, concurrency):
     return asyncio.run(batch(cases))
 
 
-def _cpu_per_node(fn, nodes: int) -> tuple[float, dict[str, float]]:
-    """Wall seconds of ``fn()`` and the CPU ms per node each kind of process spent on it."""
+def _cpu_per_node(fn, nodes: int) -> tuple[object, float, dict[str, float]]:
+    """What ``fn()`` returns, its wall seconds and the CPU ms per node each kind of process spent on it."""
     before = cpu_seconds()
-    wall = _timed(fn)
+    start = time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - start
     time.sleep(1.5)  # the server records what the batch sent it
     after = cpu_seconds()
-    return wall, {k: 1000 * (after[k] - before.get(k, 0.0)) / nodes for k in after}
+    return result, wall, {k: 1000 * (after[k] - before.get(k, 0.0)) / nodes for k in after}
 
 
 _SHORT_KINDS = {  # kind of process (see _process_kind) -> column name
@@ -308,7 +309,7 @@ def warm_cases(concurrency: int) -> list[dict]:
 
 
 def lane_rows(args) -> None:
-    """The issue-15 rows: LLM-shaped nodes on I/O lanes against bare Ray tasks and plain asyncio."""
+    """The issue-15 rows: LLM-shaped nodes on I/O lanes against bare Ray tasks, plain asyncio and bare Prefect."""
     with services():
         from wtb_prefect import WTBTestBench
         from wtb_prefect.batch.execute import task_run_log_level
@@ -333,16 +334,14 @@ def lane_rows(args) -> None:
             cases = [{"x": i, "s": seconds} for i in range(n)]
             warm = warm_cases(concurrency)
             bench.run_batch_test(name, [{}], warm, parallelism=concurrency)  # pools started, bodies imported
+            run = functools.partial(bench.run_batch_test, name, [{}], cases, parallelism=concurrency)
             for _ in range(args.repeat):
                 sampler = MemorySampler() if concurrency == 50 and memory is None else contextlib.nullcontext()
                 with sampler:
-                    start, before = time.perf_counter(), cpu_seconds()
-                    batch = bench.run_batch_test(name, [{}], cases, parallelism=concurrency)
-                    e2e.setdefault(seconds, []).append(time.perf_counter() - start)
+                    batch, wall, per_node = _cpu_per_node(run, 3 * n)
+                e2e.setdefault(seconds, []).append(wall)
                 if seconds < 1:  # the CPU-bound row: where each node's CPU goes
-                    time.sleep(1.5)  # the server records what the batch sent it
-                    after = cpu_seconds()
-                    cpu["WTB"].append({k: 1000 * (after[k] - before.get(k, 0.0)) / (3 * n) for k in after})
+                    cpu["WTB"].append(per_node)
                 if isinstance(sampler, MemorySampler):
                     memory = sampler
                 assert not batch.failed, batch.failed[0].error
@@ -354,7 +353,7 @@ def lane_rows(args) -> None:
                 cases = [{"x": i, "s": seconds} for i in range(n)]
                 prefect_tasks_batch(warm_cases(concurrency), concurrency)  # once before timing
                 for _ in range(args.repeat):
-                    wall, per_node = _cpu_per_node(functools.partial(prefect_tasks_batch, cases, concurrency), 3 * n)
+                    _, wall, per_node = _cpu_per_node(functools.partial(prefect_tasks_batch, cases, concurrency), 3 * n)
                     prefect.setdefault(seconds, []).append(wall)
                     if seconds < 1:
                         cpu["bare Prefect tasks"].append(per_node)
@@ -366,9 +365,11 @@ def lane_rows(args) -> None:
             walls = (e2e[seconds], inner[seconds], bare, plain, prefect[seconds])
             cells = " ".join(f"{ideal / statistics.median(x):8.2f}" for x in walls)
             print(f"{f'{seconds:g} s x {concurrency} x {n}':24s} {cells} {target:6.2f}", flush=True)
+        seconds, concurrency, _, target = next(row for row in LANE_ROWS if row[0] < 1)
         if cpu["WTB"]:
-            print("\nCPU ms per node of the 100 ms batches, by process (medians; at efficiency 0.5 the two cores")
-            print(f"hold {2 * (100 * 3 * 0.1 / 20) / 0.5 * 1000 / 300:.0f} ms of CPU per node in all):")
+            budget_ms = 1000 * 2 * seconds / concurrency / target  # 2 cores' CPU per node at the target
+            print(f"\nCPU ms per node of the {seconds * 1000:g} ms batches, by process (medians; at efficiency")
+            print(f"{target:g} the two cores hold {budget_ms:.0f} ms of CPU per node in all):")
             for label, runs in cpu.items():
                 _print_cpu(label, runs)
         if memory is not None:
