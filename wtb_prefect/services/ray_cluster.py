@@ -496,8 +496,7 @@ class RayHead:
             ServiceError: it did not start within ``timeout`` seconds; the
                 message quotes the end of its log.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with one_starter(self.folder / "start.lock", "the Ray head", timeout):
+        with one_starter(self.folder / "start.lock", "the Ray head", timeout):  # creates the folder
             return self._start(timeout)
 
     def _start(self, timeout: float) -> RayHeadInfo:
