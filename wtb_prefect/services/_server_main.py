@@ -5,8 +5,11 @@ the in-memory backend, polls for due work every 250 ms and for task
 cancellations every 100 ms (a thread hop each time). On an idle server that
 polling is most of its CPU; once a second is enough for a local test bench
 (background work such as marking runs late or reaping leases waits at most a
-second longer). Everything else is Prefect's own CLI, unchanged. Each change
-is skipped when the library's shape is not the expected one.
+second longer). On SQLite, write transactions wait for the lock instead of
+failing, and the recorders' multi-row INSERTs are compiled once
+(:mod:`wtb_prefect.services.prefect_sqlite`). Everything else is Prefect's own
+CLI, unchanged. Each calming change is skipped when the library's shape is not
+the expected one.
 """
 
 from __future__ import annotations
@@ -70,11 +73,12 @@ def _calm_pubsub() -> None:
 
 def main() -> None:
     """Run ``prefect <argv>`` (normally ``server start ...``) in this process."""
-    from wtb_prefect.services.prefect_sqlite import immediate_write_transactions
+    from wtb_prefect.services.prefect_sqlite import executemany_inserts, immediate_write_transactions
 
     _calm_docket_worker()
     _calm_pubsub()
     immediate_write_transactions()  # SQLite write transactions wait for the lock instead of failing
+    executemany_inserts()  # the recorders' multi-row INSERTs compiled once, not at every flush
     from prefect.cli import app
 
     sys.argv = ["prefect", *sys.argv[1:]]
