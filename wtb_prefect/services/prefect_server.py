@@ -24,6 +24,7 @@ from typing import Any
 from wtb_prefect.errors import ServiceError
 from wtb_prefect.services.ports import free_port, port_in_use
 from wtb_prefect.services.prefect_outage import api_answers
+from wtb_prefect.services.process_group import stop_process_group
 from wtb_prefect.services.start_lock import one_starter
 from wtb_prefect.settings import WTBSettings, get_settings
 
@@ -200,15 +201,7 @@ class PrefectServer:
         except (ValueError, TypeError):
             self.state_file.unlink(missing_ok=True)
             return False
-        stopped = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(info.pid, signal.SIGTERM)
-            stopped = True
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                os.killpg(info.pid, 0)
-                time.sleep(0.2)
-            os.killpg(info.pid, signal.SIGKILL)
+        stopped = stop_process_group(info.pid, timeout)
         self.state_file.unlink(missing_ok=True)
         return stopped
 

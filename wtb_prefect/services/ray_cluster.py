@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError, ServiceError
 from wtb_prefect.services.ports import free_port
+from wtb_prefect.services.process_group import stop_process_group
 from wtb_prefect.services.quiet import quiet_ray_driver
 from wtb_prefect.services.start_lock import one_starter
 from wtb_prefect.settings import WTBSettings, get_settings
@@ -566,13 +566,7 @@ class RayHead:
     def _kill(info: RayHeadInfo, timeout: float = 10.0) -> None:
         """SIGTERM the head's process group (``ray start --block`` then stops its processes), then
         SIGKILL what is left of it, and any process that still names its temp folder."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(info.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                os.killpg(info.pid, 0)
-                time.sleep(0.2)
-            os.killpg(info.pid, signal.SIGKILL)
+        stop_process_group(info.pid, timeout)
         import psutil
 
         for proc in psutil.process_iter(["pid", "cmdline"]):
