@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -312,13 +311,12 @@ class EnvironmentManager:
 
     @contextlib.contextmanager
     def _file_lock(self, key: str) -> Iterator[None]:
+        """Hold the env's lock file (processes sharing the root build or remove an env one at a time)."""
+        from filelock import FileLock
+
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{key}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self.root / f".{key}.lock"):
+            yield
 
     @staticmethod
     def _read_audit(path: Path) -> dict[str, Any] | None:
