@@ -57,10 +57,10 @@ FLUSHES = [
 ]
 
 
-async def _write(path: Path) -> tuple[list[tuple], list[tuple[str, int, bool]]]:
+async def _write(path: Path) -> tuple[list[tuple], list[tuple[CacheStats, int, bool]]]:
     """Run the flushes; the table's rows and, per statement sent, its cache outcome and whether it was executemany."""
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    sent: list[tuple[str, int, bool]] = []
+    sent: list[tuple[CacheStats, int, bool]] = []
 
     @sa.event.listens_for(engine.sync_engine, "after_cursor_execute")
     def _seen(conn, cursor, statement, parameters, context: DefaultExecutionContext, executemany: bool) -> None:
