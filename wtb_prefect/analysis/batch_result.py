@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from wtb_prefect.analysis.verdicts import BatchAnalysis, analyse_batch, repetiti
 from wtb_prefect.results import ExecutionResult
 
 __all__ = ["BatchTestResult"]
+
+_analysing = threading.Lock()  # the batch's observers ask for its analysis at the same time: computed once
 
 
 @dataclass
@@ -151,19 +154,20 @@ class BatchTestResult:
         """
         base_label = resolve_baseline(self, baseline)
         key = (base_label, tuple(metrics), correction, test, alpha, len(self.results))
-        if key not in self._analyses:
-            pairwise = [w for w in self.pairwise if w.baseline == base_label]
-            self._analyses[key] = analyse_batch(
-                self.results,
-                base_label,
-                metrics,
-                correction=correction,
-                test=test,
-                alpha=alpha,
-                resamples=BOOTSTRAP_RESAMPLES,
-                pairwise=pairwise,
-            )
-        return self._analyses[key]
+        with _analysing:
+            if key not in self._analyses:
+                pairwise = [w for w in self.pairwise if w.baseline == base_label]
+                self._analyses[key] = analyse_batch(
+                    self.results,
+                    base_label,
+                    metrics,
+                    correction=correction,
+                    test=test,
+                    alpha=alpha,
+                    resamples=BOOTSTRAP_RESAMPLES,
+                    pairwise=pairwise,
+                )
+            return self._analyses[key]
 
     def repetitions(self, metric: str = "success") -> dict[str, dict[str, float]]:
         """pass@k and pass^k per variant of a 0/1 ``metric`` run with repetitions (see :func:`~wtb_prefect.analysis.verdicts.repetition_figures`)."""

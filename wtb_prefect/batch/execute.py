@@ -32,7 +32,7 @@ from prefect import get_run_logger
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.batch.analysis import analyse_finished_batch
 from wtb_prefect.batch.flow_runs import batch_flow_run_name, mark_crashed, open_flow_runs, record_unrecorded
-from wtb_prefect.batch.observers import BatchObserver, notify, observers_for
+from wtb_prefect.batch.observers import BatchObserver, end_batch, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
 from wtb_prefect.batch.progress import BatchProgress
 from wtb_prefect.errors import StateStorageError
@@ -338,7 +338,7 @@ def _end_batch(
             **batch.node_calls(),
             "uncacheable": [str(error) for error in plan.sharing.errors()],
         }
-    notify(observers, "on_batch_end", plan, batch)
+    end_batch(observers, plan, batch)  # concurrently: recording a batch mostly waits
     logger = get_run_logger()
     logger.info(
         "batch %s: %d executions, %d failed, %.2fs", plan.batch_id, len(results), len(batch.failed), batch.duration_s

@@ -12,10 +12,12 @@ gate does that on purpose through its own result check, not by raising here).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from wtb_prefect.plugins import load_plugins
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchObserver",
+    "end_batch",
     "notify",
     "observer_factories",
     "observers_for",
@@ -41,9 +44,15 @@ class BatchObserver:
     """Base class of batch observers; override the callbacks you need.
 
     Callbacks of one batch may come from several threads at once (executions
-    run concurrently); ``on_batch_start`` and ``on_batch_end`` come from the
-    flow's thread.
+    run concurrently); ``on_batch_start`` comes from the flow's thread. The
+    observers' ``on_batch_end`` run at the same time, each in a thread of its
+    own with the flow run's context (Prefect's run logger and artifacts work
+    there), after the observers named in its :attr:`batch_end_after`.
     """
+
+    batch_end_after: ClassVar[tuple[str, ...]] = ()
+    """Class names of observers whose ``on_batch_end`` must have returned before this one's starts
+    (the report links the batch's MLflow runs, so it follows ``MlflowObserver``)."""
 
     def on_batch_start(self, plan: BatchPlan) -> None:
         """Before the first execution starts."""
@@ -63,7 +72,7 @@ class BatchObserver:
         including results of a resumed batch that an earlier run finished."""
 
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
-        """After the last execution, before the flow returns."""
+        """After the last execution, before the flow returns; concurrently with the other observers'."""
 
 
 _factories: list[Callable[[BatchPlan], BatchObserver | None]] = []
@@ -120,3 +129,44 @@ def notify(observers: list[BatchObserver], callback: str, *args: Any) -> None:
             getattr(observer, callback)(*args)
         except Exception:
             logger.exception("observer %s failed in %s", type(observer).__name__, callback)
+
+
+def end_batch(observers: list[BatchObserver], plan: BatchPlan, batch: BatchTestResult) -> None:
+    """Call every observer's ``on_batch_end`` and return when all have returned.
+
+    They run concurrently, each in the flow run's context: recording a batch
+    mostly waits (on the Prefect API, which is still recording the batch's
+    task runs, and on the MLflow store), and the flow run should not wait for
+    the sum of those waits. An observer starts after those its
+    ``batch_end_after`` names; one that raises is logged and ignored, and
+    those that follow it still run.
+    """
+    if len(observers) < 2:
+        notify(observers, "on_batch_end", plan, batch)
+        return
+    started: dict[str, list[Future[None]]] = {}
+
+    def end(observer: BatchObserver, after: list[Future[None]], context: contextvars.Context) -> None:
+        for future in after:
+            future.result()  # notify logs and swallows what an observer raises
+        context.run(notify, [observer], "on_batch_end", plan, batch)
+
+    with ThreadPoolExecutor(max_workers=len(observers), thread_name_prefix="wtb-batch-end") as pool:
+        # Submitted in dependency order (a name not yet seen is not waited for): no cycle can deadlock.
+        for observer in _after_first(observers):
+            after = [f for name in observer.batch_end_after for f in started.get(name, [])]
+            future = pool.submit(end, observer, after, contextvars.copy_context())
+            started.setdefault(type(observer).__name__, []).append(future)
+
+
+def _after_first(observers: list[BatchObserver]) -> list[BatchObserver]:
+    """``observers``, each after those its ``batch_end_after`` names (otherwise in their order)."""
+    ordered: list[BatchObserver] = []
+    pending = list(observers)
+    while pending:
+        waiting = {id(o) for o in pending if {type(p).__name__ for p in pending if p is not o} & set(o.batch_end_after)}
+        ready = [o for o in pending if id(o) not in waiting] or pending[:1]  # a cycle: broken in their order
+        for observer in ready:
+            pending.remove(observer)
+            ordered.append(observer)
+    return ordered

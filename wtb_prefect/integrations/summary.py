@@ -106,6 +106,8 @@ def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Pa
 class ReportObserver(BatchObserver):
     """Writes the batch's report and its Prefect summary when the batch ends."""
 
+    batch_end_after = ("MlflowObserver",)  # the report links the batch's MLflow runs
+
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
         if not batch.results or is_single_run():
             return
