@@ -4,6 +4,7 @@ the stop must not wait for its whole timeout because of it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -51,3 +52,51 @@ def test_a_zero_timeout_still_ends_the_group() -> None:
     process = _group("trap '' TERM; sleep 60 & wait")
     assert stop_process_group(process.pid, timeout=0.0) is True
     assert _gone(process.pid)
+
+
+def test_a_server_that_does_not_answer_in_time_is_stopped_not_left_behind(tmp_path) -> None:
+    """The start's timeout raises a typed error, and the server process it started is ended and reaped."""
+    import psutil
+    import pytest
+
+    from wtb_prefect.errors import ServiceError
+    from wtb_prefect.services.ports import free_port
+    from wtb_prefect.services.prefect_server import PrefectServer
+    from wtb_prefect.settings import WTBSettings
+
+    def servers() -> list[psutil.Process]:  # ours, zombies included
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if child.status() == psutil.STATUS_ZOMBIE or "_server_main" in " ".join(child.cmdline()):
+                    found.append(child)
+        return found
+
+    assert servers() == []
+    server = PrefectServer(WTBSettings(home=tmp_path))
+    with pytest.raises(ServiceError, match="did not answer"):
+        server.start(port=free_port(), timeout=1.0)  # far too short for Prefect's migrations
+    assert servers() == []
+    assert server.status() is None
+
+
+def test_a_server_that_ignores_sigterm_after_a_failed_start_is_killed(tmp_path, monkeypatch) -> None:
+    """A server process stuck past its start timeout (here a stand-in that ignores SIGTERM) is killed, not left running."""
+    import pytest
+
+    from wtb_prefect.errors import ServiceError
+    from wtb_prefect.services import prefect_server
+    from wtb_prefect.settings import WTBSettings
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def stuck_server(command, **kwargs):  # noqa: ANN001, ANN202 (Popen's signature)
+        started.append(real_popen(["bash", "-c", "trap '' TERM; sleep 60 & wait"], **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(prefect_server.subprocess, "Popen", stuck_server)
+    monkeypatch.setattr(prefect_server, "_FAILED_START_STOP_S", 1.0, raising=False)
+    with pytest.raises(ServiceError, match="did not answer"):
+        prefect_server.PrefectServer(WTBSettings(home=tmp_path)).start(timeout=1.0)
+    assert _gone(started[0].pid)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -58,6 +57,8 @@ class ServerInfo:
 # clean-up reconciling) poll every 30-60 s instead of every 5-20 s, which takes
 # an idle server from ~2% to below 1% of a core. The scheduler keeps its 60 s.
 # Set the same variables in the environment to override any of them.
+_FAILED_START_STOP_S = 10.0  # a server that never answered gets this long to end on SIGTERM
+
 _SERVER_TUNING = {
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
@@ -183,8 +184,7 @@ class PrefectServer:
                 _embedded_urls.add(info.url)
                 return info
             time.sleep(0.3)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        stop_process_group(process.pid, _FAILED_START_STOP_S)  # ended and reaped: nothing left holding the port
         tail = log_file.read_text(errors="replace")[-2000:]
         raise ServiceError(
             f"the Prefect server did not answer on port {port} within {timeout:.0f}s "
