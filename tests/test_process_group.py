@@ -64,19 +64,23 @@ def test_a_server_that_does_not_answer_in_time_is_stopped_not_left_behind(tmp_pa
     from wtb_prefect.services.prefect_server import PrefectServer
     from wtb_prefect.settings import WTBSettings
 
-    def servers() -> list[psutil.Process]:  # ours, zombies included
+    def servers(port: int) -> list[psutil.Process]:
+        """The server this test started (a child of this process, on ``port``), running or a zombie."""
         found = []
-        for child in psutil.Process().children(recursive=True):
+        for child in psutil.Process().children():
             with contextlib.suppress(psutil.Error):
-                if child.status() == psutil.STATUS_ZOMBIE or "_server_main" in " ".join(child.cmdline()):
+                if child.pid in before:
+                    continue  # the test session's own services
+                if child.status() == psutil.STATUS_ZOMBIE or f"--port {port}" in " ".join(child.cmdline()):
                     found.append(child)
         return found
 
-    assert servers() == []
+    before = {child.pid for child in psutil.Process().children()}
+    port = free_port()
     server = PrefectServer(WTBSettings(home=tmp_path))
     with pytest.raises(ServiceError, match="did not answer"):
-        server.start(port=free_port(), timeout=1.0)  # far too short for Prefect's migrations
-    assert servers() == []
+        server.start(port=port, timeout=1.0)  # far too short for Prefect's migrations
+    assert servers(port) == []
     assert server.status() is None
 
 
