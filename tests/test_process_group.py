@@ -9,7 +9,15 @@ import os
 import subprocess
 import time
 
+import psutil
+import pytest
+
+from wtb_prefect.errors import ServiceError
+from wtb_prefect.services import prefect_server
+from wtb_prefect.services.ports import free_port
+from wtb_prefect.services.prefect_server import PrefectServer
 from wtb_prefect.services.process_group import stop_process_group
+from wtb_prefect.settings import WTBSettings
 
 
 def _group(script: str) -> subprocess.Popen:
@@ -56,13 +64,6 @@ def test_a_zero_timeout_still_ends_the_group() -> None:
 
 def test_a_server_that_does_not_answer_in_time_is_stopped_not_left_behind(tmp_path) -> None:
     """The start's timeout raises a typed error, and the server process it started is ended and reaped."""
-    import psutil
-    import pytest
-
-    from wtb_prefect.errors import ServiceError
-    from wtb_prefect.services.ports import free_port
-    from wtb_prefect.services.prefect_server import PrefectServer
-    from wtb_prefect.settings import WTBSettings
 
     def servers(port: int) -> list[psutil.Process]:
         """The server this test started (a child of this process, on ``port``), running or a zombie."""
@@ -86,12 +87,6 @@ def test_a_server_that_does_not_answer_in_time_is_stopped_not_left_behind(tmp_pa
 
 def test_a_server_that_ignores_sigterm_after_a_failed_start_is_killed(tmp_path, monkeypatch) -> None:
     """A server process stuck past its start timeout (here a stand-in that ignores SIGTERM) is killed, not left running."""
-    import pytest
-
-    from wtb_prefect.errors import ServiceError
-    from wtb_prefect.services import prefect_server
-    from wtb_prefect.settings import WTBSettings
-
     started: list[subprocess.Popen] = []
     real_popen = subprocess.Popen
 
@@ -100,7 +95,7 @@ def test_a_server_that_ignores_sigterm_after_a_failed_start_is_killed(tmp_path, 
         return started[-1]
 
     monkeypatch.setattr(prefect_server.subprocess, "Popen", stuck_server)
-    monkeypatch.setattr(prefect_server, "_FAILED_START_STOP_S", 1.0, raising=False)
+    monkeypatch.setattr(prefect_server, "_FAILED_START_STOP_S", 1.0)
     with pytest.raises(ServiceError, match="did not answer"):
         prefect_server.PrefectServer(WTBSettings(home=tmp_path)).start(timeout=1.0)
     assert _gone(started[0].pid)

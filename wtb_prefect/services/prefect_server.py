@@ -47,6 +47,8 @@ class ServerInfo:
         return self.url.removesuffix("/api")
 
 
+_FAILED_START_STOP_S = 10.0  # a server that never answered gets this long to end on SIGTERM
+
 # A batch produces many short task runs. On a 2-core machine the server's
 # event pipeline, record by record, costs more CPU than the nodes themselves;
 # batching the recorders and switching off automations (triggers) cut its CPU
@@ -57,8 +59,6 @@ class ServerInfo:
 # clean-up reconciling) poll every 30-60 s instead of every 5-20 s, which takes
 # an idle server from ~2% to below 1% of a core. The scheduler keeps its 60 s.
 # Set the same variables in the environment to override any of them.
-_FAILED_START_STOP_S = 10.0  # a server that never answered gets this long to end on SIGTERM
-
 _SERVER_TUNING = {
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
