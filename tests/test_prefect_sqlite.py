@@ -22,7 +22,7 @@ from prefect.server.database import orm_models
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import CacheStats
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from wtb_prefect.services.prefect_sqlite import executemany_inserts
 
@@ -62,8 +62,8 @@ FLUSHES = [
 ]
 
 
-async def _write(path: Path) -> tuple[list[tuple], list[tuple[CacheStats, int, bool]]]:
-    """Run the flushes; the table's rows and, per statement sent, its cache outcome and whether it was executemany."""
+def _recording_engine(path: Path) -> tuple[AsyncEngine, list[tuple[CacheStats, int, bool]]]:
+    """An engine on a SQLite file, and the list it fills, per INSERT sent: cache outcome, rows, executemany."""
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
     sent: list[tuple[CacheStats, int, bool]] = []
 
@@ -72,6 +72,12 @@ async def _write(path: Path) -> tuple[list[tuple], list[tuple[CacheStats, int, b
         if statement.startswith("INSERT"):
             sent.append((context.cache_hit, len(context.compiled_parameters), executemany))
 
+    return engine, sent
+
+
+async def _write(path: Path) -> tuple[list[tuple], list[tuple[CacheStats, int, bool]]]:
+    """Run the flushes; the table's rows and, per statement sent, its cache outcome and whether it was executemany."""
+    engine, sent = _recording_engine(path)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     async with AsyncSession(engine) as session:
@@ -115,14 +121,7 @@ async def _write_task_run_states(path: Path, flushes: list[int]) -> tuple[int, l
     Prefect inserts on its ORM models (``insert(db.TaskRunState).values([...])``),
     where SQLAlchemy keeps each row keyed by the model's columns rather than by name.
     """
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    sent: list[tuple[CacheStats, int, bool]] = []
-
-    @sa.event.listens_for(engine.sync_engine, "after_cursor_execute")
-    def _seen(conn, cursor, statement, parameters, context: DefaultExecutionContext, executemany: bool) -> None:
-        if statement.startswith("INSERT"):
-            sent.append((context.cache_hit, len(context.compiled_parameters), executemany))
-
+    engine, sent = _recording_engine(path)
     table = orm_models.TaskRunState.__table__
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync: orm_models.Base.metadata.create_all(sync, tables=[table]))
