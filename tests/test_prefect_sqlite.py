@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -115,11 +116,14 @@ def test_without_it_each_flush_compiles_a_new_statement(tmp_path: Path) -> None:
     assert all(hit != CacheStats.CACHE_HIT and not executemany for hit, _, executemany in sent)
 
 
-async def _write_task_run_states(path: Path, flushes: list[int]) -> tuple[int, list[tuple[CacheStats, int, bool]]]:
+async def _write_task_run_states(
+    path: Path, flushes: list[int], created: Any = None
+) -> tuple[int, list[tuple[CacheStats, int, bool]]]:
     """Write ``flushes`` (row counts) of task-run states as Prefect's task-run recorder does.
 
     Prefect inserts on its ORM models (``insert(db.TaskRunState).values([...])``),
     where SQLAlchemy keeps each row keyed by the model's columns rather than by name.
+    ``created`` is each row's creation time (None: now, as a value).
     """
     engine, sent = _recording_engine(path)
     table = orm_models.TaskRunState.__table__
@@ -135,7 +139,7 @@ async def _write_task_run_states(path: Path, flushes: list[int]) -> tuple[int, l
                     "type": "COMPLETED",
                     "name": "Completed",
                     "timestamp": now,
-                    "created": now,
+                    "created": now if created is None else created,
                 }
                 for _ in range(count)
             ]
@@ -152,3 +156,10 @@ def test_prefects_own_orm_inserts_are_sent_as_one_compiled_executemany(tmp_path:
     assert stored == 10
     assert [(rows, executemany) for _, rows, executemany in sent] == [(2, True), (3, True), (5, True)]
     assert [hit for hit, _, _ in sent] == [CacheStats.CACHE_MISS, CacheStats.CACHE_HIT, CacheStats.CACHE_HIT]
+
+
+def test_rows_holding_an_sql_expression_keep_the_multi_row_insert(tmp_path: Path, patched_session: None) -> None:
+    """An SQL expression cannot be an executemany parameter: such a statement is sent as it was built."""
+    stored, sent = asyncio.run(_write_task_run_states(tmp_path / "expr.sqlite", [2, 3], created=sa.func.now()))
+    assert stored == 5
+    assert [(rows, executemany) for _, rows, executemany in sent] == [(1, False), (1, False)]

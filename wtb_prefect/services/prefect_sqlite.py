@@ -52,6 +52,7 @@ def executemany_inserts() -> None:
     """
     from sqlalchemy.dialects.sqlite import Insert
     from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.sql.expression import ClauseElement
 
     original = AsyncSession.execute
     if getattr(original, "_wtb_executemany", False):
@@ -66,7 +67,8 @@ def executemany_inserts() -> None:
         return await original(self, statement, params, *args, **kwargs)
 
     def _multi_rows(statement: Any) -> list[dict[str, Any]] | None:
-        """The rows of a multi-row SQLite ``INSERT`` whose rows all name the same columns, else None."""
+        """The rows of a multi-row SQLite ``INSERT`` whose rows all name the same columns and hold
+        plain values (an SQL expression cannot be an executemany parameter), else None."""
         if not isinstance(statement, Insert) or len(getattr(statement, "_multi_values", ())) != 1:
             return None
         if statement._returning or statement._values or statement._select_names:
@@ -76,6 +78,8 @@ def executemany_inserts() -> None:
             return None
         keys = rows[0].keys()
         if any(row.keys() != keys for row in rows):
+            return None
+        if any(isinstance(value, ClauseElement) for row in rows for value in row.values()):
             return None
         # An ORM insert (Prefect's: ``insert(db.TaskRun).values(...)``) holds its rows keyed by
         # the columns themselves; the executemany parameters are keyed by the columns' keys.
