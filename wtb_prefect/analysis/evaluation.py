@@ -48,7 +48,13 @@ def lower_is_better(name: str) -> bool:
 
 def metric_values(results: Sequence[ExecutionResult], name: str) -> list[float]:
     """The values of metric ``name`` over ``results`` (latencies of completed executions only)."""
-    return [r.metrics[name] for r in results if name in r.metrics and (r.status == "completed" or not is_latency(name))]
+    return _values([(r, r.metrics) for r in results], name)
+
+
+def _values(measured: Sequence[tuple[ExecutionResult, dict[str, float]]], name: str) -> list[float]:
+    """:func:`metric_values` over ``(result, result.metrics)`` pairs (``metrics`` builds a new dict at each read)."""
+    latency = is_latency(name)
+    return [m[name] for r, m in measured if name in m and (not latency or r.status == "completed")]
 
 
 def aggregate_metrics(results: Sequence[ExecutionResult], confidence: float = 0.95) -> dict[str, float]:
@@ -68,10 +74,11 @@ def aggregate_metrics(results: Sequence[ExecutionResult], confidence: float = 0.
     figures["error_rate"] = sum(r.status == "failed" for r in results) / len(results)
     for evaluator in sorted({n for r in results for n in r.evaluator_errors}):
         figures[f"evaluator_errors.{evaluator}"] = float(sum(evaluator in r.evaluator_errors for r in results))
-    names = sorted({name for r in results for name in r.metrics} - {"success", "error"})
+    measured = [(r, r.metrics) for r in results]
+    names = sorted({name for _, m in measured for name in m} - {"success", "error"})
     tag = f"ci{round(confidence * 100)}"
     for name in names:
-        values = metric_values(results, name)
+        values = _values(measured, name)
         if not values:
             continue
         if is_latency(name):
