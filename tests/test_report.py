@@ -248,6 +248,21 @@ def test_prefect_summary_names_the_best_variant_and_links_the_report(report_batc
     assert "retriever=paris_rome" in markdown and "Against `default`" in markdown
 
 
+def test_batch_end_report_links_the_runs_mlflow_recorded(report_batch, report_file):
+    """The report written as the batch ends takes its MLflow runs from what the batch recorded;
+    `wtb report` (a batch rebuilt from the index, no record) finds the same runs in the store."""
+    from wtb_prefect.integrations.report import find_links, load_batch
+
+    recorded = report_batch.tracking["mlflow"]
+    at_end, rebuilt = find_links(report_batch), find_links(load_batch(report_batch.batch_id))
+    assert at_end.mlflow_runs == rebuilt.mlflow_runs == recorded["child_run_ids"]
+    assert at_end.mlflow_parent_run_id == rebuilt.mlflow_parent_run_id == recorded["parent_run_id"]
+    assert at_end.mlflow_experiment_id == rebuilt.mlflow_experiment_id is not None
+    html = Path(report_batch.tracking["report"]).read_text()
+    for run_id in recorded["child_run_ids"].values():
+        assert f"/#/experiments/{at_end.mlflow_experiment_id}/runs/{run_id}" in html
+
+
 def test_single_run_writes_no_summary_nor_report(bench, wtb_home):
     bench.register_project(report_graphs.report_project("report_single"))
     result = bench.run(project="report_single", initial_state={"question": report_graphs.CASES[0]["question"]})

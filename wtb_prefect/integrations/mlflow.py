@@ -223,6 +223,7 @@ class MlflowObserver(BatchObserver):
     def __init__(self, settings: WTBSettings | None = None) -> None:
         self.settings = settings or get_settings()
         self.uri = tracking_uri(self.settings)
+        self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.child_run_ids: dict[str, str] = {}
         self._client: MlflowClient | None = None
@@ -254,7 +255,7 @@ class MlflowObserver(BatchObserver):
         from mlflow.entities import Param
 
         client = mlflow_client(self.uri)
-        experiment_id = _experiment_id(client, plan.project.name, artifact_root(self.settings))
+        experiment_id = self.experiment_id = _experiment_id(client, plan.project.name, artifact_root(self.settings))
         tags = {"wtb.project": plan.project.name, "wtb.batch_id": plan.batch_id, "wtb.kind": "batch"}
         if flow_run is not None:
             tags["prefect.flow_run_id"], tags["prefect.flow_run_name"] = flow_run
@@ -340,6 +341,7 @@ class MlflowObserver(BatchObserver):
         client.set_terminated(self.parent_run_id, "FINISHED")
         batch.tracking["mlflow"] = {
             "tracking_uri": self.uri,
+            "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_run_id,
             "child_run_ids": dict(self.child_run_ids),
         }

@@ -448,10 +448,16 @@ def find_links(
         return links
     from wtb_prefect.integrations import mlflow as mlflow_tracking
 
-    uri = batch.tracking.get("mlflow", {}).get("tracking_uri") or mlflow_tracking.tracking_uri(settings)
+    recorded = batch.tracking.get("mlflow", {})
+    uri = recorded.get("tracking_uri") or mlflow_tracking.tracking_uri(settings)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return links  # nothing recorded, and reading would create an empty store
     links.mlflow_ui = mlflow_ui or (uri.rstrip("/") if uri.startswith(("http://", "https://")) else MLFLOW_UI_DEFAULT)
+    if recorded.get("experiment_id") and recorded.get("parent_run_id"):  # this process recorded it: no query
+        links.mlflow_experiment_id = recorded["experiment_id"]
+        links.mlflow_parent_run_id = recorded["parent_run_id"]
+        links.mlflow_runs = dict(recorded.get("child_run_ids", {}))
+        return links
     try:
         _mlflow_runs(mlflow_tracking.mlflow_client(uri), batch, links)
     except Exception:  # a store that does not answer: the report goes without MLflow links
