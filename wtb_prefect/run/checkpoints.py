@@ -7,7 +7,9 @@ Storage:
   (nothing survives it: no resume in another process, no crash recovery).
 * ``sqlite`` (default): ``SqliteSaver`` on ``checkpoints.sqlite`` in the
   project's state folder (or the file ``checkpoint_url`` names), in WAL mode
-  with a busy timeout, so concurrent executions and several processes share it.
+  with a busy timeout, so concurrent executions and several processes share it;
+  the writes of a process's concurrent executions are committed together
+  (:class:`~wtb_prefect.run.sqlite_saver.GroupCommitSqliteSaver`).
 * ``postgres``: ``PostgresSaver`` on a connection pool to ``checkpoint_url``
   (e.g. ``postgresql://postgres@127.0.0.1:5432/test``).
 
@@ -81,7 +83,7 @@ def _open(storage: str, config: ExecutionConfig, state_dir: Path) -> Any:
     if storage == "memory":
         return InMemorySaver()
     if storage == "sqlite":
-        from langgraph.checkpoint.sqlite import SqliteSaver
+        from wtb_prefect.run.sqlite_saver import GroupCommitSqliteSaver
 
         path = Path(config.checkpoint_url) if config.checkpoint_url else state_dir / "checkpoints.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +94,7 @@ def _open(storage: str, config: ExecutionConfig, state_dir: Path) -> Any:
         # needs) without an fsync per checkpoint, which serialized every
         # concurrent execution behind the saver's lock.
         conn.execute("PRAGMA synchronous=NORMAL")
-        saver = SqliteSaver(conn)
+        saver = GroupCommitSqliteSaver(conn)
         saver.setup()
         return saver
     from langgraph.checkpoint.postgres import PostgresSaver
