@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, TypedDict
 
@@ -44,8 +45,11 @@ def _put_from_threads(saver: GroupCommitSqliteSaver, thread_ids: list[str]) -> d
     with saver.lock:  # the writer waits here: every put queues behind it
         for thread in threads:
             thread.start()
-        while saver._pending.qsize() < len(thread_ids) - 1:  # the writer holds the first
-            threading.Event().wait(0.01)
+        # The writer holds the first put(s) it found; the rest queue. Bounded: if it took more
+        # than one, the queue never reaches n - 1, and the test goes on after the deadline.
+        deadline = time.monotonic() + 10
+        while saver._pending.qsize() < len(thread_ids) - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
     for thread in threads:
         thread.join(30)
     return outcomes
