@@ -27,6 +27,11 @@ the CPU per node, by process, of the WTB and bare-Prefect 100 ms batches.
 
     uv run python benchmarks/dispatch.py [--repeat 3]
     uv run python benchmarks/dispatch.py --lanes [--repeat 3]
+    uv run python benchmarks/dispatch.py --split [--repeat 3]
+
+With ``--split``: the 100 ms row at 100 and 300 executions, alternating, to
+tell what each node costs (CPU by process, wall time) from what each batch
+costs once; the executions' efficiency at any batch size follows.
 """
 
 from __future__ import annotations
@@ -379,12 +384,86 @@ def lane_rows(args) -> None:
             )
 
 
+def _settle(limit_s: float = 20.0) -> None:
+    """Wait until the Prefect server has recorded what it was sent (its CPU idle for 0.5 s)."""
+    import psutil
+
+    servers = [p for p in psutil.process_iter(["cmdline"]) if _process_kind(p, 0) == "Prefect server"]
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = sum(p.cpu_times().user + p.cpu_times().system for p in servers)
+        time.sleep(0.5)
+        if sum(p.cpu_times().user + p.cpu_times().system for p in servers) - before < 0.025:
+            return
+
+
+def cost_split(args) -> None:
+    """Per node or per batch? The 100 ms row at 100 and 300 executions, alternating.
+
+    The difference between the two sizes is what each further node costs (CPU
+    by process, wall time); what is left at 100 executions is the batch's fixed
+    cost (its flow run, its records at the end). Efficiency at any size follows:
+    ideal / (fixed wall + executions x marginal wall per execution).
+    """
+    sizes = (100, 300)
+    seconds, concurrency = 0.1, 20
+    with services():
+        from wtb_prefect import WTBTestBench
+
+        bench = WTBTestBench()
+        bench.register_project(_llm_project("bench_llm_20", concurrency))
+        bench.run_batch_test("bench_llm_20", [{}], warm_cases(concurrency), parallelism=concurrency)
+        runs: dict[int, list[tuple[float, dict[str, float]]]] = {n: [] for n in sizes}
+        for _ in range(args.repeat):
+            for n in sizes:
+                cases = [{"x": i, "s": seconds} for i in range(n)]
+                run = functools.partial(bench.run_batch_test, "bench_llm_20", [{}], cases, parallelism=concurrency)
+                _settle()  # the previous batch's events recorded: each batch pays for its own
+                before = cpu_seconds()
+                start = time.perf_counter()
+                run()
+                wall = time.perf_counter() - start
+                _settle()
+                after = cpu_seconds()
+                cpu_ms = {k: 1000 * (after[k] - before.get(k, 0.0)) for k in after}
+                runs[n].append((wall, cpu_ms))
+    small, large = sizes
+    nodes = 3 * (large - small)
+
+    def cpu(n: int, kind: str) -> float:
+        return statistics.median(cpu_ms.get(kind, 0.0) for _, cpu_ms in runs[n])
+
+    def wall(n: int) -> float:
+        return statistics.median(seconds_ for seconds_, _ in runs[n])
+
+    print(
+        f"\n== per node or per batch: {seconds * 1000:g} ms nodes x {concurrency} at once, {small} and {large} executions =="
+    )
+    print(f"{'process':14s} {'ms per node':>12s} {'s per batch':>12s}")
+    for kind, short in _SHORT_KINDS.items():
+        marginal = (cpu(large, kind) - cpu(small, kind)) / nodes
+        fixed = cpu(small, kind) - 3 * small * marginal
+        print(f"{short:14s} {marginal:12.1f} {fixed / 1000:12.2f}")
+    wall_small, wall_large = wall(small), wall(large)
+    per_execution = (wall_large - wall_small) / (large - small)
+    fixed_wall = wall_small - small * per_execution
+    print(f"wall: {per_execution * 1000:.1f} ms per execution, {fixed_wall:.2f} s per batch;")
+    print(
+        f"efficiency of the executions alone at any size: {3 * seconds / concurrency / per_execution:.2f}"
+        f" (end to end at {small}: {3 * seconds * small / concurrency / wall_small:.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--lanes", action="store_true", help="the LLM-shaped rows on I/O lanes (issue 15)")
+    parser.add_argument("--split", action="store_true", help="the 100 ms row's cost per node and per batch")
     args = parser.parse_args()
+    if args.split:
+        cost_split(args)
+        return
     if args.lanes:
         lane_rows(args)
         return
