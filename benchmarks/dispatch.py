@@ -230,13 +230,23 @@ def prefect_tasks_batch(cases, concurrency):
     return asyncio.run(batch(cases))
 
 
-def _cpu_per_node(fn, nodes: int) -> tuple[object, float, dict[str, float]]:
-    """What ``fn()`` returns, its wall seconds and the CPU ms per node each kind of process spent on it."""
+def _cpu_per_node(fn, nodes: int, settle: bool = False) -> tuple[object, float, dict[str, float]]:
+    """What ``fn()`` returns, its wall seconds and the CPU ms per node each kind of process spent on it.
+
+    The server records what the batch sent it after the batch: 1.5 s are left
+    for that, or with ``settle`` the server is waited for until idle, before
+    the batch as well (batches of different sizes each pay for their own).
+    """
+    if settle:
+        _settle()
     before = cpu_seconds()
     start = time.perf_counter()
     result = fn()
     wall = time.perf_counter() - start
-    time.sleep(1.5)  # the server records what the batch sent it
+    if settle:
+        _settle()
+    else:
+        time.sleep(1.5)
     after = cpu_seconds()
     return result, wall, {k: 1000 * (after[k] - before.get(k, 0.0)) / nodes for k in after}
 
@@ -418,14 +428,7 @@ def cost_split(args) -> None:
             for n in sizes:
                 cases = [{"x": i, "s": seconds} for i in range(n)]
                 run = functools.partial(bench.run_batch_test, "bench_llm_20", [{}], cases, parallelism=concurrency)
-                _settle()  # the previous batch's events recorded: each batch pays for its own
-                before = cpu_seconds()
-                start = time.perf_counter()
-                run()
-                wall = time.perf_counter() - start
-                _settle()
-                after = cpu_seconds()
-                cpu_ms = {k: 1000 * (after[k] - before.get(k, 0.0)) for k in after}
+                _, wall, cpu_ms = _cpu_per_node(run, 1, settle=True)  # per batch
                 runs[n].append((wall, cpu_ms))
     small, large = sizes
     nodes = 3 * (large - small)
