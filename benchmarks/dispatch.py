@@ -230,23 +230,20 @@ def prefect_tasks_batch(cases, concurrency):
     return asyncio.run(batch(cases))
 
 
-def _cpu_per_node(fn, nodes: int, settle: bool = False) -> tuple[object, float, dict[str, float]]:
+def _cpu_per_node(fn, nodes: int) -> tuple[object, float, dict[str, float]]:
     """What ``fn()`` returns, its wall seconds and the CPU ms per node each kind of process spent on it.
 
-    The server records what the batch sent it after the batch: 1.5 s are left
-    for that, or with ``settle`` the server is waited for until idle, before
-    the batch as well (batches of different sizes each pay for their own).
+    The server records what a batch sent it after the batch: it is waited for
+    until idle before and after ``fn()``, so each batch pays for its own
+    recording and none of the one before (a fixed wait was not enough after a
+    large batch).
     """
-    if settle:
-        _settle()
+    _settle()
     before = cpu_seconds()
     start = time.perf_counter()
     result = fn()
     wall = time.perf_counter() - start
-    if settle:
-        _settle()
-    else:
-        time.sleep(1.5)
+    _settle()
     after = cpu_seconds()
     return result, wall, {k: 1000 * (after[k] - before.get(k, 0.0)) / nodes for k in after}
 
@@ -428,7 +425,7 @@ def cost_split(args) -> None:
             for n in sizes:
                 cases = [{"x": i, "s": seconds} for i in range(n)]
                 run = functools.partial(bench.run_batch_test, "bench_llm_20", [{}], cases, parallelism=concurrency)
-                _, wall, cpu_ms = _cpu_per_node(run, 1, settle=True)  # per batch
+                _, wall, cpu_ms = _cpu_per_node(run, 1)  # per batch
                 runs[n].append((wall, cpu_ms))
     small, large = sizes
     nodes = 3 * (large - small)
