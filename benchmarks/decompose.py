@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _dispatch_graphs as g  # noqa: E402
 from _services import services  # noqa: E402
-from dispatch import _SHORT_KINDS, _cpu_per_node  # noqa: E402
+from dispatch import _cpu_per_node, cpu_cells  # noqa: E402
 
 SECONDS, CONCURRENCY, EXECUTIONS = 0.1, 20, 100
 STEPS = [  # (label, Prefect task runs, Ray actor, checkpoints)
@@ -131,11 +131,7 @@ def main() -> None:
                     assert [s["x"] for s in out] == [c["x"] + 6 for c in cases]
                     walls.append(wall)
                     cpu.append(per_node)
-                cells = "  ".join(
-                    f"{short} {statistics.median(c.get(kind, 0.0) for c in cpu):5.1f}"
-                    for kind, short in _SHORT_KINDS.items()
-                )
-                print(f"{label:32s} efficiency {ideal / statistics.median(walls):4.2f}  {cells}", flush=True)
+                print(f"{label:32s} efficiency {ideal / statistics.median(walls):4.2f}  {cpu_cells(cpu)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -256,13 +256,17 @@ _SHORT_KINDS = {  # kind of process (see _process_kind) -> column name
 }
 
 
+def cpu_cells(runs: list[dict[str, float]]) -> str:
+    """The median CPU ms per node of each kind of process over ``runs``, one cell each."""
+    return "  ".join(
+        f"{short} {statistics.median(r.get(kind, 0.0) for r in runs):5.1f}" for kind, short in _SHORT_KINDS.items()
+    )
+
+
 def _print_cpu(label: str, runs: list[dict[str, float]]) -> None:
     """One line: the median CPU ms per node of each kind of process, and of all of them."""
-    cells = [
-        f"{short} {statistics.median(r.get(kind, 0.0) for r in runs):5.1f}" for kind, short in _SHORT_KINDS.items()
-    ]
     total = statistics.median(sum(r.values()) for r in runs)
-    print(f"  {label:20s} {'  '.join(cells)}  all {total:5.1f} ms")
+    print(f"  {label:20s} {cpu_cells(runs)}  all {total:5.1f} ms")
 
 
 def _ray_workers():
@@ -393,14 +397,11 @@ def lane_rows(args) -> None:
 
 def _settle(limit_s: float = 20.0) -> None:
     """Wait until the Prefect server has recorded what it was sent (its CPU idle for 0.5 s)."""
-    import psutil
-
-    servers = [p for p in psutil.process_iter(["cmdline"]) if _process_kind(p, 0) == "Prefect server"]
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        before = sum(p.cpu_times().user + p.cpu_times().system for p in servers)
+        before = cpu_seconds().get("Prefect server", 0.0)
         time.sleep(0.5)
-        if sum(p.cpu_times().user + p.cpu_times().system for p in servers) - before < 0.025:
+        if cpu_seconds().get("Prefect server", 0.0) - before < 0.025:
             return
 
 
