@@ -11,6 +11,7 @@ import grimp
 import wtb_prefect
 
 SUBPACKAGES = [
+    "testing",
     "cli",
     "bench",
     "integrations",
@@ -24,6 +25,7 @@ SUBPACKAGES = [
     "settings",
     "config",
     "plugins",
+    "pricing",
     "errors",
 ]
 
