@@ -18,6 +18,7 @@ __all__ = [
     "ExecutionConfig",
     "FileTrackingConfig",
     "NodeResourceConfig",
+    "RaceConfig",
     "RayConfig",
     "parse_memory",
 ]
@@ -278,3 +279,64 @@ class ExecutionConfig(_Config):
                 "checkpoint_storage='postgres' needs checkpoint_url, e.g. 'postgresql://user@127.0.0.1:5432/db'"
             )
         return self
+
+
+class RaceConfig(_Config):
+    """Racing the variants of a batch (``run_batch_test(race=...)``, YAML ``race:``, CLI ``--race``).
+
+    Cases run round by round in an order seeded by ``seed``, every surviving
+    variant on the same case; after each round the variants the evidence has
+    decided stop (anytime-valid tests, :mod:`wtb_prefect.analysis.racing`).
+    ``goal="best"`` looks for the best variant on ``primary_metric`` within
+    ``epsilon``; ``goal="baseline"`` decides every variant against the
+    baseline. ``alpha`` bounds the chance that any verdict of the race is
+    wrong. ``max_cases`` caps the cases (None: all of them); no variant stops
+    before ``min_cases``.
+
+    Sequential repetitions: with ``repetition_threshold`` set, the batch's
+    ``repetitions`` is a maximum and each (variant, case) cell stops repeating
+    once its pass rate is decided against the threshold (``flaky`` when still
+    undecided at the maximum). Bad values raise
+    :class:`~wtb_prefect.errors.ConfigError` naming the field and the fix.
+    """
+
+    goal: Literal["best", "baseline"] = "best"
+    primary_metric: str = Field(default="success", min_length=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    epsilon: float = Field(default=0.02, ge=0)
+    max_cases: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    min_cases: int = Field(default=10, ge=1)
+    baseline: str | None = None
+    """The baseline's variant label (None: the matrix's first combination)."""
+    repetition_threshold: float | None = Field(default=None, gt=0, lt=1)
+    repetition_margin: float = Field(default=0.0, ge=0)
+    """Half-width of the indifference zone around ``repetition_threshold``."""
+
+    def __init__(self, **data: Any) -> None:
+        from pydantic import ValidationError
+
+        from wtb_prefect.errors import ConfigError
+
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error["loc"]) or "race"
+            raise ConfigError(
+                f"race.{name}", f"is {error.get('input')!r} ({error['msg']})", _RACE_FIXES.get(name, "see RaceConfig")
+            ) from None
+
+
+_RACE_FIXES = {
+    "goal": "use 'best' or 'baseline'",
+    "alpha": "give a level strictly between 0 and 1, e.g. 0.05",
+    "epsilon": "give 0 or a positive indifference zone in the metric's unit, e.g. 0.02",
+    "max_cases": "give a positive number of cases, or None for all",
+    "min_cases": "give at least 1",
+    "primary_metric": "name a metric of the project: success, run_s or an evaluator",
+    "repetition_threshold": "give a pass rate strictly between 0 and 1, e.g. 0.8, or None",
+    "repetition_margin": "give 0 or a small positive margin",
+    "seed": "give a whole number",
+    "baseline": "give a variant label or None",
+}
