@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test up down status server-stop
+.PHONY: setup demo test test-unit up down status server-stop
 
 setup:
 	bash scripts/setup.sh
@@ -9,6 +9,10 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest
+
+# The fast subset: no Prefect server, no Ray cluster (a unit test that starts one fails).
+test-unit: setup
+	.venv/bin/python -m pytest -m "not integration"
 
 server-stop:
 	.venv/bin/wtb server stop

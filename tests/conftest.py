@@ -1,14 +1,67 @@
-"""One real Prefect server and one real Ray cluster for the whole test session."""
+"""One real Prefect server and one real Ray cluster for the whole test session.
+
+Every test that uses them (through ``prefect_api``, ``ray_cluster`` or
+``bench``) is marked ``integration`` here, at collection; tests that start
+services another way (CLI subprocesses, deployments, ``wtb up``) carry the mark
+in their module. ``pytest -m "not integration"`` is the fast subset, and a test
+not marked integration that starts a service anyway fails: see
+:mod:`tests.support.service_guard`.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import service_guard
 from wtb_prefect.services.ports import free_port
+
+SERVICE_FIXTURES = frozenset({"prefect_api", "ray_cluster", "bench"})
+"""Fixtures that start (or stand on) the session's Prefect server and Ray cluster."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by ``-m``
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``integration`` every test whose fixture closure reaches a service fixture."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """In a test not marked integration, starting a service raises, from setup to teardown and in its children."""
+    if item.get_closest_marker("integration") is not None:
+        return (yield)
+    saved = {name: os.environ.get(name) for name in (service_guard.ENV_VAR, "PYTHONPATH")}
+    os.environ[service_guard.ENV_VAR] = item.nodeid
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(service_guard.SITE_DIR), saved["PYTHONPATH"]]))
+    ray = sys.modules.get("ray")  # joining a running cluster spawns no process, so the Popen guard would not see it
+    ray_init = getattr(ray, "init", None)
+    if ray is not None:
+        ray.init = _refuse_ray_init
+    service_guard.install()
+    try:
+        return (yield)
+    finally:
+        service_guard.uninstall()
+        if ray is not None:
+            ray.init = ray_init
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _refuse_ray_init(*args: object, **kwargs: object) -> None:
+    raise service_guard.ServiceInUnitTest(
+        f"unit test {os.environ.get(service_guard.ENV_VAR)} called ray.init: mark it integration"
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

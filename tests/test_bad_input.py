@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import graphs
 import pydantic
 import pytest
 
+from tests.graphs import langgraph_features
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, WorkflowProject
 from wtb_prefect.config import parse_memory
 from wtb_prefect.errors import (
@@ -21,11 +21,11 @@ from wtb_prefect.errors import (
 def _rag(name: str = "bad_rag", **execution) -> WorkflowProject:
     project = WorkflowProject(
         name=name,
-        graph_factory=graphs.rag_graph,
-        state_schema=graphs.RAGState,
+        graph_factory=langgraph_features.rag_graph,
+        state_schema=langgraph_features.RAGState,
         execution=ExecutionConfig(default_node_resources=NodeResourceConfig(num_cpus=0.25, memory="64MB"), **execution),
     )
-    project.register_variant(node="retriever", name="prefix", implementation=graphs.prefix_retriever)
+    project.register_variant(node="retriever", name="prefix", implementation=langgraph_features.prefix_retriever)
     return project
 
 
@@ -65,26 +65,26 @@ def test_unknown_config_field_is_rejected():
 
 def test_graph_factory_must_return_a_compiled_graph():
     with pytest.raises(GraphFactoryError, match=r"\.compile\(\)"):
-        WorkflowProject(name="uncompiled", graph_factory=graphs.uncompiled_graph)
+        WorkflowProject(name="uncompiled", graph_factory=langgraph_features.uncompiled_graph)
 
 
 def test_workflow_variant_factory_must_return_a_compiled_graph():
     project = _rag()
     with pytest.raises(GraphFactoryError, match="workflow variant 'broken'"):
-        project.register_workflow_variant(name="broken", graph_factory=graphs.uncompiled_graph)
+        project.register_workflow_variant(name="broken", graph_factory=langgraph_features.uncompiled_graph)
 
 
 def test_variant_for_a_node_the_graph_does_not_have():
     project = _rag()
     with pytest.raises(UnknownNodeError, match="reranker") as info:
-        project.register_variant(node="reranker", name="x", implementation=graphs.reranker)
+        project.register_variant(node="reranker", name="x", implementation=langgraph_features.reranker)
     assert "Nodes:" in str(info.value) and "Fix:" in str(info.value)
 
 
 def test_variant_for_a_node_of_a_workflow_variant_is_accepted():
     project = _rag()
-    project.register_workflow_variant(name="with_reranker", graph_factory=graphs.rag_with_reranker_graph)
-    project.register_variant(node="reranker", name="identity", implementation=graphs.reranker)
+    project.register_workflow_variant(name="with_reranker", graph_factory=langgraph_features.rag_with_reranker_graph)
+    project.register_variant(node="reranker", name="identity", implementation=langgraph_features.reranker)
     assert project.list_variants("reranker") == {"reranker": ["identity"]}
 
 
@@ -117,7 +117,7 @@ def test_state_that_does_not_validate(bench, state, match):
 
 
 def test_typeddict_state_with_a_wrong_type(bench):
-    bench.register_project(WorkflowProject(name="bad_fan", graph_factory=graphs.parallel_graph))
+    bench.register_project(WorkflowProject(name="bad_fan", graph_factory=langgraph_features.parallel_graph))
     with pytest.raises(StateValidationError, match="x"):
         bench.run(project="bad_fan", initial_state={"x": "three"})
 
@@ -154,7 +154,10 @@ def test_unsatisfiable_resources_fail_before_any_work(bench, resources, field):
 def test_variant_resources_are_checked_too(bench):
     project = _rag(name="bad_variant_resources")
     project.register_variant(
-        node="generator", name="gpu", implementation=graphs.generator, resources=NodeResourceConfig(num_gpus=1)
+        node="generator",
+        name="gpu",
+        implementation=langgraph_features.generator,
+        resources=NodeResourceConfig(num_gpus=1),
     )
     bench.register_project(project)
     with pytest.raises(ResourceUnsatisfiableError, match="variant generator=gpu"):

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import time
 
-import ctl_graphs
-from test_control import _name, _state, running_execution, start_in_thread
+from tests.graphs import marked_steps
+from tests.test_control import _name, _state, running_execution, start_in_thread
 
 
 def test_memory_storage_keeps_checkpoints_in_the_process(bench, tmp_path):
     name = _name("ckpt_memory")
-    bench.register_project(ctl_graphs.make_project(name, "memory"))
+    bench.register_project(marked_steps.make_project(name, "memory"))
     result = bench.run(name, _state(tmp_path))
     assert result.status == "completed"
-    assert {k: result.final_state[k] for k in ("x", "log")} == ctl_graphs.expected_final()
+    assert {k: result.final_state[k] for k in ("x", "log")} == marked_steps.expected_final()
     assert [c.nodes for c in bench.get_checkpoints(result.execution_id)] == [("d",), ("c",), ("b",), ("a",), (), ()]
 
 
 def test_sqlite_storage_under_concurrent_executions(bench, tmp_path):
     name = _name("ckpt_sqlite_batch")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     cases = [_state(tmp_path, x=i) for i in range(6)]
     batch = bench.run_batch_test(name, [{}], cases, parallelism=3)
     assert [r.status for r in batch] == ["completed"] * 6
     for i, result in enumerate(batch):
-        assert result.final_state["x"] == ctl_graphs.expected_final(i)["x"]
+        assert result.final_state["x"] == marked_steps.expected_final(i)["x"]
         checkpoints = bench.get_checkpoints(result.execution_id)
         assert [c.nodes for c in checkpoints] == [("d",), ("c",), ("b",), ("a",), (), ()]
         assert all(c.execution_id == result.execution_id for c in checkpoints)
@@ -35,7 +35,7 @@ def test_sqlite_storage_under_concurrent_executions(bench, tmp_path):
 
 def test_manual_strategy_checkpoints_on_exit_and_on_request(bench, tmp_path):
     name = _name("ckpt_manual")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite", strategy="manual"))
+    bench.register_project(marked_steps.make_project(name, "sqlite", strategy="manual"))
     plain = bench.run(name, _state(tmp_path))
     assert plain.status == "completed"
     assert [c.next for c in bench.get_checkpoints(plain.execution_id)] == [()]  # only the exit checkpoint
@@ -54,22 +54,22 @@ def test_manual_strategy_checkpoints_on_exit_and_on_request(bench, tmp_path):
 
 def test_failing_node_retried_with_max_retries(bench, tmp_path):
     name = _name("ckpt_retry")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite", factory=ctl_graphs.flaky_graph, max_retries=1))
+    bench.register_project(marked_steps.make_project(name, "sqlite", factory=marked_steps.flaky_graph, max_retries=1))
     result = bench.run(name, _state(tmp_path))
     assert result.status == "completed", result.error
-    assert ctl_graphs.counts(tmp_path, result.execution_id, "started") == {"a": 1, "flaky": 2}
+    assert marked_steps.counts(tmp_path, result.execution_id, "started") == {"a": 1, "flaky": 2}
 
     name0 = _name("ckpt_noretry")
-    bench.register_project(ctl_graphs.make_project(name0, "sqlite", factory=ctl_graphs.flaky_graph, max_retries=0))
+    bench.register_project(marked_steps.make_project(name0, "sqlite", factory=marked_steps.flaky_graph, max_retries=0))
     failed = bench.run(name0, _state(tmp_path))
     assert failed.status == "failed" and failed.error.node == "flaky"
 
 
 def test_default_and_node_timeouts_end_a_slow_node(bench, tmp_path):
     by_default = _name("ckpt_timeout_default")
-    bench.register_project(ctl_graphs.make_project(by_default, "sqlite", default_timeout=1))
+    bench.register_project(marked_steps.make_project(by_default, "sqlite", default_timeout=1))
     per_node = _name("ckpt_timeout_node")
-    bench.register_project(ctl_graphs.make_project(per_node, "sqlite", node_timeouts={"c": 1.0}))
+    bench.register_project(marked_steps.make_project(per_node, "sqlite", node_timeouts={"c": 1.0}))
     for name, slow in ((by_default, "b"), (per_node, "c")):
         t0 = time.monotonic()
         result = bench.run(name, _state(tmp_path, slow_node=slow, sleep=60.0))
@@ -81,12 +81,12 @@ def test_default_and_node_timeouts_end_a_slow_node(bench, tmp_path):
 
 def test_batch_goes_on_when_one_execution_fails(bench, tmp_path):
     name = _name("ckpt_batch_fail")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     cases = [_state(tmp_path, x=0), _state(tmp_path, x=1, fail_node="b"), _state(tmp_path, x=2)]
     batch = bench.run_batch_test(name, [{}], cases, parallelism=2)
     assert [r.status for r in batch] == ["completed", "failed", "completed"]
     assert batch.failed[0].error.node == "b"
     assert [r.final_state["x"] for r in batch if r.ok] == [
-        ctl_graphs.expected_final(0)["x"],
-        ctl_graphs.expected_final(2)["x"],
+        marked_steps.expected_final(0)["x"],
+        marked_steps.expected_final(2)["x"],
     ]

@@ -28,11 +28,11 @@ def cli(monkeypatch: pytest.MonkeyPatch):
 
 FAILING_PROJECT = """\
 name: failing_rag
-workflow: {module: graphs, factory: rag_graph, state_schema: graphs.RAGState}
+workflow: {module: tests.graphs.langgraph_features, factory: rag_graph, state_schema: tests.graphs.langgraph_features.RAGState}
 variants:
   nodes:
     retriever:
-      - {name: boom, module: graphs, function: failing_node}
+      - {name: boom, module: tests.graphs.langgraph_features, function: failing_node}
 """
 
 
@@ -82,7 +82,9 @@ def test_bad_input_exits_2_with_the_reason(cli, args: list[str], words: str) -> 
 
 def test_bad_yaml_project_names_file_key_and_line(cli, tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray: {adress: auto}\n")
+    path.write_text(
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nexecution:\n  ray: {adress: auto}\n"
+    )
     result = cli("projects", str(path))
     assert result.exit_code == EXIT_BAD_INPUT
     assert "line 4" in result.output and "execution.ray.adress" in result.output

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import pytest
-import scored_graphs
 from scipy import stats as scipy_stats
 
+from tests.graphs import scored_qa
 from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.analysis.comparison import RegressionError, Tolerance, check_regressions, parse_tolerances
 from wtb_prefect.analysis.evaluation import aggregate_metrics
@@ -209,9 +209,9 @@ def _flow_run_state(flow_run_id: str) -> str:
 
 
 def test_batch_shows_comparison_and_progress_artifacts(bench):
-    bench.register_project(scored_graphs.qa_project("cmp_artifacts"))
+    bench.register_project(scored_qa.qa_project("cmp_artifacts"))
     batch = bench.run_batch_test(
-        project="cmp_artifacts", variant_matrix=scored_graphs.MATRIX[:2], test_cases=scored_graphs.CASES, parallelism=4
+        project="cmp_artifacts", variant_matrix=scored_qa.MATRIX[:2], test_cases=scored_qa.CASES, parallelism=4
     )
     rows = batch.compare(metric="exact_match")
     assert len(rows) == 1 and rows[0].variant == "retriever=first"
@@ -235,13 +235,13 @@ def test_batch_shows_comparison_and_progress_artifacts(bench):
 
 
 def test_regression_gate_fails_the_flow_run(bench):
-    bench.register_project(scored_graphs.qa_project("cmp_gate"))
+    bench.register_project(scored_qa.qa_project("cmp_gate"))
     matrix = [{}, {"retriever": "paris_rome"}]
     with pytest.raises(RegressionError) as caught:
         bench.run_batch_test(
             project="cmp_gate",
             variant_matrix=matrix,
-            test_cases=scored_graphs.CASES,
+            test_cases=scored_qa.CASES,
             parallelism=4,
             regression_gate={
                 "baseline": {"retriever": "default"},
@@ -260,7 +260,7 @@ def test_regression_gate_fails_the_flow_run(bench):
     batch = bench.run_batch_test(
         project="cmp_gate",
         variant_matrix=matrix,
-        test_cases=scored_graphs.CASES,
+        test_cases=scored_qa.CASES,
         parallelism=4,
         regression_gate={"baseline": "default", "tolerances": ["exact_match=0.6"]},
     )
@@ -277,12 +277,12 @@ def test_regression_gate_fails_the_flow_run(bench):
     ],
 )
 def test_bad_gate_fails_before_any_work(bench, gate, match):
-    bench.register_project(scored_graphs.qa_project("cmp_bad_gate"))
+    bench.register_project(scored_qa.qa_project("cmp_bad_gate"))
     with pytest.raises(ConfigError, match=match):
         bench.run_batch_test(
             project="cmp_bad_gate",
             variant_matrix=[{}, {"retriever": "first"}],
-            test_cases=scored_graphs.CASES,
+            test_cases=scored_qa.CASES,
             regression_gate=gate,
         )
     assert bench.list_batches("cmp_bad_gate") == []
@@ -358,7 +358,7 @@ def test_comparative_evaluator_in_both_orders_cancels_position_bias():
 
 
 def test_register_comparative_evaluator_rejects_a_non_callable():
-    project = scored_graphs.qa_project("cmp_judge_bad")
+    project = scored_qa.qa_project("cmp_judge_bad")
     with pytest.raises(ProjectError, match="callable"):
         project.register_comparative_evaluator("judge", "not a function")  # type: ignore[arg-type]
     project.register_comparative_evaluator("judge", lambda a, b, case: 0.0, both_orders=True)
@@ -368,19 +368,19 @@ def test_register_comparative_evaluator_rejects_a_non_callable():
 def test_gate_can_require_significance_for_every_tolerance():
     from wtb_prefect.batch.plan import prepare_batch
 
-    project = scored_graphs.qa_project("cmp_gate_significance")
+    project = scored_qa.qa_project("cmp_gate_significance")
     gate = {"tolerances": {"exact_match": 0.1, "latency_s": "20%"}, "require_significance": True}
-    plan = prepare_batch(project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate=gate)
+    plan = prepare_batch(project, scored_qa.MATRIX[:2], scored_qa.CASES, regression_gate=gate)
     assert plan.gate.require_significance
     assert all(t.require_significance for t in plan.gate.tolerances.values())
     plain = prepare_batch(
-        project, scored_graphs.MATRIX[:2], scored_graphs.CASES, regression_gate={"tolerances": {"exact_match": 0.1}}
+        project, scored_qa.MATRIX[:2], scored_qa.CASES, regression_gate={"tolerances": {"exact_match": 0.1}}
     )
     assert not plain.gate.require_significance and not plain.gate.tolerances["exact_match"].require_significance
     with pytest.raises(ConfigError, match="require_significance"):
         prepare_batch(
             project,
-            scored_graphs.MATRIX[:2],
-            scored_graphs.CASES,
+            scored_qa.MATRIX[:2],
+            scored_qa.CASES,
             regression_gate={**gate, "require_significance": "yes"},
         )

@@ -13,13 +13,13 @@ import time
 import uuid
 from pathlib import Path
 
-import ctl_graphs
 import pytest
 
+from tests.graphs import marked_steps
 from wtb_prefect.errors import ExecutionStateError, UnknownCheckpointError, UnknownExecutionError
 
 STORAGES = ["sqlite", "postgres"]
-TESTS_DIR = Path(__file__).parent
+REPO = Path(__file__).resolve().parents[1]  # on a driver's path, so it imports tests.graphs
 
 
 def _name(prefix: str) -> str:
@@ -59,7 +59,7 @@ def running_execution(bench, project: str, marker_dir: Path, node: str) -> str:
 
     def find():
         for record in bench.list_executions(project=project, status="running"):
-            if node in ctl_graphs.counts(marker_dir, record.execution_id, "started"):
+            if node in marked_steps.counts(marker_dir, record.execution_id, "started"):
                 return record.execution_id
         return None
 
@@ -70,7 +70,7 @@ def run_script(code: str, timeout: float = 180) -> dict:
     """Run ``code`` in a new Python process (same WTB_HOME, Prefect API and Ray) and
     return the JSON it prints last."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -81,7 +81,7 @@ def run_script(code: str, timeout: float = 180) -> dict:
 @pytest.mark.parametrize("storage", STORAGES)
 def test_pause_then_resume_in_new_process_gives_uninterrupted_state(bench, tmp_path, storage):
     name = _name(f"ctl_pause_{storage}")
-    bench.register_project(ctl_graphs.make_project(name, storage))
+    bench.register_project(marked_steps.make_project(name, storage))
     state = _state(tmp_path, slow_node="b", sleep=1.5)
     baseline = bench.run(name, state)
     assert baseline.status == "completed"
@@ -101,10 +101,10 @@ def test_pause_then_resume_in_new_process_gives_uninterrupted_state(bench, tmp_p
 
     out = run_script(f"""
         import json
-        import ctl_graphs
+        from tests.graphs import marked_steps
         from wtb_prefect import WTBTestBench
         bench = WTBTestBench()
-        bench.register_project(ctl_graphs.make_project({name!r}, {storage!r}))
+        bench.register_project(marked_steps.make_project({name!r}, {storage!r}))
         result = bench.resume({eid!r})
         print(json.dumps({{"status": result.status, "state": result.final_state,
                           "nodes": [n.node for n in result.nodes]}}))
@@ -112,7 +112,7 @@ def test_pause_then_resume_in_new_process_gives_uninterrupted_state(bench, tmp_p
     assert out["status"] == "completed"
     assert out["nodes"] == ["c", "d"]
     assert out["state"] == baseline.final_state
-    assert ctl_graphs.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 1, "d": 1}
+    assert marked_steps.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 1, "d": 1}
     assert bench.get_execution(eid).status == "completed"
     assert bench.get_state(eid) == baseline.final_state
     with pytest.raises(ExecutionStateError, match="completed"):
@@ -121,7 +121,7 @@ def test_pause_then_resume_in_new_process_gives_uninterrupted_state(bench, tmp_p
 
 def test_pause_then_resume_in_same_process(bench, tmp_path):
     name = _name("ctl_pause_same")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     state = _state(tmp_path, slow_node="c", sleep=1.0)
     thread, box = start_in_thread(bench.run, name, state)
     eid = running_execution(bench, name, tmp_path, "c")
@@ -137,12 +137,12 @@ def test_pause_then_resume_in_same_process(bench, tmp_path):
     assert resumed.status == "completed"
     assert [n.node for n in resumed.nodes] == ["d"]
     assert resumed.final_state["log"] == ["a", "b", "c", "d"]
-    assert ctl_graphs.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 1, "d": 1}
+    assert marked_steps.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 1, "d": 1}
 
 
 def test_pause_requested_from_another_process(bench, tmp_path):
     name = _name("ctl_pause_remote")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     gate = tmp_path / "open"
     thread, box = start_in_thread(bench.run, name, _state(tmp_path, slow_node="b", gate=str(gate)))
     eid = running_execution(bench, name, tmp_path, "b")
@@ -165,7 +165,7 @@ def test_pause_requested_from_another_process(bench, tmp_path):
 @pytest.mark.parametrize("storage", STORAGES)
 def test_rollback_then_resume_reruns_exactly_the_nodes_after_the_checkpoint(bench, tmp_path, storage):
     name = _name(f"ctl_rollback_{storage}")
-    bench.register_project(ctl_graphs.make_project(name, storage))
+    bench.register_project(marked_steps.make_project(name, storage))
     first = bench.run(name, _state(tmp_path))
     assert first.status == "completed"
     eid = first.execution_id
@@ -184,7 +184,7 @@ def test_rollback_then_resume_reruns_exactly_the_nodes_after_the_checkpoint(benc
     assert resumed.status == "completed"
     assert [n.node for n in resumed.nodes] == ["c", "d"]
     assert resumed.final_state == first.final_state
-    assert ctl_graphs.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 2, "d": 2}
+    assert marked_steps.counts(tmp_path, eid) == {"a": 1, "b": 1, "c": 2, "d": 2}
 
     # back to the input checkpoint: everything runs again
     bench.rollback(eid, checkpoints[-1].checkpoint_id)
@@ -195,7 +195,7 @@ def test_rollback_then_resume_reruns_exactly_the_nodes_after_the_checkpoint(benc
 
 def test_failed_execution_records_node_and_last_good_checkpoint(bench, tmp_path):
     name = _name("ctl_fail")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     result = bench.run(name, _state(tmp_path, fail_node="c"))
     assert result.status == "failed"
     assert result.error.node == "c" and "fails on purpose" in result.error.message
@@ -208,12 +208,12 @@ def test_failed_execution_records_node_and_last_good_checkpoint(bench, tmp_path)
     # the last good checkpoint is kept: a resume runs the failed node again
     again = bench.resume(result.execution_id)
     assert again.status == "failed" and [n.node for n in again.nodes] == ["c"]
-    assert ctl_graphs.counts(tmp_path, result.execution_id) == {"a": 1, "b": 1}
+    assert marked_steps.counts(tmp_path, result.execution_id) == {"a": 1, "b": 1}
 
 
 def test_bad_control_input_raises_typed_errors(bench, tmp_path):
     name = _name("ctl_bad")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     done = bench.run(name, _state(tmp_path))
     for call in (bench.pause, bench.resume, bench.get_state, bench.get_checkpoints, bench.checkpoint):
         with pytest.raises(UnknownExecutionError, match="no execution 'nope'"):

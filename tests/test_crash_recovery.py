@@ -10,14 +10,15 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import ctl_graphs
 import pytest
-from test_control import TESTS_DIR, _name, _state, start_in_thread, wait_for
+
+from tests.graphs import marked_steps
+from tests.test_control import REPO, _name, _state, start_in_thread, wait_for
 
 
 def test_worker_killed_mid_node_is_retried_and_execution_completes(bench, tmp_path):
     name = _name("crash_worker")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite", factory=ctl_graphs.worker_graph, max_retries=1))
+    bench.register_project(marked_steps.make_project(name, "sqlite", factory=marked_steps.worker_graph, max_retries=1))
     thread, box = start_in_thread(bench.run, name, _state(tmp_path, sleep=60.0))
     pid_file = wait_for(lambda: next(iter(tmp_path.glob("*.pids")), None), what="the worker to write its pid")
     worker_pid = int(wait_for(lambda: pid_file.read_text().split(), what="pid")[0])
@@ -30,15 +31,15 @@ def test_worker_killed_mid_node_is_retried_and_execution_completes(bench, tmp_pa
     pids = [int(p) for p in pid_file.read_text().split()]
     assert len(pids) == 2 and pids[0] == worker_pid and pids[1] != worker_pid
     assert result.final_state["log"] == ["a", "worker"]
-    assert ctl_graphs.counts(tmp_path, result.execution_id) == {"a": 1, "worker": 1}
+    assert marked_steps.counts(tmp_path, result.execution_id) == {"a": 1, "worker": 1}
 
 
 DRIVER = """
-import ctl_graphs
+from tests.graphs import marked_steps
 from wtb_prefect import WTBTestBench
 
 bench = WTBTestBench()
-bench.register_project(ctl_graphs.make_project({name!r}, {storage!r}))
+bench.register_project(marked_steps.make_project({name!r}, {storage!r}))
 bench.run_batch_test({name!r}, [{{}}], {cases!r}, parallelism=1)
 print("batch finished")
 """
@@ -54,11 +55,11 @@ def _flow_run_state(flow_run_id: str) -> str:
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench, tmp_path, storage):
     name = _name(f"crash_driver_{storage}")
-    project = ctl_graphs.make_project(name, storage)
+    project = marked_steps.make_project(name, storage)
     bench.register_project(project)
     cases = [_state(tmp_path, x=0), _state(tmp_path, x=1, slow_node="b", sleep=3.0), _state(tmp_path, x=2)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(DRIVER.format(name=name, storage=storage, cases=cases))],
@@ -69,7 +70,7 @@ def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench
     try:
         # the second execution is inside node b (after a's checkpoint): kill the driver there
         wait_for(
-            lambda: any("b" in ctl_graphs.counts(tmp_path, p.stem, "started") for p in tmp_path.glob("*-c1.started")),
+            lambda: any("b" in marked_steps.counts(tmp_path, p.stem, "started") for p in tmp_path.glob("*-c1.started")),
             timeout=240,
             what="the driver to reach node b of the second execution",
         )
@@ -99,11 +100,11 @@ def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench
     assert [r.execution_id for r in batch] == ids
     assert [r.status for r in batch] == ["completed"] * 3
     for i, result in enumerate(batch):
-        assert {k: result.final_state[k] for k in ("x", "log")} == ctl_graphs.expected_final(i)
-        assert ctl_graphs.counts(tmp_path, ids[i]) == {"a": 1, "b": 1, "c": 1, "d": 1}  # each node's run kept once
+        assert {k: result.final_state[k] for k in ("x", "log")} == marked_steps.expected_final(i)
+        assert marked_steps.counts(tmp_path, ids[i]) == {"a": 1, "b": 1, "c": 1, "d": 1}  # each node's run kept once
     assert batch.results[0].started_at == before.started_at  # the finished one was not run again
-    assert ctl_graphs.counts(tmp_path, ids[0], "started") == {"a": 1, "b": 1, "c": 1, "d": 1}
-    assert ctl_graphs.counts(tmp_path, ids[1], "started") == {"a": 1, "b": 2, "c": 1, "d": 1}
+    assert marked_steps.counts(tmp_path, ids[0], "started") == {"a": 1, "b": 1, "c": 1, "d": 1}
+    assert marked_steps.counts(tmp_path, ids[1], "started") == {"a": 1, "b": 2, "c": 1, "d": 1}
     assert [n.node for n in batch.results[1].nodes] == ["b", "c", "d"]  # continued after a's checkpoint
     assert [r.status for r in bench.list_executions(batch_id=batch_record.batch_id)] == ["completed"] * 3
 

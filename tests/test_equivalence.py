@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
-import graphs
 import pytest
 from langchain_core.messages import HumanMessage
 
+from tests.graphs import langgraph_features
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 
 CASES = [
-    ("linear_pydantic", graphs.rag_graph, {"query": "What is LangGraph?"}, None),
-    ("parallel_reducer", graphs.parallel_graph, {"x": 3, "results": []}, None),
-    ("conditional_even", graphs.conditional_graph, {"n": 12, "path": []}, None),
-    ("conditional_odd", graphs.conditional_graph, {"n": 7, "path": []}, None),
-    ("cycle", graphs.cycle_graph, {"count": 0, "log": []}, None),
-    ("send_fanout", graphs.send_graph, {"items": [1, 2, 3, 4], "squares": []}, None),
-    ("command_big", graphs.command_graph, {"value": 42, "trail": []}, None),
-    ("command_small", graphs.command_graph, {"value": 1, "trail": []}, None),
-    ("dataclass_state", graphs.dataclass_graph, {"name": "ab c1"}, None),
-    ("messages_config", graphs.messages_graph, {"messages": [HumanMessage(content="hi", id="h1")]}, None),
-    ("subgraph_node", graphs.subgraph_graph, {"text": "  many   spaced words  "}, None),
+    ("linear_pydantic", langgraph_features.rag_graph, {"query": "What is LangGraph?"}, None),
+    ("parallel_reducer", langgraph_features.parallel_graph, {"x": 3, "results": []}, None),
+    ("conditional_even", langgraph_features.conditional_graph, {"n": 12, "path": []}, None),
+    ("conditional_odd", langgraph_features.conditional_graph, {"n": 7, "path": []}, None),
+    ("cycle", langgraph_features.cycle_graph, {"count": 0, "log": []}, None),
+    ("send_fanout", langgraph_features.send_graph, {"items": [1, 2, 3, 4], "squares": []}, None),
+    ("command_big", langgraph_features.command_graph, {"value": 42, "trail": []}, None),
+    ("command_small", langgraph_features.command_graph, {"value": 1, "trail": []}, None),
+    ("dataclass_state", langgraph_features.dataclass_graph, {"name": "ab c1"}, None),
+    ("messages_config", langgraph_features.messages_graph, {"messages": [HumanMessage(content="hi", id="h1")]}, None),
+    ("subgraph_node", langgraph_features.subgraph_graph, {"text": "  many   spaced words  "}, None),
 ]
 
 
@@ -52,9 +52,9 @@ def test_run_matches_graph_invoke(bench, name, factory, state, _):
 def test_batch_matches_graph_invoke_per_case(bench):
     """A batch over several cases gives each case the state graph.invoke gives it."""
     cases = [{"n": n, "path": []} for n in (1, 2, 3, 10)]
-    bench.register_project(_project("eq_batch", graphs.conditional_graph))
+    bench.register_project(_project("eq_batch", langgraph_features.conditional_graph))
     batch = bench.run_batch_test(project="eq_batch", variant_matrix=[{}], test_cases=cases, parallelism=4)
-    graph = graphs.conditional_graph()
+    graph = langgraph_features.conditional_graph()
     assert len(batch) == 4
     for index, case in enumerate(cases):
         result = batch.get("default", str(index))
@@ -64,10 +64,10 @@ def test_batch_matches_graph_invoke_per_case(bench):
 @pytest.mark.parametrize("executor", ["threadpool", "sequential"])
 def test_other_executors_match_graph_invoke(bench, executor):
     state = {"items": [3, 5], "squares": []}
-    bench.register_project(_project(f"eq_{executor}", graphs.send_graph, executor))
+    bench.register_project(_project(f"eq_{executor}", langgraph_features.send_graph, executor))
     result = bench.run(project=f"eq_{executor}", initial_state=state)
     assert result.status == "completed", result.error
-    assert result.final_state == graphs.send_graph().invoke(state)
+    assert result.final_state == langgraph_features.send_graph().invoke(state)
     assert [r.node for r in result.nodes].count("square") == 2
 
 
@@ -94,11 +94,15 @@ def test_io_lane_run_matches_graph_invoke(bench, name, factory, state, _):
 
 
 ASYNC_CASES = [
-    ("async_parallel_reducer", graphs.async_parallel_graph, {"x": 3, "results": []}),
-    ("async_send_fanout", graphs.async_send_graph, {"items": [1, 2, 3, 4], "squares": []}),
-    ("async_command_big", graphs.async_command_graph, {"value": 42, "trail": []}),
-    ("async_command_small", graphs.async_command_graph, {"value": 1, "trail": []}),
-    ("async_messages_config", graphs.async_messages_graph, {"messages": [HumanMessage(content="hi", id="h1")]}),
+    ("async_parallel_reducer", langgraph_features.async_parallel_graph, {"x": 3, "results": []}),
+    ("async_send_fanout", langgraph_features.async_send_graph, {"items": [1, 2, 3, 4], "squares": []}),
+    ("async_command_big", langgraph_features.async_command_graph, {"value": 42, "trail": []}),
+    ("async_command_small", langgraph_features.async_command_graph, {"value": 1, "trail": []}),
+    (
+        "async_messages_config",
+        langgraph_features.async_messages_graph,
+        {"messages": [HumanMessage(content="hi", id="h1")]},
+    ),
 ]
 
 

@@ -11,17 +11,17 @@ import statistics
 import uuid
 from pathlib import Path
 
-import timed_graphs
 from mlflow import MlflowClient
 
+from tests.graphs import equal_time
 from wtb_prefect.integrations.mlflow import tracking_uri
 
 
 def test_cold_workers_make_no_latency_difference_and_mlflow_has_the_verdicts(bench, tmp_path):
-    project = timed_graphs.timed_project("fair_latency", cold_key=uuid.uuid4().hex)
+    project = equal_time.timed_project("fair_latency", cold_key=uuid.uuid4().hex)
     bench.register_project(project)
     batch = bench.run_batch_test(
-        project="fair_latency", variant_matrix=timed_graphs.MATRIX, test_cases=timed_graphs.CASES, parallelism=3
+        project="fair_latency", variant_matrix=equal_time.MATRIX, test_cases=equal_time.CASES, parallelism=3
     )
     assert all(r.ok for r in batch), [str(r.error) for r in batch.failed]
     labels = ["default", "work=twin_a", "work=twin_b"]
@@ -33,7 +33,7 @@ def test_cold_workers_make_no_latency_difference_and_mlflow_has_the_verdicts(ben
     # the nodes' own run time is measured in the worker; the wait for a worker is reported apart
     for result in batch:
         (record,) = result.nodes
-        assert record.run_s is not None and record.run_s >= timed_graphs.NODE_SECONDS * 0.9
+        assert record.run_s is not None and record.run_s >= equal_time.NODE_SECONDS * 0.9
         assert record.queue_s == max(0.0, record.duration_s - record.run_s)
         assert result.metrics["run_s"] == record.run_s and result.metrics["queue_s"] == record.queue_s
     first, rest = batch.results[:3], batch.results[3:]

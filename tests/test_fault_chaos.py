@@ -6,21 +6,21 @@ import os
 import random
 import signal
 
-import ctl_graphs
-from fault_helpers import driver_env, read_outcome, start_driver, wait_exit
-from test_control import _name, _state, wait_for
+from tests.graphs import marked_steps
+from tests.support.drivers import driver_env, read_outcome, start_driver, wait_exit
+from tests.test_control import _name, _state, wait_for
 
 KILLS = 5
 HANG_GUARD_S = 600
 
 DRIVER = """
 import json
-import ctl_graphs
+from tests.graphs import marked_steps
 from wtb_prefect import WTBTestBench
 
 bench = WTBTestBench()
-project = ctl_graphs.make_project({name!r}, "sqlite")
-project.register_variant("d", "alt", ctl_graphs.node_d)
+project = marked_steps.make_project({name!r}, "sqlite")
+project.register_variant("d", "alt", marked_steps.node_d)
 bench.register_project(project)
 known = bench.list_batches({name!r})
 if known:
@@ -45,7 +45,7 @@ def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, 
     marker = tmp_path / "markers"
     marker.mkdir()
     cases = [_state(marker, x=x, slow_node="b", sleep=0.5) for x in range(3)]
-    total_nodes = len(MATRIX) * len(cases) * len(ctl_graphs.NODES)
+    total_nodes = len(MATRIX) * len(cases) * len(marked_steps.NODES)
     # kill points: after the k-th node start of the whole batch, k spread at random over its work
     points = sorted(rng.sample(range(1, total_nodes - 2), KILLS))
     env = driver_env(bench.settings.state_dir, WTB_MLFLOW_ENABLED="false")
@@ -78,8 +78,8 @@ def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, 
     batch_id = outcome["batch_id"]
 
     # an uninterrupted run of the same batch, for comparison
-    project = ctl_graphs.make_project(_name("chaos_ref"), "sqlite")
-    project.register_variant("d", "alt", ctl_graphs.node_d)
+    project = marked_steps.make_project(_name("chaos_ref"), "sqlite")
+    project.register_variant("d", "alt", marked_steps.node_d)
     bench.register_project(project)
     clean_marker = tmp_path / "clean"
     clean_marker.mkdir()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import uuid
 
-import scored_graphs
 from mlflow import MlflowClient
-from test_mlflow import _load_table, _runs
 from typer.testing import CliRunner
 
+from tests.graphs import scored_qa
+from tests.test_mlflow import _load_table, _runs
 from wtb_prefect.cli import app
 from wtb_prefect.integrations.mlflow import tracking_uri
 
@@ -28,11 +28,11 @@ def fragile(final_state: dict, case: dict) -> float:
 
 def test_evaluator_errors_leave_scores_missing_and_are_reported_everywhere(bench, tmp_path):
     name = f"eval_errors_{uuid.uuid4().hex[:6]}"
-    project = scored_graphs.qa_project(name)
+    project = scored_qa.qa_project(name)
     project.register_evaluator("strict", strict_match)
     project.register_evaluator("fragile", fragile)
     bench.register_project(project)
-    cases = [dict(c) for c in scored_graphs.CASES]
+    cases = [dict(c) for c in scored_qa.CASES]
     del cases[2]["expected"]  # berlin: a case that lacks what the strict evaluator needs
 
     batch = bench.run_batch_test(name, [{}], cases, parallelism=2)

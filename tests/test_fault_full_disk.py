@@ -19,9 +19,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import ctl_graphs
-from fault_helpers import driver_env, read_outcome, start_driver, wait_exit
-from test_control import _name, _state, wait_for
+from tests.graphs import marked_steps
+from tests.support.drivers import driver_env, read_outcome, start_driver, wait_exit
+from tests.test_control import _name, _state, wait_for
 
 HANG_GUARD_S = 600
 CASES = 6
@@ -29,12 +29,12 @@ CASES = 6
 DRIVER = """
 import json, time
 from pathlib import Path
-import ctl_graphs
+from tests.graphs import marked_steps
 from wtb_prefect import WTBTestBench
 from wtb_prefect.errors import StateStorageError
 
 bench = WTBTestBench()
-bench.register_project(ctl_graphs.make_project({name!r}, "sqlite"))
+bench.register_project(marked_steps.make_project({name!r}, "sqlite"))
 try:
     batch = bench.run_batch_test({name!r}, [{{}}], {cases!r}, parallelism=2)
     out = {{"outcome": "completed", "batch_id": batch.batch_id}}
@@ -152,6 +152,6 @@ def test_state_disk_full_mid_batch_ends_clearly_and_resumes_consistently(ray_clu
     assert [row[0] for row in rows] == [str(x) for x in range(CASES)]  # every case once
     for x, (_, status, execution_id, started_at, final_x, final_log) in enumerate(rows):
         assert status == "completed"
-        assert {"x": final_x, "log": final_log} == ctl_graphs.expected_final(x)
+        assert {"x": final_x, "log": final_log} == marked_steps.expected_final(x)
         if execution_id in completed_before:
             assert started_at == started_before[execution_id]  # not run again

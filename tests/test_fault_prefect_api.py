@@ -15,9 +15,8 @@ import signal
 import socket
 import time
 
-from fault_helpers import driver_env, finished_executions, read_outcome, start_driver, wait_exit
-from test_control import _name, wait_for
-
+from tests.support.drivers import driver_env, finished_executions, read_outcome, start_driver, wait_exit
+from tests.test_control import _name, wait_for
 from wtb_prefect.run.executions import open_index
 from wtb_prefect.services.prefect_server import PrefectServer
 from wtb_prefect.settings import WTBSettings
@@ -27,12 +26,12 @@ HANG_GUARD_S = 600  # far above any bounded wait; only stops a hung test
 
 DRIVER = """
 import json, time
-import ctl_graphs
+from tests.graphs import marked_steps
 from wtb_prefect import WTBTestBench
 from wtb_prefect.errors import PrefectAPIUnavailableError
 
 bench = WTBTestBench()
-bench.register_project(ctl_graphs.make_project({name!r}, "sqlite"))
+bench.register_project(marked_steps.make_project({name!r}, "sqlite"))
 cases = [{{"x": i, "log": [], "marker_dir": {marker!r}, "slow_node": "b", "sleep": 1.0}} for i in range({cases})]
 try:
     batch = bench.run_batch_test({name!r}, [{{}}], cases, parallelism=2)
@@ -46,13 +45,13 @@ print("OUTCOME " + json.dumps(out), flush=True)
 
 RESUME = """
 import json, time, uuid
-import ctl_graphs
+from tests.graphs import marked_steps
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from wtb_prefect import WTBTestBench
 
 bench = WTBTestBench()
-bench.register_project(ctl_graphs.make_project({name!r}, "sqlite"))
+bench.register_project(marked_steps.make_project({name!r}, "sqlite"))
 batch = bench.run_batch_test({name!r}, resume={batch_id!r})
 old = uuid.UUID({flow_run_id!r})
 with get_client(sync_client=True) as client:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import signal
 
-from fault_helpers import driver_env, read_outcome, start_driver, wait_exit
-from test_control import _name, wait_for
+from tests.support.drivers import driver_env, read_outcome, start_driver, wait_exit
+from tests.test_control import _name, wait_for
 
 HANG_GUARD_S = 600
 
@@ -22,7 +22,7 @@ import json, threading, time
 import ray
 from ray.cluster_utils import Cluster
 
-import multinode_graphs
+from tests.graphs import multinode
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject, WTBTestBench
 from wtb_prefect.services.ray_cluster import worker_env_vars
 
@@ -43,7 +43,7 @@ ray.init(address=cluster.address, runtime_env={{"env_vars": worker_env_vars()}},
 small = dict(num_cpus=0.25, memory="64MB")
 project = WorkflowProject(
     name={name!r},
-    graph_factory=multinode_graphs.graph,
+    graph_factory=multinode.graph,
     execution=ExecutionConfig(
         batch_executor="ray",
         default_node_resources=NodeResourceConfig(**small),
@@ -53,7 +53,7 @@ project = WorkflowProject(
         node_cache="off",  # every (variant, case) runs its own nodes, on the raylet its request picks
     ),
 )
-project.register_variant("work", "side", multinode_graphs.work,
+project.register_variant("work", "side", multinode.work,
                          resources=NodeResourceConfig(**small, custom_resources={{"side": 1}}))
 bench = WTBTestBench()
 bench.register_project(project)
@@ -91,7 +91,7 @@ cluster.shutdown()
 
 
 def test_lost_ray_node_retries_what_can_run_elsewhere_and_fails_the_rest_clearly(ray_cluster, tmp_path):
-    import multinode_graphs
+    from tests.graphs import multinode
 
     name = _name("ray_node_lost")
     marker = tmp_path / "markers"
@@ -123,7 +123,7 @@ def test_lost_ray_node_retries_what_can_run_elsewhere_and_fails_the_rest_clearly
         label, _, status, execution_id, x, _, _ = rows[("default", case)]
         assert status == "completed", rows[("default", case)]
         assert x == (int(case) + 1) * 10
-        log_lines = multinode_graphs.work_log(marker, execution_id)
+        log_lines = multinode.work_log(marker, execution_id)
         if execution_id in outcome["killed"]["while_running"]:  # it was on the lost node: run again elsewhere
             assert log_lines[0] == ("start", side)
             assert ("end", side) not in log_lines
@@ -137,5 +137,5 @@ def test_lost_ray_node_retries_what_can_run_elsewhere_and_fails_the_rest_clearly
         _, _, status, execution_id, _, error_type, message = row
         assert status == "failed" and error_type == "ResourceUnsatisfiableError", row
         assert "side=1" in message and "no alive node" in message
-        assert all(node == side for _, node in multinode_graphs.work_log(marker, execution_id))
+        assert all(node == side for _, node in multinode.work_log(marker, execution_id))
     assert any(e for e in outcome["killed"]["while_running"] if "-v1-" in e)

@@ -12,8 +12,8 @@ import contextvars
 import threading
 import uuid
 
-import ctl_graphs
-from test_control import _name, _state
+from tests.graphs import marked_steps
+from tests.test_control import _name, _state
 
 EXECUTIONS = 125  # x 4 nodes = 500 task runs
 
@@ -40,7 +40,7 @@ def test_500_task_batch_with_worker_heartbeats_leaves_no_database_locked_error(b
                     beats["errors"].append(repr(exc))  # type: ignore[union-attr]
 
     name = _name("sqlite_locks")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     # the thread talks to the session's server: it runs in a copy of this context (Prefect's settings)
     worker = threading.Thread(target=contextvars.copy_context().run, args=(heartbeats,), daemon=True)
     worker.start()

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-import lane_graphs as lg
 import pytest
 
+from tests.graphs import llm_shaped as lg
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 from wtb_prefect.run.lanes import CallLimiter
 

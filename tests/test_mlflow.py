@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import scored_graphs
 from mlflow import MlflowClient
 
+from tests.graphs import scored_qa
 from wtb_prefect.analysis.stats import mean_ci, percentile
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.mlflow import mlflow_ui_command, tracking_uri
@@ -33,9 +33,9 @@ def qa_batch(ray_cluster):
     from wtb_prefect import WTBTestBench
 
     bench = WTBTestBench()
-    bench.register_project(scored_graphs.qa_project("mlflow_qa"))
+    bench.register_project(scored_qa.qa_project("mlflow_qa"))
     return bench.run_batch_test(
-        project="mlflow_qa", variant_matrix=scored_graphs.MATRIX, test_cases=scored_graphs.CASES, parallelism=4
+        project="mlflow_qa", variant_matrix=scored_qa.MATRIX, test_cases=scored_qa.CASES, parallelism=4
     )
 
 
@@ -85,7 +85,7 @@ def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path
             assert params[f"node.{node}.version"] == provenance[node]["version"]
             assert "num_cpus=0.25" in params[f"node.{node}.resources"]
             assert params[f"node.{node}.environment"] == "current"
-        assert params["node.retriever.implementation"].startswith("scored_graphs.")
+        assert params["node.retriever.implementation"].startswith("tests.graphs.scored_qa.")
         # metrics aggregate the evaluator results over the 4 cases
         scores = [r.scores["exact_match"] for r in results]
         assert len(scores) == 4
@@ -170,8 +170,8 @@ def test_single_run_is_no_batch_parent(ray_cluster):
     from wtb_prefect import WTBTestBench
 
     bench = WTBTestBench()
-    bench.register_project(scored_graphs.qa_project("mlflow_single"))
-    result = bench.run(project="mlflow_single", initial_state={"question": scored_graphs.CASES[0]["question"]})
+    bench.register_project(scored_qa.qa_project("mlflow_single"))
+    result = bench.run(project="mlflow_single", initial_state={"question": scored_qa.CASES[0]["question"]})
     assert result.ok, result.error
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("mlflow_single")
@@ -183,7 +183,7 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
     from wtb_prefect import WTBTestBench
 
     bench = WTBTestBench()
-    bench.register_project(scored_graphs.qa_project("mlflow_concurrent"))
+    bench.register_project(scored_qa.qa_project("mlflow_concurrent"))
     matrices = {"a": [{}, {"retriever": "first"}], "b": [{"retriever": "paris_rome"}, {"retriever": "first"}]}
     batches: dict[str, object] = {}
     errors: list[BaseException] = []
@@ -193,7 +193,7 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
         try:
             barrier.wait(timeout=60)
             batches[key] = bench.run_batch_test(
-                project="mlflow_concurrent", variant_matrix=matrices[key], test_cases=scored_graphs.CASES, parallelism=4
+                project="mlflow_concurrent", variant_matrix=matrices[key], test_cases=scored_qa.CASES, parallelism=4
             )
         except BaseException as exc:  # surfaced below
             errors.append(exc)

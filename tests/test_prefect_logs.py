@@ -6,11 +6,12 @@ import logging
 import time
 import uuid
 
-import ctl_graphs
 from prefect import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.logging.handlers import APILogWorker
-from test_control import _name, _state
+
+from tests.graphs import marked_steps
+from tests.test_control import _name, _state
 
 
 def _flow_run_logs_with_error(flow_run_id: str) -> list:
@@ -27,7 +28,7 @@ def _flow_run_logs_with_error(flow_run_id: str) -> list:
 
 def test_batch_logs_failures_but_not_a_finished_line_per_node(bench, tmp_path):
     name = _name("logs_batch")
-    bench.register_project(ctl_graphs.make_project(name, "sqlite"))
+    bench.register_project(marked_steps.make_project(name, "sqlite"))
     task_logger = logging.getLogger("prefect.task_runs")
     level_before = task_logger.level
     cases = [_state(tmp_path, x=0), _state(tmp_path, x=1, fail_node="b")]

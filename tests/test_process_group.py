@@ -62,6 +62,7 @@ def test_a_zero_timeout_still_ends_the_group() -> None:
     assert _gone(process.pid)
 
 
+@pytest.mark.integration  # starts a real Prefect server (and ends it on the timeout)
 def test_a_server_that_does_not_answer_in_time_is_stopped_not_left_behind(tmp_path) -> None:
     """The start's timeout raises a typed error, and the server process it started is ended and reaped."""
 

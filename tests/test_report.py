@@ -18,9 +18,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import report_graphs
 from typer.testing import CliRunner
 
+from tests.graphs import report_qa
 from wtb_prefect import BatchTestResult, ExecutionResult, NodeRecord
 from wtb_prefect.cli import EXIT_BAD_INPUT, app
 from wtb_prefect.integrations.report import ReportLinks, write_report
@@ -130,9 +130,9 @@ def report_batch(ray_cluster) -> BatchTestResult:
     from wtb_prefect import WTBTestBench
 
     bench = WTBTestBench()
-    bench.register_project(report_graphs.report_project("report_qa"))
+    bench.register_project(report_qa.report_project("report_qa"))
     return bench.run_batch_test(
-        project="report_qa", variant_matrix=report_graphs.MATRIX, test_cases=report_graphs.CASES, parallelism=4
+        project="report_qa", variant_matrix=report_qa.MATRIX, test_cases=report_qa.CASES, parallelism=4
     )
 
 
@@ -264,8 +264,8 @@ def test_batch_end_report_links_the_runs_mlflow_recorded(report_batch, report_fi
 
 
 def test_single_run_writes_no_summary_nor_report(bench, wtb_home):
-    bench.register_project(report_graphs.report_project("report_single"))
-    result = bench.run(project="report_single", initial_state={"question": report_graphs.CASES[0]["question"]})
+    bench.register_project(report_qa.report_project("report_single"))
+    result = bench.run(project="report_single", initial_state={"question": report_qa.CASES[0]["question"]})
     assert result.ok, result.error
     assert not [a for a in _artifacts(result.flow_run_id) if a.key == "wtb-report-single-summary"]
     assert not list((wtb_home / "reports").glob("report_single-*"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from retry_graphs import CountState, build_graph
 
+from tests.graphs.always_failing import CountState, build_graph
 from wtb_prefect import ExecutionConfig, RayConfig, WorkflowProject
 
 pytestmark = pytest.mark.integration

@@ -58,7 +58,7 @@ def test_runs_join_the_services_wtb_up_started_and_wtb_down_stops_them(tmp_path:
 
         runs = []
         for query in ("first", "second"):
-            run = _wtb(["run", "tests.where_graphs:build_project", "--case", json.dumps({"query": query})], env)
+            run = _wtb(["run", "tests.graphs.where_it_ran:build_project", "--case", json.dumps({"query": query})], env)
             assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
             runs.append(run)
         states = [_final_state(r.stdout) for r in runs]
@@ -74,7 +74,7 @@ def test_runs_join_the_services_wtb_up_started_and_wtb_down_stops_them(tmp_path:
         # folder (put on sys.path only as it loads) still runs there: the workers get that folder too
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        (elsewhere / "far_nodes.py").write_text((REPO / "tests/where_graphs.py").read_text())
+        (elsewhere / "far_nodes.py").write_text((REPO / "tests/graphs/where_it_ran.py").read_text())
         (elsewhere / "project.yaml").write_text(
             "name: where_far\nworkflow:\n  module: far_nodes\n  factory: where_graph\n"
             "execution:\n  default_node_resources: {num_cpus: 0.25, memory: 64MB}\n"

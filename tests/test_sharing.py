@@ -1,6 +1,6 @@
 """Each distinct node call runs once: shared within a batch, cached across batches, repetitions.
 
-Bodies count their own executions (tests/sharing_graphs.py) in the Ray workers;
+Bodies count their own executions (tests/graphs/self_counting.py) in the Ray workers;
 everything runs on the session's real Prefect server and Ray cluster.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests import sharing_graphs as g
+from tests.graphs import self_counting as g
 from wtb_prefect import ExecutionConfig, NodeResourceConfig, RayConfig, WorkflowProject
 
 
@@ -380,7 +380,7 @@ TWIN_BATCH = """
 import json, sys, time
 from pathlib import Path
 
-from tests import sharing_graphs as g
+from tests.graphs import self_counting as g
 from tests.test_sharing import _project
 from wtb_prefect import WTBTestBench
 

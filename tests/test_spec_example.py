@@ -11,9 +11,9 @@ from __future__ import annotations
 import platform
 
 import pytest
-import spec_example as ex
 from langgraph.graph import END, START, StateGraph
 
+from tests.graphs import spec_example as ex
 from wtb_prefect import (
     EnvironmentConfig,
     EnvSpec,

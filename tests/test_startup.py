@@ -48,7 +48,7 @@ def _batch(project: str, env: dict[str, str], *flags: str) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    "project", ["tests.where_graphs:build_threadpool_project", "examples.quickstart.project:build_project"]
+    "project", ["tests.graphs.where_it_ran:build_threadpool_project", "examples.quickstart.project:build_project"]
 )
 def test_a_batch_console_has_no_per_node_warning_line(ray_cluster, prefect_api: str, project: str) -> None:
     done = _batch(project, _env(prefect_api))
@@ -58,7 +58,7 @@ def test_a_batch_console_has_no_per_node_warning_line(ray_cluster, prefect_api: 
 
 
 def test_verbose_shows_what_the_default_hides(ray_cluster, prefect_api: str) -> None:
-    done = _batch("tests.where_graphs:build_threadpool_project", _env(prefect_api), "-v")
+    done = _batch("tests.graphs.where_it_ran:build_threadpool_project", _env(prefect_api), "-v")
     console = done.stdout + done.stderr
     # Prefect's threadpool timeout notice, once per node task run
     assert console.count("Timeout of 300") >= 3, console[-3000:]
@@ -67,7 +67,7 @@ def test_verbose_shows_what_the_default_hides(ray_cluster, prefect_api: str) -> 
 def test_a_node_print_reaches_the_run_console(ray_cluster, prefect_api: str) -> None:
     # `wtb run` leaves Ray itself, sooner than Ray's exit hook would: the print must still arrive
     done = subprocess.run(
-        [WTB, "run", "tests.where_graphs:build_printing_project", "--case", json.dumps({"query": "hello-4711"})],
+        [WTB, "run", "tests.graphs.where_it_ran:build_printing_project", "--case", json.dumps({"query": "hello-4711"})],
         cwd=REPO,
         env=_env(prefect_api),
         capture_output=True,
@@ -82,7 +82,7 @@ def test_a_node_print_reaches_the_run_console(ray_cluster, prefect_api: str) -> 
 _API_BATCH = """
 import sys
 from wtb_prefect import WTBTestBench
-import tests.where_graphs as graphs
+import tests.graphs.where_it_ran as graphs
 bench = WTBTestBench()
 bench.register_project(graphs.build_threadpool_project())
 batch = bench.run_batch_test(project="threadpool_echo", test_cases=[{"query": "a"}])

@@ -8,13 +8,13 @@ import threading
 from collections import Counter
 
 import pytest
-import scored_graphs
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from tests.graphs import scored_qa
 from wtb_prefect.run import spans as tracing
 
 
@@ -29,11 +29,11 @@ def exporter():
 
 
 def test_spans_nest_batch_execution_node_worker_across_processes(bench, exporter):
-    bench.register_project(scored_graphs.qa_project("trace_qa"))
+    bench.register_project(scored_qa.qa_project("trace_qa"))
     batch = bench.run_batch_test(
         project="trace_qa",
         variant_matrix=[{}, {"retriever": "broken"}],
-        test_cases=scored_graphs.CASES[:2],
+        test_cases=scored_qa.CASES[:2],
         parallelism=2,
     )
     spans = exporter.get_finished_spans()
@@ -159,8 +159,8 @@ def test_otlp_exporter_when_endpoint_is_set(monkeypatch):
 
 def test_threadpool_executor_nodes_report_metrics_and_spans(bench, exporter):
     """Without Ray the node body runs in the flow process: same metrics, node spans, no worker spans."""
-    bench.register_project(scored_graphs.qa_project("trace_threadpool", executor="threadpool"))
-    batch = bench.run_batch_test(project="trace_threadpool", variant_matrix=[{}], test_cases=scored_graphs.CASES[:1])
+    bench.register_project(scored_qa.qa_project("trace_threadpool", executor="threadpool"))
+    batch = bench.run_batch_test(project="trace_threadpool", variant_matrix=[{}], test_cases=scored_qa.CASES[:1])
     result = batch.results[0]
     assert result.ok, result.error
     assert {r.node: r.metrics for r in result.nodes} == {

@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import graphs
 import pytest
 
 from examples.quickstart import project as quickstart
+from tests.graphs import langgraph_features
 from wtb_prefect import WorkflowProject
 from wtb_prefect.define.registry import load_data, resolve_project
 from wtb_prefect.define.yaml_io import ProjectFileError
@@ -19,15 +19,15 @@ name: rag_pipeline
 description: RAG Pipeline for Q&A
 
 workflow:
-  module: graphs
+  module: tests.graphs.langgraph_features
   factory: rag_graph
-  state_schema: graphs.RAGState
+  state_schema: tests.graphs.langgraph_features.RAGState
 
 variants:
   nodes:
     retriever:
       - name: prefix_retriever
-        module: graphs
+        module: tests.graphs.langgraph_features
         function: prefix_retriever
         resources:
           num_cpus: 0.5
@@ -36,7 +36,7 @@ variants:
           dependencies: [rank-bm25>=0.2]
   workflows:
     - name: rag_with_reranker
-      module: graphs
+      module: tests.graphs.langgraph_features
       factory: rag_with_reranker_graph
 
 file_tracking:
@@ -79,14 +79,14 @@ def test_spec_format_loads_into_configs(tmp_path: Path) -> None:
     project = WorkflowProject.from_yaml(write(tmp_path, SPEC_STYLE))
     assert project.name == "rag_pipeline"
     assert project.description == "RAG Pipeline for Q&A"
-    assert project.graph_factory is graphs.rag_graph
-    assert project.state_schema is graphs.RAGState
+    assert project.graph_factory is langgraph_features.rag_graph
+    assert project.state_schema is langgraph_features.RAGState
     assert project.root == tmp_path.resolve()
     variant = project.get_variant("retriever", "prefix_retriever")
-    assert variant.implementation is graphs.prefix_retriever
+    assert variant.implementation is langgraph_features.prefix_retriever
     assert variant.resources.num_cpus == 0.5
     assert variant.environment.python_version == "3.11"
-    assert project.get_workflow_variant("rag_with_reranker").graph_factory is graphs.rag_with_reranker_graph
+    assert project.get_workflow_variant("rag_with_reranker").graph_factory is langgraph_features.rag_with_reranker_graph
     assert project.file_tracking.enabled and project.file_tracking.tracked_paths == ["./data/", "./outputs/"]
     assert project.environment.granularity == "node"
     assert project.environment.default_env.dependencies == ["pyyaml>=6"]
@@ -124,13 +124,13 @@ def test_quickstart_round_trip_runs_the_same(tmp_path: Path) -> None:
 # Each bad file: (yaml text, key named in the message, line, words in the message)
 BAD = {
     "unknown top-level key": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariant: {}\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nvariant: {}\n",
         "variant",
         3,
         "not a known key",
     ),
     "unknown nested key under the spec alias": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray:\n    adress: auto\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nexecution:\n  ray:\n    adress: auto\n",
         "execution.ray.adress",
         5,
         "not a known key",
@@ -142,95 +142,95 @@ BAD = {
         "cannot be imported",
     ),
     "missing factory attribute": (
-        "name: p\nworkflow:\n  module: graphs\n  factory: no_such_factory\n",
+        "name: p\nworkflow:\n  module: tests.graphs.langgraph_features\n  factory: no_such_factory\n",
         "workflow.factory",
         4,
         "has no attribute",
     ),
     "missing variant function": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n    retriever:\n"
-        "      - name: x\n        module: graphs\n        function: nope\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nvariants:\n  nodes:\n    retriever:\n"
+        "      - name: x\n        module: tests.graphs.langgraph_features\n        function: nope\n",
         "variants.nodes.retriever[0].function",
         8,
         "has no attribute",
     ),
     "missing state schema": (
-        "name: p\nworkflow:\n  module: graphs\n  factory: rag_graph\n  state_schema: graphs.NoState\n",
+        "name: p\nworkflow:\n  module: tests.graphs.langgraph_features\n  factory: rag_graph\n  state_schema: tests.graphs.langgraph_features.NoState\n",
         "workflow.state_schema",
         5,
         "has no attribute",
     ),
     "attribute that is not a function": (
-        "name: p\nworkflow:\n  module: graphs\n  factory: CORPUS\n",
+        "name: p\nworkflow:\n  module: tests.graphs.langgraph_features\n  factory: CORPUS\n",
         "workflow.factory",
         4,
         "not a function",
     ),
     "factory that does not return a compiled graph": (
-        "name: p\nworkflow:\n  module: graphs\n  factory: uncompiled_graph\n",
+        "name: p\nworkflow:\n  module: tests.graphs.langgraph_features\n  factory: uncompiled_graph\n",
         "workflow.factory",
         4,
         "compile",
     ),
     "wrong type: text for a number": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray:\n"
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nexecution:\n  ray:\n"
         "    max_concurrent_workflows: ten\n",
         "execution.ray.max_concurrent_workflows",
         5,
         "valid integer",
     ),
     "wrong type: mapping where a list goes": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n    retriever: {name: x}\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nvariants:\n  nodes:\n    retriever: {name: x}\n",
         "variants.nodes.retriever",
         5,
         "valid list",
     ),
     "wrong type: bad memory string": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  node_resources:\n"
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nexecution:\n  node_resources:\n"
         "    retriever:\n      memory: lots\n",
         "execution.node_resources.retriever.memory",
         6,
         "cannot parse memory",
     ),
     "required key missing": (
-        "name: p\nworkflow:\n  module: graphs\n",
+        "name: p\nworkflow:\n  module: tests.graphs.langgraph_features\n",
         "workflow.factory",
         2,
         "is required",
     ),
     "variant for an unknown node": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nvariants:\n  nodes:\n    retreiver:\n"
-        "      - {name: x, module: graphs, function: prefix_retriever}\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nvariants:\n  nodes:\n    retreiver:\n"
+        "      - {name: x, module: tests.graphs.langgraph_features, function: prefix_retriever}\n",
         "variants.nodes.retreiver",
         5,
         "no graph of project",
     ),
     "bad project name": (
-        "name: 'not a name!'\nworkflow: {module: graphs, factory: rag_graph}\n",
+        "name: 'not a name!'\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\n",
         "name",
         1,
         "identifier-like",
     ),
     "file tracking enabled without paths": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nfile_tracking:\n  enabled: true\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nfile_tracking:\n  enabled: true\n",
         "file_tracking",
         3,
         "tracked_paths is empty",
     ),
     "repeated key": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nname: q\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nname: q\n",
         "name",
         3,
         "repeats the key (first at line 1)",
     ),
     "alias and field name together": (
-        "name: p\nworkflow: {module: graphs, factory: rag_graph}\nexecution:\n  ray: {}\n  ray_config: {}\n",
+        "name: p\nworkflow: {module: tests.graphs.langgraph_features, factory: rag_graph}\nexecution:\n  ray: {}\n  ray_config: {}\n",
         "execution.ray_config",
         5,
         "repeats the key",
     ),
     "invalid YAML": (
-        "name: p\nworkflow:\n  module: graphs\n   factory: rag_graph\n",
+        "name: p\nworkflow:\n  module: tests.graphs.langgraph_features\n   factory: rag_graph\n",
         "(syntax)",
         4,
         "not valid YAML",
@@ -263,7 +263,7 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
 
 def _local_factory():
     def factory():
-        return graphs.rag_graph()
+        return langgraph_features.rag_graph()
 
     return factory
 
@@ -271,7 +271,7 @@ def _local_factory():
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda: WorkflowProject("p", graph_factory=lambda: graphs.rag_graph()), "the graph factory"),
+        (lambda: WorkflowProject("p", graph_factory=lambda: langgraph_features.rag_graph()), "the graph factory"),
         (lambda: WorkflowProject("p", graph_factory=_local_factory()), "the graph factory"),
     ],
     ids=["lambda factory", "closure factory"],
@@ -282,12 +282,12 @@ def test_to_yaml_refuses_what_cannot_be_imported(make, words: str) -> None:
 
 
 def test_to_yaml_refuses_lambda_variant_and_node_updates() -> None:
-    project = WorkflowProject("p", graph_factory=graphs.rag_graph)
+    project = WorkflowProject("p", graph_factory=langgraph_features.rag_graph)
     project.register_variant("retriever", "lam", lambda state: {"documents": []})
     with pytest.raises(ProjectError, match="variant retriever:lam"):
         project.to_yaml()
     project.remove_variant("retriever", "lam")
-    project.update_node("retriever", graphs.prefix_retriever)
+    project.update_node("retriever", langgraph_features.prefix_retriever)
     with pytest.raises(ProjectError, match="permanent node updates"):
         project.to_yaml()
 

@@ -1,4 +1,4 @@
-"""The QA project of :mod:`scored_graphs` with one more retriever, for the report tests.
+"""The QA project of :mod:`scored_qa` with one more retriever, for the report tests.
 
 ``no_germany`` is right like the default retriever, except that it fails on
 the German case: a batch of ``MATRIX`` has two unchanged cases (paris, rome),
@@ -7,21 +7,21 @@ two regressions (berlin, madrid) and one failure (berlin).
 
 from __future__ import annotations
 
-import scored_graphs
+from tests.graphs import scored_qa
 
 MATRIX = [{}, {"retriever": "paris_rome"}, {"retriever": "no_germany"}]
-CASES = scored_graphs.CASES
+CASES = scored_qa.CASES
 
 
-def no_germany_retriever(state: scored_graphs.QAState) -> dict:
+def no_germany_retriever(state: scored_qa.QAState) -> dict:
     """The default retriever, but its index lacks Germany."""
     if "Germany" in state["question"]:
         raise ValueError("no document about Germany in the index")
-    return scored_graphs.country_retriever(state)
+    return scored_qa.country_retriever(state)
 
 
 def report_project(name: str):
-    """scored_graphs' QA project plus the ``no_germany`` retriever."""
-    project = scored_graphs.qa_project(name)
+    """scored_qa's QA project plus the ``no_germany`` retriever."""
+    project = scored_qa.qa_project(name)
     project.register_variant("retriever", "no_germany", no_germany_retriever)
     return project

@@ -1,6 +1,6 @@
 """A one-node project whose node reports where it ran: the Ray cluster, job, node and worker.
 
-Importable by module reference, so ``wtb run tests.where_graphs:build_project`` runs it.
+Importable by module reference, so ``wtb run tests.graphs.where_it_ran:build_project`` runs it.
 """
 
 from __future__ import annotations

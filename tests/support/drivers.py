@@ -10,14 +10,14 @@ import textwrap
 import time
 from pathlib import Path
 
-TESTS_DIR = Path(__file__).parent
+REPO = Path(__file__).resolve().parents[2]  # on a driver's path, so it imports tests.graphs
 
 
 def driver_env(home: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a driver subprocess: its own WTB_HOME (and Prefect API), the tests on its path."""
+    """The environment of a driver subprocess: its own WTB_HOME (and Prefect API), the repository on its path."""
     env = dict(os.environ)
     env["WTB_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     if api_url is not None:
         env["PREFECT_API_URL"] = api_url
         env["WTB_PREFECT_API_URL"] = api_url
@@ -57,5 +57,5 @@ def wait_exit(process: subprocess.Popen, timeout: float) -> float | None:
 
 
 def finished_executions(marker_dir: Path, last_node: str = "d") -> set[str]:
-    """Execution ids whose last node ran (from the ctl_graphs marker files)."""
+    """Execution ids whose last node ran (from the marked_steps marker files)."""
     return {p.stem for p in marker_dir.glob("*.runs") if last_node in p.read_text().split()}

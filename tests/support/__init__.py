@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (subprocess drivers, stand-ins); no tests here."""
