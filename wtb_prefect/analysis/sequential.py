@@ -416,9 +416,10 @@ class SequentialPassRate:
         """Cells that still need another repetition."""
         return ~self.decided & (self._test.n < self.max_repetitions)
 
-    def update(self, outcome: np.ndarray) -> None:
-        """Take one 0/1 outcome per cell; cells not :attr:`running` ignore theirs."""
-        self._test.update(np.asarray(outcome, dtype=float), self.running)
+    def update(self, outcome: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Take one 0/1 outcome per cell; cells not :attr:`running` (or not ``active``) ignore theirs."""
+        running = self.running if active is None else self.running & np.asarray(active, dtype=bool)
+        self._test.update(np.nan_to_num(np.asarray(outcome, dtype=float)), running)
 
     def verdicts(self) -> np.ndarray:
         """Per cell: ``pass``, ``fail``, ``flaky`` (undecided at the cap) or ``undecided`` (still running)."""
