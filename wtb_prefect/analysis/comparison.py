@@ -18,17 +18,17 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from wtb_prefect.analysis.evaluation import lower_is_better
 from wtb_prefect.analysis.paired import Correction, PairedComparison, PairedTest
+from wtb_prefect.analysis.verdicts import BatchAnalysis
 from wtb_prefect.define.project import DEFAULT, WORKFLOW_KEY
 from wtb_prefect.errors import ConfigError, WTBError
-
-if TYPE_CHECKING:
-    from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.results import ExecutionResult
 
 __all__ = [
+    "AnalysedBatch",
     "ComparisonRow",
     "Regression",
     "RegressionError",
@@ -40,6 +40,29 @@ __all__ = [
     "parse_tolerances",
     "resolve_baseline",
 ]
+
+
+class AnalysedBatch(Protocol):
+    """What comparing needs of a batch: :class:`~wtb_prefect.analysis.batch_result.BatchTestResult` is one.
+
+    Named as a protocol so that this module, which ``BatchTestResult`` builds
+    on, does not import it back.
+    """
+
+    results: list[ExecutionResult]
+
+    def by_variant(self) -> dict[str, list[ExecutionResult]]: ...
+
+    def analysis(
+        self,
+        baseline: str | dict[str, str] | None = None,
+        metrics: Sequence[str] = (),
+        *,
+        correction: Correction = "holm",
+        test: PairedTest = "auto",
+        alpha: float = 0.05,
+    ) -> BatchAnalysis: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +122,7 @@ def canonical_choice(choice: Mapping[str, str]) -> dict[str, str]:
     return canonical
 
 
-def resolve_baseline(batch: BatchTestResult, baseline: str | Mapping[str, str] | None) -> str:
+def resolve_baseline(batch: AnalysedBatch, baseline: str | Mapping[str, str] | None) -> str:
     """The label of the baseline combination: given as a label or a ``{node: variant}`` dict.
 
     None means the first combination of the batch's variant matrix.
@@ -127,7 +150,7 @@ def resolve_baseline(batch: BatchTestResult, baseline: str | Mapping[str, str] |
     )
 
 
-def _metric_name(batch: BatchTestResult, metric: str) -> str:
+def _metric_name(batch: AnalysedBatch, metric: str) -> str:
     name = METRIC_ALIASES.get(metric, metric)
     known = sorted({m for r in batch.results for m in r.metrics})
     if name not in known:
@@ -136,7 +159,7 @@ def _metric_name(batch: BatchTestResult, metric: str) -> str:
 
 
 def compare_variants(
-    batch: BatchTestResult,
+    batch: AnalysedBatch,
     metric: str,
     baseline: str | Mapping[str, str] | None = None,
     confidence: float = 0.95,
@@ -238,7 +261,7 @@ class Regression:
 class RegressionError(WTBError):
     """A batch's variant combination regressed against the baseline beyond a tolerance."""
 
-    def __init__(self, regressions: Sequence[Regression], batch: BatchTestResult | None = None) -> None:
+    def __init__(self, regressions: Sequence[Regression], batch: AnalysedBatch | None = None) -> None:
         self.regressions = list(regressions)
         self.batch = batch
         lines = "\n".join(f"  - {r}" for r in self.regressions)
@@ -303,7 +326,7 @@ def parse_tolerances(specs: Sequence[str] | Mapping[str, ToleranceSpec]) -> dict
 
 
 def check_regressions(
-    batch: BatchTestResult,
+    batch: AnalysedBatch,
     baseline: str | Mapping[str, str] | None,
     tolerances: Mapping[str, ToleranceSpec] | Sequence[str],
     confidence: float = 0.95,
@@ -353,7 +376,7 @@ def check_regressions(
 # ─── tables ───
 
 
-def comparison_table(batch: BatchTestResult, baseline: str | Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def comparison_table(batch: AnalysedBatch, baseline: str | Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The batch's paired comparison against ``baseline`` (success, run time, every score), for display.
 
     One row per (metric, variant): means, difference with its interval (at

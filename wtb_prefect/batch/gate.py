@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from wtb_prefect.analysis.comparison import (
     METRIC_ALIASES,
+    Regression,
     RegressionError,
     Tolerance,
     ToleranceSpec,
@@ -26,11 +27,12 @@ from wtb_prefect.analysis.comparison import (
     parse_tolerances,
     resolve_baseline,
 )
+from wtb_prefect.batch.previous import PREVIOUS, PreviousRunComparison, previous_regressions
 from wtb_prefect.errors import ConfigError
+from wtb_prefect.run.context import CompiledVariant
 
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
-    from wtb_prefect.batch.plan import BatchPlan
 
 __all__ = ["RegressionGate", "artifact_key", "enforce_regression_gate", "prepare_gate"]
 
@@ -52,8 +54,11 @@ def enforce_regression_gate(
         RegressionError: at least one combination regressed (fails the flow run).
         ConfigError: an unknown baseline or metric, or a bad tolerance.
     """
-    regressions = check_regressions(batch, baseline, tolerances)
-    base_label = resolve_baseline(batch, baseline)
+    if baseline == PREVIOUS:
+        regressions, base_label = _against_previous(batch, tolerances)
+    else:
+        regressions = check_regressions(batch, baseline, tolerances)
+        base_label = resolve_baseline(batch, baseline)
     rows = [
         {
             "variant": r.variant,
@@ -88,6 +93,22 @@ def enforce_regression_gate(
         raise RegressionError(regressions, batch)
 
 
+def _against_previous(
+    batch: BatchTestResult, tolerances: Mapping[str, ToleranceSpec] | Sequence[str]
+) -> tuple[list[Regression], str]:
+    """The gate against the previous completed run of the deployment (``batch.tracking["previous"]``).
+
+    Without a previous run (the deployment's first, a run outside a deployment,
+    or no case in common) nothing can regress: the gate passes and says why.
+    """
+    comparison = batch.tracking.get("previous")
+    if not isinstance(comparison, PreviousRunComparison) or not comparison.found:
+        note = comparison.note if isinstance(comparison, PreviousRunComparison) else "not a deployment run"
+        logger.warning("regression gate of batch %s against the previous run: %s", batch.batch_id, note)
+        return [], f"the previous run ({note})"
+    return previous_regressions(comparison, parse_tolerances(tolerances)), comparison.label
+
+
 @dataclass(frozen=True)
 class RegressionGate:
     """A validated gate: the baseline combination and a tolerance per metric."""
@@ -104,13 +125,20 @@ class RegressionGate:
 _BUILTIN_METRICS = {"success", "error", "latency_s", *METRIC_ALIASES}
 
 
-def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionGate | None:
+def prepare_gate(
+    evaluators: Sequence[str], variants: Sequence[CompiledVariant], gate: Mapping[str, Any] | None
+) -> RegressionGate | None:
     """Validate a batch's regression gate before any work starts; None without a gate.
 
-    ``gate`` is ``{"baseline": label | {node: variant} | None, "tolerances":
+    ``evaluators`` are the project's evaluator names and ``variants`` the
+    batch's compiled combinations (the plan passes them; the gate does not
+    import the plan, which holds the gate).
+    ``gate`` is ``{"baseline": label | {node: variant} | "previous" | None, "tolerances":
     {metric: amount | "5%" | Tolerance} | ["metric=amount", ...],
     "require_significance": False}``; the baseline None is the first
-    combination of the matrix. With ``require_significance`` a variant
+    combination of the matrix; ``"previous"`` compares each variant with
+    itself in the previous completed run of the flow run's deployment
+    (:mod:`wtb_prefect.batch.previous`). With ``require_significance`` a variant
     regresses only where the paired verdict, corrected over the batch's
     tests, is "worse" beyond the tolerance (opt-in: by default the absolute
     tolerance alone decides).
@@ -135,7 +163,7 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
         tolerances = {m: replace(t, require_significance=True) for m, t in tolerances.items()}
     if not tolerances:
         raise ConfigError("regression_gate.tolerances", "is empty", "name at least one metric, e.g. {'accuracy': 0.05}")
-    evaluators = list(plan.project.evaluators)
+    evaluators = list(evaluators)
     for metric in tolerances:
         known = (
             metric in _BUILTIN_METRICS
@@ -149,10 +177,12 @@ def prepare_gate(plan: BatchPlan, gate: Mapping[str, Any] | None) -> RegressionG
                 f"use an evaluator ({evaluators}), success, error_rate, latency_s, node.<node>.<metric> or total.<metric>",
             )
     baseline = gate.get("baseline")
-    labels = [v.label for v in plan.variants]
+    if baseline == PREVIOUS:  # each variant against itself in the previous run: one variant is enough
+        return RegressionGate(baseline, tolerances, require)
+    labels = [v.label for v in variants]
     if isinstance(baseline, Mapping):
         wanted = canonical_choice(baseline)
-        if not any(canonical_choice(v.choice.as_dict()) == wanted for v in plan.variants):
+        if not any(canonical_choice(v.choice.as_dict()) == wanted for v in variants):
             raise ConfigError(
                 "regression_gate.baseline", f"{dict(baseline)} is not in the variant matrix", f"use one of {labels}"
             )

@@ -28,8 +28,8 @@ from wtb_prefect.define.resolution import parse_variant_choice
 from wtb_prefect.define.state import split_test_case, validate_state
 from wtb_prefect.errors import ConfigError, ExecutionStateError, StateValidationError
 from wtb_prefect.run.checkpoints import durability_for, open_checkpointer
-from wtb_prefect.run.compile import CompiledVariant, compile_variant
-from wtb_prefect.run.dispatch import Mode
+from wtb_prefect.run.compile import compile_variant
+from wtb_prefect.run.context import CompiledVariant, Mode
 from wtb_prefect.run.execution import ExecutionItem
 from wtb_prefect.run.executions import ExecutionIndex, ExecutionRecord, open_index
 from wtb_prefect.run.sharing import NodeSharing, build_sharing
@@ -217,7 +217,7 @@ def prepare_batch(
         repetitions=repetitions,
         sharing=build_sharing(project, batch_id, variants, settings.state_dir),
     )
-    plan.gate = prepare_gate(plan, regression_gate)
+    plan.gate = prepare_gate(list(project.evaluators), plan.variants, regression_gate)
     return plan
 
 

@@ -18,6 +18,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig
 from wtb_prefect.define.introspect import build_graph, callable_name, node_names, source_hash
+from wtb_prefect.define.yaml_io import dump_project, load_project
 from wtb_prefect.errors import ProjectError, UnknownNodeError, UnknownVariantError, UnknownVersionError
 
 __all__ = ["ComparativeEvaluator", "NodeVariant", "ProjectVersion", "WorkflowProject", "WorkflowVariant", "DEFAULT"]
@@ -419,14 +420,10 @@ class WorkflowProject:
     @classmethod
     def from_yaml(cls, path: str | Path) -> WorkflowProject:
         """Load a project from a YAML file; errors name the file, key and line."""
-        from wtb_prefect.define.yaml_io import load_project
-
-        return load_project(path)
+        return load_project(path, cls)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """This project as YAML text (written to ``path`` when given); every part must be importable."""
-        from wtb_prefect.define.yaml_io import dump_project
-
         return dump_project(self, path)
 
     # ─── Evaluators ───

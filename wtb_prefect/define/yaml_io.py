@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,7 +35,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig
 from wtb_prefect.define.imports import ReferenceImportError, import_attribute, on_sys_path
-from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.errors import ProjectError
 
 __all__ = ["ProjectFileError", "load_project", "dump_project"]
@@ -308,8 +307,14 @@ def _callable(located: _Located, path: Path_, module: str, attribute: str) -> Ca
     return value
 
 
-def load_project(path: str | Path) -> WorkflowProject:
-    """Read a project YAML file (Appendix A.2) into a :class:`WorkflowProject`.
+ProjectT = TypeVar("ProjectT")
+
+
+def load_project(path: str | Path, project_type: type[ProjectT]) -> ProjectT:
+    """Read a project YAML file into a ``project_type`` (:class:`~wtb_prefect.define.project.WorkflowProject`).
+
+    The project class is passed in rather than imported: ``WorkflowProject.from_yaml``
+    calls this module, so importing it here would make the two import each other.
 
     The working directory and the file's folder are put on ``sys.path`` so
     that modules next to the file can be imported.
@@ -333,7 +338,7 @@ def load_project(path: str | Path) -> WorkflowProject:
     schema = _import_dotted(located, ("workflow", "state_schema"), w.state_schema) if w.state_schema else None
     root = (file.parent / spec.root).resolve() if spec.root else file.parent
     try:
-        project = WorkflowProject(
+        project = project_type(
             name=spec.name,
             graph_factory=factory,
             state_schema=schema,
@@ -406,8 +411,8 @@ def _env(spec: EnvSpec | None) -> dict[str, Any] | None:
     return _config(spec, _ENV_ALIASES)
 
 
-def dump_project(project: WorkflowProject, path: str | Path | None = None) -> str:
-    """The YAML text of ``project`` (Appendix A.2), written to ``path`` when given.
+def dump_project(project: Any, path: str | Path | None = None) -> str:
+    """The YAML text of ``project`` (a ``WorkflowProject``), written to ``path`` when given.
 
     The current version's graph is written; the version history is not.
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from wtb_prefect.batch.plan import BatchPlan
     from wtb_prefect.results import BatchTestResult, ExecutionResult
-    from wtb_prefect.run.compile import CompiledVariant
+    from wtb_prefect.run.context import CompiledVariant
 
 __all__ = ["MlflowObserver", "artifact_root", "mlflow_client", "mlflow_ui_command", "tracking_uri"]
 
@@ -338,6 +338,9 @@ class MlflowObserver(BatchObserver):
 
             client.log_table(self.parent_run_id, _table(comparison_table(batch)), "comparison.json")
             _log_paired_analysis(client, self.parent_run_id, self.child_run_ids, batch, now)
+        from wtb_prefect.integrations.previous_run import log_previous
+
+        log_previous(client, self.parent_run_id, self.child_run_ids, batch, now)  # a deployment run's drift
         client.set_terminated(self.parent_run_id, "FINISHED")
         batch.tracking["mlflow"] = {
             "tracking_uri": self.uri,

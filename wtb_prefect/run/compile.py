@@ -11,60 +11,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
 
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
 
 from wtb_prefect.define.introspect import build_graph, callable_name, source_hash
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
 from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
-from wtb_prefect.run.dispatch import Mode, NodePlan, body_and_accepts, make_node_callable
+from wtb_prefect.run.context import CompiledVariant, Mode, NodePlan
+from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable
 from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
 
-__all__ = ["CompiledVariant", "compile_variant"]
+__all__ = ["compile_variant"]
 
 _DEFAULT_ERROR_HANDLER = "__default_error_handler__"
-
-
-@dataclass
-class CompiledVariant:
-    """A variant combination compiled to a dispatching LangGraph graph."""
-
-    project: str
-    choice: VariantChoice
-    graph: CompiledStateGraph
-    state_schema: type | None
-    nodes: dict[str, NodePlan]
-    inline_nodes: list[str] = field(default_factory=list)
-    project_version: str = "1.0"
-
-    @property
-    def label(self) -> str:
-        """The variant combination's label."""
-        return self.choice.label
-
-    def provenance(self) -> dict[str, Any]:
-        """The exact implementation versions, resources and environments this variant runs."""
-        return {
-            "project": self.project,
-            "project_version": self.project_version,
-            "workflow_variant": self.choice.workflow,
-            "variant": self.choice.as_dict(),
-            "nodes": {
-                name: {
-                    "implementation": plan.implementation,
-                    "version": plan.version,
-                    "resources": plan.resources,
-                    # spec, env key and resolved lock (None = the driver's environment)
-                    "environment": copy.deepcopy(plan.environment),
-                }
-                for name, plan in self.nodes.items()
-            },
-        }
 
 
 def _env_user(project: str, choice: VariantChoice, node: str) -> str:

@@ -7,123 +7,28 @@ resources) and hands the task's return value back to LangGraph unchanged.
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._runnable import RunnableCallable
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.results import ResultRecord
 from prefect.utilities.annotations import quote
 from prefect.utilities.callables import get_call_parameters
 from prefect_ray.context import remote_options
 
-from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.results import ErrorInfo, NodeRecord
+from wtb_prefect.run.context import Mode, NodePlan, current_execution
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.sharing import begin_call
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
 from wtb_prefect.worker.call import AsyncBody
 from wtb_prefect.worker.workspace import bind_workspace
 
-__all__ = ["ExecutionContext", "NodePlan", "current_execution", "make_node_callable"]
-
-Mode = Literal["ray", "threadpool", "sequential"]
-
-
-@dataclass
-class ExecutionContext:
-    """What the node wrappers of one running execution record into."""
-
-    execution_id: str
-    variant_label: str
-    case_id: str
-    records: list[NodeRecord] = field(default_factory=list)
-    failed_node: str | None = None
-    on_node_end: Callable[[NodeRecord], None] | None = field(default=None, repr=False)
-    repetition: int = 0
-    sharing: Any = field(default=None, repr=False)
-    """The batch's :class:`~wtb_prefect.run.sharing.NodeSharing` (None: every call runs)."""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, record: NodeRecord) -> None:
-        with self._lock:
-            self.records.append(record)
-            if record.status == "failed":
-                self.failed_node = record.node
-        if self.on_node_end is not None:
-            self.on_node_end(record)
-
-
-_current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
-    "wtb_current_execution", default=None
-)
-
-
-def current_execution() -> ExecutionContext | None:
-    """The execution whose node is running in this context, if any."""
-    return _current.get()
-
-
-def set_current_execution(ctx: ExecutionContext | None) -> contextvars.Token:
-    """Make ``ctx`` the current execution of this context."""
-    return _current.set(ctx)
-
-
-@task(name="node", cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
-def node_task(
-    fn: Callable[..., Any],
-    state: Any,
-    kwargs: dict[str, Any],
-    label: str,
-    call_key: str | None = None,
-    files_before: str | None = None,
-) -> Any:
-    """Run one LangGraph node body; the value goes back to LangGraph unchanged.
-
-    ``call_key`` and ``files_before`` are read by the node-call cache policy
-    and its commit hook (:mod:`wtb_prefect.run.sharing`), not by the body.
-    """
-    return fn(state, **kwargs)
-
-
-@dataclass
-class NodePlan:
-    """Everything needed to dispatch one node of one compiled variant."""
-
-    node: str
-    func: Callable[..., Any]
-    accepts: dict[str, Any]
-    implementation: str
-    version: str
-    ray_options: dict[str, Any]
-    timeout_s: float
-    retries: int
-    retry_delay_s: float
-    resources: dict[str, Any]
-    request: NodeResourceConfig | None = None
-    """``resources`` as the validated model (what Ray is asked for)."""
-    environment: dict[str, Any] | None = None
-    """The node's uv environment: spec, key and resolved lock (None = the driver's environment)."""
-    _task: Any = field(default=None, repr=False)
-
-    def prefect_task(self) -> Any:
-        """The node's Prefect task, named after the node, with its timeout and retries."""
-        if self._task is None:
-            self._task = node_task.with_options(
-                name=self.node,
-                timeout_seconds=self.timeout_s,
-                retries=self.retries,
-                retry_delay_seconds=self.retry_delay_s,
-            )
-        return self._task
+__all__ = ["body_and_accepts", "make_node_callable"]
 
 
 def _sync_body(runnable: RunnableCallable) -> Callable[..., Any]:
@@ -216,7 +121,7 @@ def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
     """The callable that replaces a node's body in the compiled graph."""
 
     def dispatched(state: Any, config: RunnableConfig) -> Any:
-        ctx = _current.get()
+        ctx = current_execution()
         kwargs = _shippable_kwargs(plan.accepts, config)
         label = f"{plan.node} | {ctx.variant_label} | case {ctx.case_id}" if ctx else plan.node
         started = time.time()

@@ -23,9 +23,8 @@ from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.state import TestCase
 from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ErrorInfo, ExecutionResult, NodeRecord
-from wtb_prefect.run.compile import CompiledVariant
+from wtb_prefect.run.context import CompiledVariant, ExecutionContext, set_current_execution
 from wtb_prefect.run.control import CHECKPOINT, controlled_run
-from wtb_prefect.run.dispatch import ExecutionContext, set_current_execution
 from wtb_prefect.run.executions import ExecutionIndex, storage_failure
 from wtb_prefect.run.sharing import NodeSharing
 

@@ -17,13 +17,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from wtb_prefect.run.context import NodePlan, current_execution
 from wtb_prefect.run.spans import end_node_span, import_spans, start_node_span, worker_carrier
 from wtb_prefect.worker.metrics import collecting_node_metrics
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
-
-    from wtb_prefect.run.dispatch import NodePlan
 
 __all__ = [
     "NodeScope",
@@ -89,7 +88,6 @@ def absorb_worker_extras(extras: Mapping[str, Any] | None) -> None:
 
 def observe_node(plan: NodePlan, dispatched: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a node's dispatching callable with its span and metrics collection."""
-    from wtb_prefect.run.dispatch import current_execution
 
     @functools.wraps(dispatched)
     def observed(state: Any, config: Any) -> Any:

@@ -70,15 +70,15 @@ from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
 from pydantic import PrivateAttr
 
+from wtb_prefect.define.project import DEFAULT, WorkflowProject
 from wtb_prefect.errors import ConfigError, WTBError
+from wtb_prefect.run.context import CompiledVariant, ExecutionContext, NodePlan
+from wtb_prefect.run.node_scope import current_node_metrics, current_node_scope
 from wtb_prefect.run.slots import SlotLease, current_lease, stepping_aside
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
-    from wtb_prefect.define.project import WorkflowProject
-    from wtb_prefect.run.compile import CompiledVariant
-    from wtb_prefect.run.dispatch import ExecutionContext, NodePlan
 
 __all__ = [
     "CallOrigin",
@@ -328,8 +328,6 @@ def lock_call_across_processes(locks_dir: Path, key: str, wait_s: float) -> Base
 
 def _node_version(project: WorkflowProject, workflow: str, variant: str, node: str) -> str:
     """The project version in which the node's implementation last changed ("base" = never updated)."""
-    from wtb_prefect.define.project import DEFAULT
-
     if variant != DEFAULT or workflow != DEFAULT:
         return "base"
     override = project.current_version.node_overrides.get(node)
@@ -478,8 +476,6 @@ class NodeSharing:
 
     def settle(self, call: NodeCall) -> None:
         """Provenance of a reused call; its origin's metrics join the current node's."""
-        from wtb_prefect.run.node_scope import current_node_scope
-
         assert call.key is not None
         call.origin = self.origins.get(call.key) or self._stored_origin(call.key)
         same_batch = call.origin is not None and call.origin.batch_id == self.batch_id
@@ -510,8 +506,6 @@ class NodeSharing:
     def _commit_hook(self) -> Any:
         def record_origin(txn: Any) -> None:
             from prefect.context import TaskRunContext
-
-            from wtb_prefect.run.node_scope import current_node_metrics
 
             task_ctx = TaskRunContext.get()
             if task_ctx is None or txn.key is None:

@@ -33,10 +33,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from wtb_prefect.run.context import ExecutionContext, NodePlan
+
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
-
-    from wtb_prefect.run.dispatch import ExecutionContext, NodePlan
 
 __all__ = [
     "configure_tracing",

@@ -16,6 +16,7 @@ from prefect_ray.context import RemoteOptionsContext
 
 from wtb_prefect.config import ExecutionConfig, NodeResourceConfig
 from wtb_prefect.run.lanes import LANE_OPTION, LaneSpec, call_node, lane_spec
+from wtb_prefect.run.node_scope import absorb_worker_extras, current_node_scope
 from wtb_prefect.worker.call import EXTRAS_ATTR
 
 __all__ = ["WTBRayTaskRunner"]
@@ -30,7 +31,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 def _node_call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """The node body call inside a call of ``dispatch.node_task`` (``fn(state, **kwargs)``).
+    """The node body call inside a call of ``context.node_task`` (``fn(state, **kwargs)``).
 
     The worker then runs the node's body itself (an actor can await an
     ``async def`` body) instead of the task function around it.
@@ -65,7 +66,6 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
 
     @functools.wraps(fn)
     def on_ray(*args: Any, **kwargs: Any) -> Any:
-        from wtb_prefect.run.node_scope import absorb_worker_extras, current_node_scope
         from wtb_prefect.services.ray_cluster import connect_ray
 
         connect_ray()  # no-op once connected
