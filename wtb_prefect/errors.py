@@ -21,6 +21,13 @@ class ConfigError(WTBError, ValueError):
         super().__init__(f"{field}: {problem}. Fix: {fix}")
 
 
+class BatchIdConflictError(ConfigError):
+    """A batch id names an existing batch whose project, matrix, cases or repetitions differ.
+
+    Batches are never merged: the same id with the same inputs resumes the batch.
+    """
+
+
 class ProjectError(WTBError):
     """A project definition is unusable (bad graph factory, unknown node, ...)."""
 

@@ -34,6 +34,7 @@ from wtb_prefect.batch.analysis import analyse_finished_batch
 from wtb_prefect.batch.flow_runs import batch_flow_run_name, mark_crashed, open_flow_runs, record_unrecorded
 from wtb_prefect.batch.observers import BatchObserver, end_batch, notify, observers_for
 from wtb_prefect.batch.plan import BatchPlan
+from wtb_prefect.batch.previous import against_previous_run
 from wtb_prefect.batch.progress import BatchProgress
 from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ExecutionResult, NodeRecord
@@ -333,6 +334,7 @@ def _end_batch(
         duration_s=time.time() - started,
     )
     analyse_finished_batch(plan, batch)  # judges and forest plot, before the observers record the batch
+    against_previous_run(batch, plan.gate.tolerances if plan.gate else ())  # a deployment run: drift since the last
     if plan.sharing is not None:
         batch.tracking["node_calls"] = {
             **batch.node_calls(),

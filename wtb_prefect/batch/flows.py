@@ -32,9 +32,11 @@ from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.batch.batch_ids import batch_id_for_flow_run, check_batch_id_reuse
 from wtb_prefect.batch.execute import execute_plan
 from wtb_prefect.batch.flow_runs import batch_flow_run_name
 from wtb_prefect.batch.plan import claim_plan, prepare_batch, prepare_batch_resume, prepare_resume
+from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.registry import load_data, resolve_project
 from wtb_prefect.errors import PrefectAPIUnavailableError, UnknownExecutionError, WTBError
 from wtb_prefect.results import ExecutionResult
@@ -56,7 +58,9 @@ class RegressionGateParameter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     baseline: str | dict[str, str] | None = Field(
-        default=None, description="Variant label or {node: variant}; empty = the matrix's first combination."
+        default=None,
+        description="Variant label or {node: variant}; empty = the matrix's first combination; 'previous' = "
+        "each variant against itself in the previous completed run of this deployment.",
     )
     tolerances: dict[str, Any] | list[str] = Field(
         min_length=1,
@@ -79,8 +83,22 @@ def _gate_dict(gate: RegressionGateParameter | dict[str, Any] | None) -> dict[st
 def _batch_run_name() -> str:
     parameters = current_flow_run.parameters
     project = resolve_project(parameters["project"]).name
-    batch_id = parameters.get("resume") or parameters.get("batch_id") or current_flow_run.id.replace("-", "")[:12]
+    batch_id = parameters.get("resume") or parameters.get("batch_id") or batch_id_for_flow_run(current_flow_run.id)
     return batch_flow_run_name(project, batch_id)
+
+
+def _resumes(proj: WorkflowProject, batch_id: str, matrix: Any, cases: Any, repetitions: int | None) -> bool:
+    """Whether ``batch_id`` is a batch of the index with these inputs (refused if its inputs differ)."""
+    if not isinstance(cases, list) or (matrix is not None and not isinstance(matrix, list)):
+        return False  # prepare_batch names what is wrong with them
+    return check_batch_id_reuse(
+        open_index(get_settings().state_dir),
+        batch_id,
+        project=proj.name,
+        variant_matrix=matrix,
+        test_cases=cases,
+        repetitions=repetitions or proj.execution.repetitions,
+    )
 
 
 def _run_name() -> str:
@@ -147,9 +165,12 @@ def batch_test_flow(
             another execution computes does not count meanwhile); empty = the project's
             max_concurrent_workflows.
         regression_gate: fail the run when a combination regresses against the baseline
-            (e.g. {"baseline": "default", "tolerances": {"answer_hit": 0.1}}).
+            (e.g. {"baseline": "default", "tolerances": {"answer_hit": 0.1}}); the baseline
+            "previous" compares each variant with itself in the deployment's previous completed run.
         resume: the id of an earlier batch to finish (matrix and cases are then not needed).
-        batch_id: the new batch's id; empty = derived from the flow run's id.
+        batch_id: the new batch's id; empty = the last 12 hex digits of the flow run's id. An
+            existing batch's id resumes it when the matrix, cases and repetitions are its own,
+            and is refused otherwise (batches are never merged).
         repetitions: independent samples per (variant, case); identical node calls are shared
             only within one repetition; empty = the project's ExecutionConfig.repetitions.
     """
@@ -170,15 +191,22 @@ def batch_test_flow(
         if resume:
             plan = prepare_batch_resume(proj, resume, parallelism=parallelism, regression_gate=gate)
         else:
-            plan = prepare_batch(
-                proj,
-                load_data(variant_matrix, "variant_matrix"),
-                load_data(test_cases, "test_cases") or [],
-                parallelism=parallelism,
-                batch_id=batch_id or current_flow_run.id.replace("-", "")[:12],
-                regression_gate=gate,
-                repetitions=repetitions,
-            )
+            matrix = load_data(variant_matrix, "variant_matrix")
+            cases = load_data(test_cases, "test_cases") or []
+            new_id = batch_id or batch_id_for_flow_run(current_flow_run.id)
+            if cases and _resumes(proj, new_id, matrix, cases, repetitions):
+                # the same batch again (a retried flow run, or its id given twice): finish it
+                plan = prepare_batch_resume(proj, new_id, parallelism=parallelism, regression_gate=gate)
+            else:
+                plan = prepare_batch(
+                    proj,
+                    matrix,
+                    cases,
+                    parallelism=parallelism,
+                    batch_id=new_id,
+                    regression_gate=gate,
+                    repetitions=repetitions,
+                )
     batch = execute_plan(plan)
     if plan.gate is not None:
         plan.gate.enforce(batch)

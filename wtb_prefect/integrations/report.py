@@ -42,6 +42,7 @@ from wtb_prefect.analysis.forest import forest_plot
 from wtb_prefect.analysis.paired import PairedComparison, interval_label
 from wtb_prefect.batch.analysis import forest_plot_path
 from wtb_prefect.errors import ConfigError
+from wtb_prefect.integrations.previous_run import previous_html
 from wtb_prefect.results import ErrorInfo, ExecutionResult
 from wtb_prefect.settings import WTBSettings, get_settings
 
@@ -353,7 +354,7 @@ def render_report(
     return page.substitute(
         title=html.escape(f"{batch.project}: batch {batch.batch_id}"),
         header=_header_html(batch, base, links),
-        comparison=_comparison_html(verdicts),
+        comparison=_comparison_html(verdicts) + previous_html(batch),
         plot=plot,
         data=_script_json(grid_data(batch, base, links)),
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from wtb_prefect.analysis.evaluation import lower_is_better
 from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
+from wtb_prefect.integrations.previous_run import previous_markdown
 from wtb_prefect.integrations.report import Verdict, analyse, error_summary, find_links, write_report
 from wtb_prefect.integrations.scope import is_single_run
 
@@ -84,6 +85,7 @@ def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Pa
                 cells.append(_SYMBOLS.get(v.verdict, v.verdict) + change)
             lines.append(f"| {_cell(variant)} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += previous_markdown(batch)
     if batch.failed:
         lines += [f"**Failures** ({len(batch.failed)})", ""]
         by_variant = Counter(r.variant_label for r in batch.failed)
