@@ -1,0 +1,77 @@
+"""``wtb demo``: the example project's variant matrix, end to end."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from wtb_prefect.cli.output import (
+    comparison_table,
+    print_table,
+    print_verdicts,
+)
+from wtb_prefect.cli.root import app, console
+
+
+@app.command()
+def demo(
+    example: str = typer.Option("examples.rag.project", help="Module of the example project."),
+    parallelism: int = typer.Option(None, help="Executions computing at once (default: the project's RayConfig)."),
+) -> None:
+    """Run the example project's variant matrix on its test cases and print the comparison.
+
+    The module gives ``build_project()``, ``VARIANT_MATRIX`` and ``TEST_CASES``,
+    and optionally ``SUMMARY_METRICS``: execution metrics to add to the table.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from wtb_prefect.bench import WTBTestBench
+    from wtb_prefect.integrations.mlflow import mlflow_ui_command
+    from wtb_prefect.services.prefect_server import ensure_prefect_api
+    from wtb_prefect.settings import get_settings
+
+    module = importlib.import_module(example)
+    project = module.build_project()
+    api = ensure_prefect_api()
+    console.print(f"Prefect API: {api}")
+    bench = WTBTestBench()
+    bench.register_project(project)
+    total = len(module.VARIANT_MATRIX) * len(module.TEST_CASES)
+    console.print(
+        f"{project.name}: {len(module.VARIANT_MATRIX)} variant combinations x {len(module.TEST_CASES)} "
+        "test cases (node environments are built or reused first)"
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(f"{project.name}: executions", total=total)
+        batch = bench.run_batch_test(
+            project=project.name,
+            variant_matrix=module.VARIANT_MATRIX,
+            test_cases=module.TEST_CASES,
+            parallelism=parallelism,
+            on_result=lambda _: progress.advance(bar),
+        )
+    summary = batch.summary(metrics=getattr(module, "SUMMARY_METRICS", ()))
+    print_table(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
+    print_verdicts(batch)
+    ui = api.removesuffix("/api")
+    console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
+    if batch.tracking.get("report"):
+        console.print(
+            f"Report (every case side by side across the variants): {batch.tracking['report']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    settings = get_settings()
+    if settings.mlflow_enabled:
+        console.print(
+            f"MLflow comparison (experiment {project.name!r}: a parent run per batch, a child run per "
+            "variant combination; select the children and press Compare):\n"
+            f"  .venv/bin/{mlflow_ui_command(settings)}\n  then open http://127.0.0.1:5000",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if batch.failed:
+        console.print(f"[red]{len(batch.failed)} execution(s) failed[/red]")
+        raise typer.Exit(1)
