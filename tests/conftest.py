@@ -1,10 +1,10 @@
 """One real Prefect server and one real Ray cluster for the whole test session.
 
 Every test that uses them (through ``prefect_api``, ``ray_cluster`` or
-``bench``) is marked ``integration`` here, at collection; tests that start
-services another way (CLI subprocesses, deployments, ``wtb up``) carry the mark
-in their module. ``pytest -m "not integration"`` is the fast subset, and a test
-not marked integration that starts a service anyway fails: see
+``bench``), or the report tests' real browser (``chromium``), is marked
+``integration`` here, at collection; tests that start services another way
+carry the mark themselves. ``pytest -m "not integration"`` is the fast subset,
+and a test not marked integration that starts a service anyway fails: see
 :mod:`tests.support.service_guard`.
 """
 
@@ -20,8 +20,8 @@ import pytest
 from tests.support import service_guard
 from wtb_prefect.services.ports import free_port
 
-SERVICE_FIXTURES = frozenset({"prefect_api", "ray_cluster", "bench"})
-"""Fixtures that start (or stand on) the session's Prefect server and Ray cluster."""
+SERVICE_FIXTURES = frozenset({"prefect_api", "ray_cluster", "bench", "chromium"})
+"""Fixtures that start (or stand on) the session's Prefect server and Ray cluster, or a real browser (installed when missing)."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by ``-m``

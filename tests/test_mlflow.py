@@ -251,6 +251,7 @@ mlflow_client(uri).create_experiment(f"opened by {os.getpid()}")
 """
 
 
+@pytest.mark.integration  # four processes start real MLflow clients on one store at once
 def test_processes_opening_a_new_store_at_once_all_record(tmp_path):
     """Batches started together in several processes open a new SQLite store at the same
     moment: each gets a working client (MLflow's migrations run once, not in each)."""
