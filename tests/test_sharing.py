@@ -114,7 +114,7 @@ def test_persistent_cache_reuses_unchanged_calls_and_reruns_updated_nodes_and_do
     assert g.counts(tag, "answer_v2") == 3 and g.counts(tag, "polish") == 6  # the update and downstream ran
     assert all(r.final_state["answer"].startswith("V2: ") for r in third.results)
 
-    from wtb_prefect.run.sharing import cache_info, clear_cache
+    from wtb_prefect.run.node_cache import cache_info, clear_cache
 
     info = cache_info(wtb_home, project.name)
     assert info[0]["entries"] == 15 and info[0]["nodes"] == 3  # 3 fetch, 6 answer (v1, v2), 6 polish
@@ -452,7 +452,7 @@ def test_two_processes_on_one_persistent_cache_compute_each_call_once(bench, tmp
 
 HOLD_LOCK = """
 import sys, time
-from wtb_prefect.run.sharing import lock_call_across_processes
+from wtb_prefect.run.node_cache import lock_call_across_processes
 lock = lock_call_across_processes(__import__("pathlib").Path(sys.argv[1]), sys.argv[2], 0)
 print("held", flush=True)
 time.sleep(120)
@@ -465,14 +465,14 @@ def test_a_call_locked_by_a_stuck_process_runs_after_the_longest_wait_and_a_dead
     import logging
     import time
 
-    from wtb_prefect.run.sharing import lock_call_across_processes
+    from wtb_prefect.run.node_cache import lock_call_across_processes
 
     key = "proj/fetch/0123abcd"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path), key], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         start = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="wtb_prefect.run.sharing"):
+        with caplog.at_level(logging.WARNING, logger="wtb_prefect.run.node_cache.locks"):
             assert lock_call_across_processes(tmp_path, key, wait_s=1.0) is None
         assert time.monotonic() - start >= 1.0
         assert "computing it here instead" in caplog.text

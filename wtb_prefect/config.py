@@ -260,7 +260,7 @@ class ExecutionConfig(_Config):
     node_timeouts: dict[str, float] = Field(default_factory=dict)
     recursion_limit: int = Field(default=25, ge=1)
     node_cache: Literal["off", "batch", "persistent"] = "batch"
-    """Node-call sharing (:mod:`wtb_prefect.run.sharing`): "batch" runs each distinct node call of a
+    """Node-call sharing (:mod:`wtb_prefect.run.node_cache`): "batch" runs each distinct node call of a
     batch once; "persistent" also reuses values across batches; "off" runs every call. An execution
     waiting for an identical call in flight does not count against the batch's ``parallelism``."""
     node_cache_storage: str | None = None

@@ -32,7 +32,7 @@ from wtb_prefect.run.compile import compile_variant
 from wtb_prefect.run.context import CompiledVariant, Mode
 from wtb_prefect.run.execution import ExecutionItem
 from wtb_prefect.run.executions import ExecutionIndex, ExecutionRecord, open_index
-from wtb_prefect.run.sharing import NodeSharing, build_sharing
+from wtb_prefect.run.node_cache import NodeSharing, build_sharing
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = [

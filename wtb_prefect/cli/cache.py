@@ -40,7 +40,7 @@ def cache_info_command(
     storage: str = typer.Option(None, "--storage", help=_STORAGE_HELP + " Default: the state folder."),
 ) -> None:
     """Entries and size of the node-call cache under the state folder (or in a storage block)."""
-    from wtb_prefect.run.sharing import cache_dir, cache_info
+    from wtb_prefect.run.node_cache import cache_dir, cache_info
     from wtb_prefect.settings import get_settings
 
     state_dir = get_settings().state_dir
@@ -64,7 +64,7 @@ def cache_clear_command(
     storage: str = typer.Option(None, "--storage", help=_STORAGE_HELP + " Default: the state folder."),
 ) -> None:
     """Delete the node-call cache under the state folder or in a storage block (of one project)."""
-    from wtb_prefect.run.sharing import clear_cache
+    from wtb_prefect.run.node_cache import clear_cache
     from wtb_prefect.settings import get_settings
 
     with _blocks_api(storage):

@@ -19,7 +19,7 @@ from wtb_prefect.define.introspect import build_graph, callable_name, source_has
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
 from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
 from wtb_prefect.run.context import CompiledVariant, Mode, NodePlan
-from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable
+from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable, node_task_for
 from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
 
@@ -108,6 +108,7 @@ def compile_variant(
             request=resources,
             environment=None if node_env is None else node_env.provenance(),
         )
+        plan.task = node_task_for(name, plan.timeout_s, plan.retries, plan.retry_delay_s)
         plans[name] = plan
         wrapper = RunnableCallable(
             make_node_callable(plan, mode),

@@ -1,8 +1,8 @@
 """The types every module of ``run/`` shares: the node plan, the compiled variant, the running execution.
 
-They live in this leaf module (it imports nothing else of ``run/``) so that
-compiling, dispatching, the node cache, node scopes and spans can all name
-them without importing one another.
+They live in this leaf module (it imports nothing else of ``run/``, nor
+Prefect) so that compiling, dispatching, the node cache, node scopes and spans
+can all name them without importing one another.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langgraph.graph.state import CompiledStateGraph
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from wtb_prefect.config import NodeResourceConfig
 from wtb_prefect.define.resolution import VariantChoice
@@ -28,7 +26,6 @@ __all__ = [
     "Mode",
     "NodePlan",
     "current_execution",
-    "node_task",
     "set_current_execution",
 ]
 
@@ -47,7 +44,7 @@ class ExecutionContext:
     on_node_end: Callable[[NodeRecord], None] | None = field(default=None, repr=False)
     repetition: int = 0
     sharing: Any = field(default=None, repr=False)
-    """The batch's :class:`~wtb_prefect.run.sharing.NodeSharing` (None: every call runs)."""
+    """The batch's :class:`~wtb_prefect.run.node_cache.NodeSharing` (None: every call runs)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, record: NodeRecord) -> None:
@@ -74,23 +71,6 @@ def set_current_execution(ctx: ExecutionContext | None) -> contextvars.Token:
     return _current.set(ctx)
 
 
-@task(name="node", cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
-def node_task(
-    fn: Callable[..., Any],
-    state: Any,
-    kwargs: dict[str, Any],
-    label: str,
-    call_key: str | None = None,
-    files_before: str | None = None,
-) -> Any:
-    """Run one LangGraph node body; the value goes back to LangGraph unchanged.
-
-    ``call_key`` and ``files_before`` are read by the node-call cache policy
-    and its commit hook (:mod:`wtb_prefect.run.sharing`), not by the body.
-    """
-    return fn(state, **kwargs)
-
-
 @dataclass
 class NodePlan:
     """Everything needed to dispatch one node of one compiled variant."""
@@ -109,18 +89,12 @@ class NodePlan:
     """``resources`` as the validated model (what Ray is asked for)."""
     environment: dict[str, Any] | None = None
     """The node's uv environment: spec, key and resolved lock (None = the driver's environment)."""
-    _task: Any = field(default=None, repr=False)
+    task: Any = field(default=None, repr=False)
+    """The node's Prefect task, named after the node, with its timeout and retries (set by ``compile``)."""
 
     def prefect_task(self) -> Any:
-        """The node's Prefect task, named after the node, with its timeout and retries."""
-        if self._task is None:
-            self._task = node_task.with_options(
-                name=self.node,
-                timeout_seconds=self.timeout_s,
-                retries=self.retries,
-                retry_delay_seconds=self.retry_delay_s,
-            )
-        return self._task
+        """The node's Prefect task (:attr:`task`)."""
+        return self.task
 
 
 @dataclass

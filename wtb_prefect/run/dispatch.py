@@ -14,6 +14,8 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._runnable import RunnableCallable
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.results import ResultRecord
 from prefect.utilities.annotations import quote
@@ -22,13 +24,37 @@ from prefect_ray.context import remote_options
 
 from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.context import Mode, NodePlan, current_execution
+from wtb_prefect.run.node_cache import begin_call
 from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
-from wtb_prefect.run.sharing import begin_call
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
 from wtb_prefect.worker.call import AsyncBody
 from wtb_prefect.worker.workspace import bind_workspace
 
-__all__ = ["body_and_accepts", "make_node_callable"]
+__all__ = ["body_and_accepts", "make_node_callable", "node_task", "node_task_for"]
+
+
+@task(name="node", cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
+def node_task(
+    fn: Callable[..., Any],
+    state: Any,
+    kwargs: dict[str, Any],
+    label: str,
+    call_key: str | None = None,
+    files_before: str | None = None,
+) -> Any:
+    """Run one LangGraph node body; the value goes back to LangGraph unchanged.
+
+    ``call_key`` and ``files_before`` are read by the node-call cache policy
+    and its commit hook (:mod:`wtb_prefect.run.node_cache`), not by the body.
+    """
+    return fn(state, **kwargs)
+
+
+def node_task_for(node: str, timeout_s: float, retries: int, retry_delay_s: float) -> Any:
+    """The Prefect task of one node: :func:`node_task` named after the node, with its timeout and retries."""
+    return node_task.with_options(
+        name=node, timeout_seconds=timeout_s, retries=retries, retry_delay_seconds=retry_delay_s
+    )
 
 
 def _sync_body(runnable: RunnableCallable) -> Callable[..., Any]:

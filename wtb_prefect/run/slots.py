@@ -4,7 +4,7 @@ A batch runs its executions with ``parallelism`` slots (:class:`ExecutionSlots`)
 An execution takes a slot before it starts (in plan order) and holds it until
 it ends, except while every node call it has in progress waits for another
 execution's identical call in flight (node-call sharing's single-flight, see
-:mod:`wtb_prefect.run.sharing`): it then gives its slot back, so that a
+:mod:`wtb_prefect.run.node_cache`): it then gives its slot back, so that a
 waiting execution does not keep another one from starting, and takes one again
 (ahead of executions not yet started) before its call goes on.
 

@@ -31,7 +31,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 def _node_call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """The node body call inside a call of ``context.node_task`` (``fn(state, **kwargs)``).
+    """The node body call inside a call of ``dispatch.node_task`` (``fn(state, **kwargs)``).
 
     The worker then runs the node's body itself (an actor can await an
     ``async def`` body) instead of the task function around it.
