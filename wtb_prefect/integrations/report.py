@@ -4,6 +4,8 @@
 into a single HTML file that needs no network to view (inline CSS and
 JavaScript, the forest plot as a base64 PNG):
 
+- at the top, the one-glance answer (:func:`wtb_prefect.analysis.glance.one_glance`):
+  variants x metrics with verdict marks, and the variant to pick;
 - the comparison of every variant combination against the baseline, per
   metric: means, the difference with its confidence interval, the p-value
   and the verdict (better / worse / no detectable difference);
@@ -12,6 +14,9 @@ JavaScript, the forest plot as a base64 PNG):
   score coloured against the baseline's score on the same case, filters for
   regressions, disagreements and failures (also driven by the URL:
   ``report.html#filter=regressions&page=2``), pages of 50 cases;
+  a case's regression and disagreement are decided on its scores (on its
+  outputs only where no score exists), never on paths or ids; workspace
+  paths in outputs are hidden unless ``show_paths`` asks for them;
 - per cell, links to its Prefect flow and task runs and its MLflow run, and
   its error when it failed.
 
@@ -39,6 +44,7 @@ from wtb_prefect.analysis.batch_result import BatchTestResult
 from wtb_prefect.analysis.comparison import resolve_baseline
 from wtb_prefect.analysis.evaluation import lower_is_better
 from wtb_prefect.analysis.forest import forest_plot
+from wtb_prefect.analysis.glance import LEGEND, Glance, one_glance
 from wtb_prefect.analysis.paired import PairedComparison, interval_label
 from wtb_prefect.batch.analysis import forest_plot_path
 from wtb_prefect.errors import ConfigError
@@ -143,11 +149,34 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _output(result: ExecutionResult) -> str:
-    """What a cell shows: the state fields the last node wrote (else every field that changed)."""
+_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s\"',;]*[\\/][^\s\"',;]*")
+"""An absolute file path (POSIX or Windows): where an execution wrote, different in every execution."""
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and _PATH.fullmatch(value.strip()) is not None
+
+
+def _without_paths(value: Any) -> Any:
+    """``value`` with the fields that hold a file path dropped (they name an execution's workspace)."""
+    value = _plain(value)
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if not _is_path(v)}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value if not _is_path(v)]
+    return value
+
+
+def _output(result: ExecutionResult, paths: bool = False) -> str:
+    """What a cell shows: the state fields the last node wrote (else every field that changed).
+
+    Fields holding a file path are left out unless ``paths``.
+    """
     state = _plain(result.final_state)
     if not isinstance(state, dict):
         return "" if state is None else _text(state)
+    if not paths:
+        state = _without_paths(state)
     last = next(
         (r.output for r in reversed(result.nodes) if r.status == "completed" and isinstance(r.output, dict)), None
     )
@@ -184,11 +213,12 @@ def _better(metric: str, value: float, base: float) -> str:
     return "worse" if higher == lower_is_better(metric) else "better"
 
 
-def _cell(result: ExecutionResult, base: ExecutionResult | None, is_base: bool) -> dict[str, Any]:
+def _cell(result: ExecutionResult, base: ExecutionResult | None, is_base: bool, paths: bool) -> dict[str, Any]:
+    state = result.final_state if paths else _without_paths(result.final_state)
     cell: dict[str, Any] = {
         "s": result.status,
-        "o": _short(_output(result), _OUTPUT_CHARS),
-        "f": _short(_text(result.final_state), _STATE_CHARS),
+        "o": _short(_output(result, paths), _OUTPUT_CHARS),
+        "f": _short(_text(state), _STATE_CHARS),
         "sc": {k: round(v, 4) for k, v in result.scores.items()},
         "l": round(result.duration_s, 3),
         "x": result.execution_id,
@@ -203,14 +233,28 @@ def _cell(result: ExecutionResult, base: ExecutionResult | None, is_base: bool) 
     return cell
 
 
+def _signature(result: ExecutionResult, scored: bool) -> tuple[Any, ...]:
+    """What two variants must share to agree on a case: status and scores, or the output where nothing is scored.
+
+    Never a path or an id: those differ between executions that did the same.
+    """
+    if scored:
+        return (result.status, tuple(sorted((k, round(v, 9)) for k, v in result.scores.items())))
+    return (result.status, _output(result, paths=False))
+
+
 def _flags(cells: list[ExecutionResult | None], base_index: int) -> list[str]:
-    """How a case's variants differ: regression, improvement, disagreement, failure."""
+    """How a case's variants differ: regression, improvement, disagreement, failure.
+
+    Decided on scores; on the outputs (paths left out) only when no cell of the case has a score.
+    """
     flags: set[str] = set()
     present = [c for c in cells if c is not None]
     base = cells[base_index]
     if any(not c.ok for c in present):
         flags.add("failure")
-    signatures = {(c.status, _output(c), tuple(sorted(c.scores.items()))) for c in present}
+    scored = any(c.scores for c in present)
+    signatures = {_signature(c, scored) for c in present}
     if len(signatures) > 1:
         flags.add("disagreement")
     if base is not None:
@@ -232,8 +276,17 @@ def _flags(cells: list[ExecutionResult | None], base_index: int) -> list[str]:
     return sorted(flags)
 
 
-def grid_data(batch: BatchTestResult, baseline: str, links: ReportLinks) -> dict[str, Any]:
-    """The grid of cases x variant combinations as the JSON the page renders."""
+def _fields(value: Any, paths: bool) -> dict[str, str] | str:
+    """A case's input or expected value as ``{field: text}`` (a dict), else its text."""
+    value = _plain(value)
+    if isinstance(value, dict):
+        shown = value if paths else _without_paths(value)
+        return {str(k): _short(_text(v), _OUTPUT_CHARS) for k, v in shown.items()}
+    return _short(_text(value), _OUTPUT_CHARS)
+
+
+def grid_data(batch: BatchTestResult, baseline: str, links: ReportLinks, paths: bool = False) -> dict[str, Any]:
+    """The grid of cases x variant combinations as the JSON the page renders (file paths shown when ``paths``)."""
     groups = batch.by_variant()
     variants = list(groups)
     base_index = variants.index(baseline)
@@ -247,11 +300,12 @@ def grid_data(batch: BatchTestResult, baseline: str, links: ReportLinks) -> dict
         cases.append(
             {
                 "id": case_id,
-                "in": _short(_text(first.initial_state), _OUTPUT_CHARS),
-                "exp": "" if first.expected is None else _short(_text(first.expected), _OUTPUT_CHARS),
+                "in": _fields(first.initial_state, paths),
+                "exp": "" if first.expected is None else _fields(first.expected, paths),
                 "flags": _flags(cells, base_index),
                 "cells": [
-                    None if c is None else _cell(c, cells[base_index], i == base_index) for i, c in enumerate(cells)
+                    None if c is None else _cell(c, cells[base_index], i == base_index, paths)
+                    for i, c in enumerate(cells)
                 ],
             }
         )
@@ -278,10 +332,10 @@ def _number(value: float | None, digits: int = 3) -> str:
 def _comparison_html(verdicts: list[Verdict]) -> str:
     if not verdicts:
         return "<p>Only one variant combination: nothing to compare.</p>"
-    head = (
-        "<tr><th>metric</th><th>variant</th><th>pairs</th><th>baseline</th><th>variant</th>"
+    head = (  # the verdict right after the names, so a narrow window shows it
+        "<tr><th>metric</th><th>variant</th><th>verdict</th><th>pairs</th><th>baseline</th><th>variant</th>"
         f"<th>difference</th><th>{interval_label(v.confidence for v in verdicts)}</th><th>p</th>"
-        "<th>p corrected</th><th>test</th><th>verdict</th></tr>"
+        "<th>p corrected</th><th>test</th></tr>"
     )
     rows = []
     for v in verdicts:
@@ -291,12 +345,36 @@ def _comparison_html(verdicts: list[Verdict]) -> str:
         difference = "–" if v.difference is None else f"{v.difference:+.3f}"
         css = v.verdict.replace(" ", "-")
         rows.append(
-            f"<tr><td>{html.escape(v.metric)}</td><td>{html.escape(v.variant)}</td><td>{v.n}</td>"
+            f"<tr><td>{html.escape(v.metric)}</td><td>{html.escape(v.variant)}</td>"
+            f"<td class='verdict {css}'>{html.escape(v.verdict)}</td><td>{v.n}</td>"
             f"<td>{_number(v.baseline_value)}</td><td>{_number(v.value)}</td><td>{difference}</td><td>{ci}</td>"
-            f"<td>{p}</td><td>{adjusted}</td><td>{html.escape(v.test)}</td>"
-            f"<td class='verdict {css}'>{html.escape(v.verdict)}</td></tr>"
+            f"<td>{p}</td><td>{adjusted}</td><td>{html.escape(v.test)}</td></tr>"
         )
-    return f"<table class='comparison'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return (
+        f"<div class='wide'><table class='comparison'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def glance_html(glance: Glance) -> str:
+    """The one-glance answer as HTML: the sentence, then variants x metrics with verdict marks (best in bold)."""
+    head = "<tr><th>variant</th>" + "".join(f"<th>{html.escape(c.heading)}</th>" for c in glance.columns) + "</tr>"
+    rows = []
+    for variant in glance.variants:
+        label = html.escape(variant) + (" <span class='meta'>baseline</span>" if variant == glance.baseline else "")
+        cells = []
+        for column in glance.columns:
+            c = glance.cell(variant, column.metric)
+            css = " ".join(filter(None, ["verdict", c.verdict.replace(" ", "-"), "best" if c.best else ""]))
+            title = f" title='{html.escape(c.verdict)} than the baseline'" if c.verdict else ""
+            cells.append(
+                f"<td class='{css}' data-metric='{html.escape(column.metric)}'{title}>{c.text(column.digits)}</td>"
+            )
+        rows.append(f"<tr data-variant='{html.escape(variant)}'><td>{label}</td>{''.join(cells)}</tr>")
+    return (
+        f"<p class='answer' id='answer'>{html.escape(glance.answer)}</p>"
+        f"<table class='glance' id='glance'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<p class='facts'>{html.escape(LEGEND)}; <b>bold</b>: the best, told apart from the rest</p>"
+    )
 
 
 def _header_html(batch: BatchTestResult, baseline: str, links: ReportLinks) -> str:
@@ -333,10 +411,13 @@ def render_report(
     links: ReportLinks | None = None,
     baseline: str | None = None,
     analysis: tuple[list[Verdict], bytes | None] | None = None,
+    *,
+    show_paths: bool = False,
 ) -> str:
     """The report page of ``batch`` as HTML text (self-contained).
 
-    ``analysis`` is what :func:`analyse` returned for this baseline, if the caller has it already.
+    ``analysis`` is what :func:`analyse` returned for this baseline, if the caller has it already;
+    ``show_paths`` keeps the file paths outputs hold (hidden by default: they differ in every execution).
 
     Raises:
         ConfigError: ``baseline`` is not a variant combination of the batch, or the batch is empty.
@@ -354,9 +435,10 @@ def render_report(
     return page.substitute(
         title=html.escape(f"{batch.project}: batch {batch.batch_id}"),
         header=_header_html(batch, base, links),
+        glance=glance_html(one_glance(batch, base)),
         comparison=_comparison_html(verdicts) + previous_html(batch),
         plot=plot,
-        data=_script_json(grid_data(batch, base, links)),
+        data=_script_json(grid_data(batch, base, links, show_paths)),
     )
 
 
@@ -374,17 +456,19 @@ def write_report(
     links: ReportLinks | None = None,
     settings: WTBSettings | None = None,
     analysis: tuple[list[Verdict], bytes | None] | None = None,
+    show_paths: bool = False,
 ) -> Path:
     """Write the report of ``batch`` (to :func:`report_path` by default) and return its path.
 
     ``links`` None finds them: the Prefect UI of the current API and the
-    batch's MLflow runs (see :func:`find_links`).
+    batch's MLflow runs (see :func:`find_links`); ``show_paths`` keeps the
+    file paths in outputs.
     """
     settings = settings or get_settings()
     target = Path(path) if path is not None else report_path(batch, settings)
     if links is None:
         links = find_links(batch, settings)
-    text = render_report(batch, links, baseline, analysis)
+    text = render_report(batch, links, baseline, analysis, show_paths=show_paths)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     return target.resolve()
