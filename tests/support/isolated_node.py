@@ -294,7 +294,7 @@ class IsolatedCluster:
     def node_command(self) -> list[str]:
         """The shell command run in the node's mount namespace: hide the driver's files, then ``ray start``."""
         assert self.venv is not None
-        mounts = ["mount -t tmpfs -o size=2g tmpfs /tmp"]  # the driver's temp folders (and the node's own, fresh)
+        mounts = ["mount -t tmpfs -o size=8g tmpfs /tmp"]  # the driver's temp folders (and the node's own, fresh)
         for path in self.hidden_paths():
             # empty and read-only: the node can neither read the driver's files nor
             # quietly write where the driver would look for them
@@ -323,9 +323,12 @@ class IsolatedCluster:
             "PYTHONDONTWRITEBYTECODE": "1",
             **self.ray_env(),
         }
-        for key in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "PIP_INDEX_URL", "UV_CACHE_DIR", "HTTPS_PROXY", "HTTP_PROXY"):
-            if os.environ.get(key):
-                env[key] = os.environ[key]
+        # the machine's own network set-up (certificates, proxies, package indexes), which a
+        # node's image would carry too; nothing that points into the driver's files
+        for key, value in os.environ.items():
+            upper = key.upper()
+            if upper.startswith(("PIP_", "UV_")) or "PROXY" in upper or "CERT" in upper or "CA_BUNDLE" in upper:
+                env[key] = value
         return env
 
     def start_node(self) -> None:
