@@ -237,9 +237,7 @@ def code_payload(state_dir: Path | None = None, cwd: Path | None = None) -> Code
             working_dir = cwd
         else:
             modules[name] = shipped
-    import wtb_prefect
-
-    own = Path(wtb_prefect.__file__).resolve().parent
+    own = Path(__file__).resolve().parents[1]  # the wtb_prefect package folder
     if working_dir is None or working_dir not in own.parents:
         modules.setdefault("wtb_prefect", own)
     excludes = list(DEFAULT_EXCLUDES)
