@@ -27,9 +27,16 @@ def _interval(value: float | None, low: float | None, high: float | None) -> str
     return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
 
 
+def _plus_minus(low: float | None, high: float | None, mean: float) -> str:
+    return f"{mean:.3f}" if low is None or high is None else f"{mean:.3f} ±{(high - low) / 2:.3f}"
+
+
 def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
-    """One row per variant combination: cases, success rate, run time, each score's mean with its 95% CI,
-    and how many executions each evaluator that raised could not score."""
+    """One row per variant combination: cases, success rate, run time, each score's mean ± half its 95% CI,
+    and how many executions each evaluator that raised could not score.
+
+    One short cell per score (``0.820 ±0.090``), so four scores still fit a 1400 px artifact page.
+    """
     rows = []
     scores = sorted({name for r in batch.results for name in r.scores})
     for summary, (label, group) in zip(batch.summary(), batch.by_variant().items(), strict=True):
@@ -38,14 +45,17 @@ def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
         for name in scores:
             values = [r.scores[name] for r in group if name in r.scores]
             ci = mean_ci(values) if values else None
-            row[f"{name} (95% CI)"] = _interval(ci.mean, ci.low, ci.high) if ci else ""
+            row[f"{name} ±95%"] = _plus_minus(ci.low, ci.high, ci.mean) if ci else ""
         row.update({key: value for key, value in summary.items() if key.endswith(" errors")})  # evaluator errors
         rows.append(row)
     return rows
 
 
 def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
-    """The comparison against the baseline in eight columns, so it fits the artifact page."""
+    """The comparison against the baseline in six short columns, so it fits a 1400 px artifact page.
+
+    The means of each side are in the summary's one-glance table and the report.
+    """
     table = comparison_table(batch)
     heading = f"difference ({interval_label(row['confidence'] for row in table)})"
     rows = []
@@ -53,14 +63,12 @@ def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
         difference = _interval(row["difference"], row["ci_low"], row["ci_high"])
         rows.append(
             {
-                "metric": row["metric"],
                 "variant": row["variant"],
-                "pairs": row["n"],
-                "baseline": row["baseline_value"],
-                "value": row["value"],
+                "metric": row["metric"],
+                "verdict": row["verdict"],
                 heading: difference,
                 "p (Holm)": row["p_adjusted"],
-                "verdict": row["verdict"],
+                "pairs": row["n"],
             }
         )
     return rows
@@ -82,7 +90,7 @@ class ComparisonArtifactObserver(BatchObserver):
             key=artifact_key(plan.project.name, "comparison"),
             table=summary_rows(batch),
             description=f"Variant comparison of batch {plan.batch_id} ({len(plan.items)} executions): "
-            "success rate, the nodes' median run time, each score's mean with its 95% interval",
+            "success rate, the nodes' median run time, each score's mean ± half its 95% interval",
         )
         calls = batch.tracking.get("node_calls")
         if calls:

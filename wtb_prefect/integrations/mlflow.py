@@ -41,13 +41,25 @@ if TYPE_CHECKING:
     from wtb_prefect.results import BatchTestResult, ExecutionResult
     from wtb_prefect.run.context import CompiledVariant
 
-__all__ = ["MlflowObserver", "artifact_root", "mlflow_client", "mlflow_ui_command", "tracking_uri"]
+__all__ = [
+    "MlflowObserver",
+    "artifact_root",
+    "experiment_url",
+    "mlflow_client",
+    "mlflow_ui_command",
+    "tracking_uri",
+]
 
 logger = logging.getLogger(__name__)
 
 _MAX_PARAM = 250  # what MLflow's UI shows whole; longer values (locks, specs) go to provenance.json
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-"""The tag that opens an experiment on MLflow's runs view (not the GenAI overview)."""
+"""The tag that opens an experiment on MLflow's runs view (not the GenAI overview) in UIs that read it.
+
+MLflow 3's UI decides by its ``workflowType`` instead (the URL's
+``?workflowType=machine_learning``, else the browser's last choice, else
+GenAI): :func:`experiment_url` gives the address that opens the runs table."""
+WORKFLOW_TYPE = "workflowType=machine_learning"
 _lock = threading.Lock()
 _clients: dict[str, MlflowClient] = {}
 _pending: set[threading.Thread] = set()
@@ -85,6 +97,11 @@ def mlflow_ui_command(settings: WTBSettings | None = None) -> str:
     if uri.startswith(("http://", "https://", "databricks")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifact_root(settings)}"
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The address of an experiment's runs table in the MLflow UI at ``ui`` (not its GenAI overview)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_TYPE}"
 
 
 def mlflow_client(uri: str) -> MlflowClient:
@@ -158,11 +175,18 @@ def _environment_label(environment: dict[str, Any] | None) -> str:
     return f"{label}: {', '.join(map(str, dependencies))}" if dependencies else label
 
 
+def _short_name(dotted: str) -> str:
+    """``generators.extractive_generator`` for ``examples.rag.generators.extractive_generator``: module and name."""
+    return ".".join(dotted.replace(":", ".").split(".")[-2:])
+
+
 def variant_params(compiled: CompiledVariant) -> dict[str, str]:
     """The params of a combination's child run: short labels a person reads in MLflow's tables.
 
-    The full provenance (resource requests, environment specs and locks) is the
-    run's ``provenance.json`` artifact; no param is longer than 250 characters.
+    An implementation is named by its module and function (``generators.extractive_generator``),
+    so MLflow's narrow columns do not cut it to its package. The full provenance
+    (dotted paths, resource requests, environment specs and locks) is the run's
+    ``provenance.json`` artifact; no param is longer than 250 characters.
     """
     provenance = compiled.provenance()
     params = {
@@ -172,7 +196,7 @@ def variant_params(compiled: CompiledVariant) -> dict[str, str]:
     }
     for node, info in provenance["nodes"].items():
         params[f"variant.{node}"] = compiled.choice.variant_of(node)
-        params[f"node.{node}.implementation"] = info["implementation"]
+        params[f"node.{node}.implementation"] = _short_name(str(info["implementation"]))
         params[f"node.{node}.version"] = info["version"]
         params[f"node.{node}.resources"] = _resources_label(info["resources"] or {})
         params[f"node.{node}.environment"] = _environment_label(info["environment"])
@@ -309,10 +333,19 @@ class MlflowObserver(BatchObserver):
         now = int(time.time() * 1000)
         groups = batch.by_variant()
         case_rows = {r.execution_id: _case_row(r) for r in batch.results}  # each row built once
+        glance = None
+        if batch.results:
+            from wtb_prefect.analysis.glance import one_glance
+
+            glance = one_glance(batch)
+        lead = _lead_metric(glance)
         for label, run_id in self.child_run_ids.items():
             results = groups.get(label, [])
             figures = aggregate_metrics(results)
-            metrics = [Metric(k, v, now, 0) for k, v in run_metrics(figures).items()]
+            named = run_metrics(figures)
+            # MLflow's compare view plots the first metric a run logged: the one that tells the variants apart
+            order = sorted(named, key=lambda k: k != lead)
+            metrics = [Metric(k, named[k], now, 0) for k in order]
             for chunk in _chunks(metrics, 1000):
                 client.log_batch(run_id, metrics=chunk)
             if results:
@@ -331,6 +364,9 @@ class MlflowObserver(BatchObserver):
         if "time_saved_s" in calls:
             overall["node_time_saved_s"] = float(calls["time_saved_s"])
         client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in overall.items()])
+        if glance is not None:  # the run's description in MLflow's UI: the one-glance answer
+            client.set_tag(self.parent_run_id, "mlflow.note.content", glance.markdown()[:5000])
+            client.set_tag(self.parent_run_id, "wtb.answer", _param(glance.answer))
         if batch.results:
             client.log_table(self.parent_run_id, _table(list(case_rows.values())), "cases.json")
         if len(groups) > 1:
@@ -350,13 +386,34 @@ class MlflowObserver(BatchObserver):
         }
 
 
+def _lead_metric(glance: Any) -> str | None:
+    """The MLflow name of the glance column whose means differ most between the variants (None when none differs)."""
+    if glance is None:
+        return None
+    best, spread = None, 0.0
+    for column in glance.columns:
+        means = [glance.cell(v, column.metric).mean for v in glance.variants]
+        values = [m for m in means if m is not None]
+        if len(values) < 2:
+            continue
+        scale = max(abs(x) for x in values) or 1.0
+        width = (max(values) - min(values)) / scale
+        if width > spread + 1e-12:
+            best, spread = column.metric, width
+    if best is None:
+        return None
+    return {"success": "success_rate", "error": "error_rate"}.get(best, _key(best))
+
+
 def _log_paired_analysis(
     client: MlflowClient, parent_run_id: str, child_run_ids: dict[str, str], batch: BatchTestResult, now: int
 ) -> None:
     """The paired analysis against the first combination: verdicts, judges and the forest plot.
 
-    Verdicts are 1 (better), 0 (no detectable difference) or -1 (worse), "too
-    few cases" is left out: ``verdict.<metric>.<variant>`` on the parent run and
+    Verdicts are tags in words on the variant's run (``verdict.<metric>`` =
+    ``better``, ``worse``, ``no detectable difference`` or ``too few cases``),
+    and metrics 1 (better), 0 (no detectable difference) or -1 (worse), "too
+    few cases" left out: ``verdict.<metric>.<variant>`` on the parent run and
     ``verdict.<metric>`` on the variant's run. A comparative evaluator's
     ``judge.<name>.win_rate`` (and tie, loss, their intervals, mean score) go
     on the variant's run and ``pairwise.json`` on the parent; the forest plot
@@ -365,6 +422,9 @@ def _log_paired_analysis(
     from mlflow.entities import Metric
 
     parent: list[Metric] = []
+    for c in batch.analysis().comparisons:  # the verdicts in words, beside their codes
+        if c.variant in child_run_ids:
+            client.set_tag(child_run_ids[c.variant], _key(f"verdict.{c.metric}"), c.verdict)
     for variant, codes in batch.analysis().verdict_metrics().items():
         parent += [Metric(_key(f"{name}.{variant}"), code, now, 0) for name, code in codes.items()]
         if variant in child_run_ids:

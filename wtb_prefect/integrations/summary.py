@@ -1,8 +1,8 @@
 """At the end of every batch: its HTML report, and a markdown summary artifact in Prefect that links to it.
 
 The summary (artifact key ``wtb-<project>-summary``, on the batch's flow run)
-gives the verdicts of each variant combination against the baseline, the best
-variant per metric, the failures and where the report is. Single runs
+gives the one-glance answer (which variant to pick, and a variants x metrics
+table of means with verdict marks), the failures and where the report is. Single runs
 (``wtb run``, flow ``wtb-run``) write neither.
 """
 
@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wtb_prefect.analysis.evaluation import lower_is_better
+from wtb_prefect.analysis.glance import one_glance
 from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.previous_run import previous_markdown
@@ -24,30 +24,11 @@ if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
     from wtb_prefect.batch.plan import BatchPlan
 
-__all__ = ["ReportObserver", "best_variants", "summary_markdown"]
+__all__ = ["ReportObserver", "summary_markdown"]
 
 logger = logging.getLogger(__name__)
 
-_SYMBOLS = {
-    "better": "▲ better",
-    "worse": "▼ worse",
-    "no detectable difference": "= no difference",
-    "too few cases": "too few cases",
-}
 _MAX_FAILURES = 10
-
-
-def best_variants(verdicts: list[Verdict]) -> dict[str, tuple[str, float]]:
-    """Per metric, the combination (the baseline included) with the best mean, and that mean."""
-    best: dict[str, tuple[str, float]] = {}
-    for metric in dict.fromkeys(v.metric for v in verdicts):
-        rows = [v for v in verdicts if v.metric == metric]
-        candidates = [(rows[0].baseline, rows[0].baseline_value)] + [(v.variant, v.value) for v in rows]
-        scored = [(label, value) for label, value in candidates if value is not None]
-        if scored:
-            pick = min if lower_is_better(metric) else max
-            best[metric] = pick(scored, key=lambda item: item[1])
-    return best
 
 
 def _cell(text: str) -> str:
@@ -55,7 +36,14 @@ def _cell(text: str) -> str:
 
 
 def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Path | None, baseline: str) -> str:
-    """The markdown summary of a batch: verdicts, best variant per metric, failures, the report."""
+    """The markdown summary of a batch: the one-glance answer, the drift since the previous run, failures, the report.
+
+    The one-glance table (variants x metrics, each mean with its verdict mark,
+    see :func:`~wtb_prefect.analysis.glance.one_glance`) keeps one column per
+    metric, so it fits the artifact page; every comparison's interval and
+    p-values are in the report. ``verdicts`` are the batch's comparisons
+    against ``baseline`` (the glance reads the same cached analysis).
+    """
     cases = len({r.case_id for r in batch.results})
     lines = [
         f"## {batch.project} · batch {batch.batch_id}",
@@ -64,27 +52,13 @@ def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Pa
         f"{batch.duration_s:.0f} s · baseline `{baseline}`",
         "",
     ]
-    best = best_variants(verdicts)
-    if best:
-        lines += ["**Best variant per metric**", "", "| metric | best | mean |", "|---|---|---|"]
-        lines += [f"| {_cell(m)} | **{_cell(label)}** | {value:.3f} |" for m, (label, value) in best.items()]
-        lines.append("")
-    metrics = list(dict.fromkeys(v.metric for v in verdicts))
-    variants = list(dict.fromkeys(v.variant for v in verdicts))
-    if verdicts:
-        lines += [f"**Against `{baseline}`** (paired by case; verdicts corrected over the batch's tests)", ""]
-        lines += ["| variant | " + " | ".join(_cell(m) for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for variant in variants:
-            cells = []
-            for metric in metrics:
-                v = next((x for x in verdicts if x.variant == variant and x.metric == metric), None)
-                if v is None:
-                    cells.append("")
-                    continue
-                change = "" if v.difference is None else f" {v.difference:+.3f}"
-                cells.append(_SYMBOLS.get(v.verdict, v.verdict) + change)
-            lines.append(f"| {_cell(variant)} | " + " | ".join(cells) + " |")
-        lines.append("")
+    if batch.results:
+        lines += [one_glance(batch, baseline).markdown(), ""]
+        if verdicts:
+            lines += [
+                "_Paired by case; verdicts corrected over the batch's tests. Intervals and p-values: the report._",
+                "",
+            ]
     lines += previous_markdown(batch)
     if batch.failed:
         lines += [f"**Failures** ({len(batch.failed)})", ""]
@@ -127,7 +101,7 @@ class ReportObserver(BatchObserver):
         create_markdown_artifact(
             key=artifact_key(batch.project, "summary"),
             markdown=summary_markdown(batch, verdicts, path, baseline),
-            description=f"Summary of batch {batch.batch_id}: verdicts, best variant per metric, failures, report",
+            description=f"Summary of batch {batch.batch_id}: the variant to pick, verdicts at a glance, failures, report",
         )
 
 
