@@ -3,12 +3,21 @@
 With PYTHONDONTWRITEBYTECODE=1 (set on many container images, and on this
 project's CI machine) Python never writes a ``.pyc`` itself, so whatever the
 installer did not compile is compiled again, in memory, by every process.
+
+A test session that writes bytecode itself would leave the very ``.pyc`` files
+these tests look for and pass whatever the install did, so they refuse to run
+in one; and the imports are checked in a child process that cannot write
+bytecode and counts every module Python compiles from source.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +33,31 @@ MODULES = (
     "pydantic.main",
 )
 
+# Runs in a child with PYTHONDONTWRITEBYTECODE=1: every call of SourceLoader.source_to_code is
+# a module whose bytecode was missing or stale, compiled in memory and thrown away at exit.
+_COUNT_COMPILES = """
+import importlib, json, sys
+from importlib import _bootstrap_external as loaders
+compiled = []
+original = loaders.SourceLoader.source_to_code
+def source_to_code(self, data, path, **kwargs):
+    compiled.append(str(path))
+    return original(self, data, path, **kwargs)
+loaders.SourceLoader.source_to_code = source_to_code
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps({"dont_write_bytecode": sys.dont_write_bytecode, "compiled": compiled}))
+"""
+
+
+def _session_writes_no_bytecode() -> None:
+    if not sys.dont_write_bytecode:
+        pytest.fail(
+            "this pytest session writes .pyc files itself (PYTHONDONTWRITEBYTECODE is not set), so its own imports "
+            "would create the bytecode this test checks and it could pass whatever the install did. "
+            "Fix: run pytest with PYTHONDONTWRITEBYTECODE=1 (.ci/run sets it)."
+        )
+
 
 def _compiled(source: str | Path) -> bool:
     """A .pyc of ``source`` exists that is not older than the source."""
@@ -31,8 +65,25 @@ def _compiled(source: str | Path) -> bool:
     return cached.is_file() and cached.stat().st_mtime >= Path(source).stat().st_mtime - 1
 
 
+def test_no_import_of_a_run_compiles_a_source() -> None:
+    _session_writes_no_bytecode()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_COMPILES, *MODULES], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["dont_write_bytecode"] is True
+    compiled = report["compiled"]
+    assert not compiled, (
+        f"importing {', '.join(MODULES)} compiled {len(compiled)} module(s) from source "
+        f"(no bytecode from the install): {compiled[:5]}. Fix: bash scripts/setup.sh"
+    )
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_the_package_and_its_dependencies_are_installed_compiled(name: str) -> None:
+    _session_writes_no_bytecode()
     spec = importlib.util.find_spec(name)
     assert spec is not None and spec.origin, name
     assert _compiled(spec.origin), f"{name}: no bytecode for {spec.origin}. Fix: bash scripts/setup.sh"
