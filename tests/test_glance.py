@@ -133,3 +133,11 @@ def test_views_render_the_same_answer():
     text = glance.text()
     assert " ".join(text.split("\n\n")[0].split()) == glance.answer
     assert max(len(line) for line in text.splitlines()) <= 120
+
+
+def test_batch_summary_rows_carry_the_one_glance_answer():
+    batch = _batch({"default": 0.4, "good": 0.95})
+    summary = batch.summary()
+    assert [row["variant"] for row in summary] == ["default", "good"]  # still the rows, one per variant
+    assert summary.answer == one_glance(batch).answer and summary.answer.startswith("Pick good")
+    assert str(summary).startswith("Pick good")

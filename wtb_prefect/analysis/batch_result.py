@@ -16,6 +16,7 @@ from wtb_prefect.analysis.comparison import (
     compare_variants,
     resolve_baseline,
 )
+from wtb_prefect.analysis.glance import SummaryTable
 from wtb_prefect.analysis.paired import BOOTSTRAP_RESAMPLES, Correction, PairedTest, WinTieLoss
 from wtb_prefect.analysis.verdicts import BatchAnalysis, analyse_batch, repetition_figures
 from wtb_prefect.results import ExecutionResult
@@ -97,6 +98,11 @@ class BatchTestResult:
         ``metrics`` adds a column per named execution metric (see
         :attr:`ExecutionResult.metrics`, e.g. ``"node.retriever.latency_s"`` or
         ``"total.compute_ms"``): its median over the completed executions.
+
+        The rows come with the batch's one-glance answer: ``print(batch.summary())``
+        shows which variant to pick and a variants x metrics table of verdicts;
+        ``.answer`` is the sentence, ``.glance`` the whole answer
+        (see :func:`wtb_prefect.analysis.glance.one_glance`).
         """
         rows = []
         repeated = self.repetitions("success")
@@ -131,7 +137,7 @@ class BatchTestResult:
             for name in sorted({n for r in group for n in r.evaluator_errors}):
                 row[f"{name} errors"] = sum(name in r.evaluator_errors for r in group)
             rows.append(row)
-        return rows
+        return SummaryTable(rows, self)
 
     def analysis(
         self,

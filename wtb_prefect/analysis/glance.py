@@ -38,6 +38,7 @@ __all__ = [
     "Glance",
     "GlanceCell",
     "GlanceColumn",
+    "SummaryTable",
     "cases_needed",
     "one_glance",
 ]
@@ -160,7 +161,14 @@ class Glance:
 
     def text(self, width: int = 100) -> str:
         """The sentence and the table as plain text (for ``print`` and logs), the prose wrapped at ``width``."""
-        rows = self.rows()
+        rows = []
+        for variant in self.variants:  # the mark and best flag in fixed places, so the numbers line up
+            row = {"variant": variant + (" (baseline)" if variant == self.baseline else "")}
+            for column in self.columns:
+                c = self.cell(variant, column.metric)
+                number = "–" if c.mean is None else _number(c.mean, column.digits)
+                row[column.heading] = f"{number} {c.mark or ' '}{'*' if c.best else ' '}"
+            rows.append(row)
         headings = ["variant", *(c.heading for c in self.columns)]
         widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headings]
         lines = [*textwrap.wrap(self.answer, width), ""]
@@ -423,3 +431,34 @@ def _indistinguishable(
     if needed is None:
         return sentence + f"; every variant matched it on {primary.heading} in every case."
     return sentence + f"; to detect {size} on {primary.heading} you need about {needed} cases."
+
+
+class SummaryTable(list):  # type: ignore[type-arg]
+    """The rows of ``BatchTestResult.summary()`` (a list of dicts), with the batch's one-glance answer.
+
+    ``str()`` and a notebook show the answer and its table; :attr:`glance` is
+    the :class:`Glance` itself, computed on first use.
+    """
+
+    def __init__(self, rows: Sequence[dict], batch: AnalysedBatch) -> None:
+        super().__init__(rows)
+        self._batch = batch
+        self._glance: Glance | None = None
+
+    @property
+    def glance(self) -> Glance:
+        """The batch's one-glance answer against its first combination."""
+        if self._glance is None:
+            self._glance = one_glance(self._batch)
+        return self._glance
+
+    @property
+    def answer(self) -> str:
+        """The one sentence: the variant to pick and why, or why none can be picked."""
+        return self.glance.answer
+
+    def __str__(self) -> str:
+        return self.glance.text()
+
+    def _repr_markdown_(self) -> str:
+        return self.glance.markdown()
