@@ -207,6 +207,10 @@ def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
     assert on_demand.work_pool_name == nightly.work_pool_name == single.work_pool_name == POOL
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert not on_demand.schedules
+    # one batch of a batch deployment at a time: a run that comes due meanwhile waits its turn
+    for batch_deployment in (on_demand, nightly):
+        assert batch_deployment.global_concurrency_limit.limit == 1
+        assert batch_deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
     # the parameter form the UI shows comes from the flow's typed signature and docstring
     properties = on_demand.parameter_openapi_schema["properties"]
     assert set(properties) == {
