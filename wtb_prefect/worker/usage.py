@@ -73,6 +73,14 @@ def _make_handler_class() -> type:
 
         run_inline = True  # booking is a few additions: no executor hop for async runs
 
+        # Only model calls matter: LangChain then skips this handler for every other event
+        # (a LangGraph body starts a chain run per node and per step).
+        ignore_chain = property(lambda self: True)
+        ignore_agent = property(lambda self: True)
+        ignore_retriever = property(lambda self: True)
+        ignore_retry = property(lambda self: True)
+        ignore_custom_event = property(lambda self: True)
+
         def __init__(self, sink: dict[str, dict[str, int]]) -> None:
             super().__init__()
             self.sink = sink
