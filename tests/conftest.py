@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import service_guard
+from tests.support import prerequisites, service_guard
 from wtb_prefect.services.ports import free_port
 
 SERVICE_FIXTURES = frozenset({"prefect_api", "ray_cluster", "bench", "chromium"})
@@ -30,6 +30,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.chromium)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A test marked postgres, chromium, network or no_gpu fails (never skips) when the machine lacks it."""
+    prerequisites.check_before_setup(item)
+    result = yield
+    prerequisites.check_after_setup(item)  # no_gpu reads the cluster its fixtures connected to
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

@@ -141,6 +141,8 @@ def _flow_run_count(name_prefix: str) -> int:
     ],
 )
 def test_unsatisfiable_resources_fail_before_any_work(bench, resources, field):
+    if field == "num_gpus":  # one more than the cluster has, so the request fails on a GPU machine too
+        resources = {"num_gpus": _cluster_gpus() + 1}
     project = _rag(name="bad_resources")
     project.execution.node_resources = {"generator": NodeResourceConfig(**resources)}
     bench.register_project(project)
@@ -151,13 +153,19 @@ def test_unsatisfiable_resources_fail_before_any_work(bench, resources, field):
     assert _flow_run_count("bad_resources") == 0, "no flow run may start"
 
 
+def _cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
 def test_variant_resources_are_checked_too(bench):
     project = _rag(name="bad_variant_resources")
     project.register_variant(
         node="generator",
         name="gpu",
         implementation=langgraph_features.generator,
-        resources=NodeResourceConfig(num_gpus=1),
+        resources=NodeResourceConfig(num_gpus=_cluster_gpus() + 1),
     )
     bench.register_project(project)
     with pytest.raises(ResourceUnsatisfiableError, match="variant generator=gpu"):

@@ -96,6 +96,7 @@ def test_the_package_and_its_dependencies_are_installed_compiled(name: str) -> N
 
 
 @pytest.mark.integration
+@pytest.mark.network
 def test_a_node_environment_is_built_with_bytecode(tmp_path: Path) -> None:
     from wtb_prefect import EnvSpec
     from wtb_prefect.run.environments import EnvironmentManager

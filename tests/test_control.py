@@ -18,7 +18,7 @@ import pytest
 from tests.graphs import marked_steps
 from wtb_prefect.errors import ExecutionStateError, UnknownCheckpointError, UnknownExecutionError
 
-STORAGES = ["sqlite", "postgres"]
+STORAGES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 REPO = Path(__file__).resolve().parents[1]  # on a driver's path, so it imports tests.graphs
 
 

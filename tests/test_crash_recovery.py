@@ -52,7 +52,7 @@ def _flow_run_state(flow_run_id: str) -> str:
         return client.read_flow_run(uuid.UUID(flow_run_id)).state.type.value
 
 
-@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+@pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench, tmp_path, storage):
     name = _name(f"crash_driver_{storage}")
     project = marked_steps.make_project(name, storage)

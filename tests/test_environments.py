@@ -166,6 +166,7 @@ def test_environment_needs_ray_executor():
 
 
 @pytest.mark.integration
+@pytest.mark.network
 def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
@@ -198,6 +199,7 @@ def test_bad_dependency_fails_fast_with_uvs_message_and_no_flow_run(prefect_api)
 
 
 @pytest.mark.integration
+@pytest.mark.network
 def test_variants_import_only_their_own_env_and_a_second_run_reuses_it(bench):
     from wtb_prefect import EnvSpec
     from wtb_prefect.run.environments import get_environment_manager
@@ -269,6 +271,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.integration
+@pytest.mark.network
 def test_other_process_reuses_env_and_cleanup_on_exit_deletes_only_what_it_built(tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("inflection>=0.5\n")
@@ -294,6 +297,7 @@ def test_other_process_reuses_env_and_cleanup_on_exit_deletes_only_what_it_built
 
 
 @pytest.mark.integration
+@pytest.mark.network
 def test_env_version_of_a_driver_package_wins_and_is_audited(tmp_path):
     """An env may pin another version of a package the driver has (dependency-version testing)."""
     from importlib.metadata import version

@@ -1,16 +1,14 @@
 """The HTML report of a batch, rendered by a real headless Chromium.
 
-Chromium is Debian's ``chromium`` package, installed with apt-get by the
-``chromium`` fixture when it is missing. The page is driven through its URL
+Chromium is Debian's ``chromium`` package (``.ci/run`` installs it; a test
+using the ``chromium`` fixture fails, never skips, without it). The page is driven through its URL
 (``#filter=regressions``, ``#page=20``) and read back with ``--dump-dom``
 (the DOM after the page's script ran) and ``--screenshot``.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import subprocess
 import time
 import uuid
@@ -21,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.graphs import report_qa
+from tests.support import prerequisites
 from wtb_prefect import BatchTestResult, ExecutionResult, NodeRecord
 from wtb_prefect.cli import EXIT_BAD_INPUT, app
 from wtb_prefect.integrations.report import ReportLinks, write_report
@@ -30,26 +29,10 @@ WINDOW = "1400,1400"
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """The Chromium binary; installed from Debian's archive when missing (needs root and apt-get)."""
-    deadline = time.monotonic() + 900
-    while shutil.which("chromium") is None and _apt_running() and time.monotonic() < deadline:
-        time.sleep(5)  # `.ci/run` may be installing it already
-    binary = shutil.which("chromium")
-    if binary is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.fail("chromium is missing and cannot be installed here: run `apt-get install -y chromium` as root")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, capture_output=True, timeout=1200
-        )
-        binary = shutil.which("chromium")
-    assert binary is not None
+    """The Chromium binary (the ``chromium`` marker's check in conftest fails the test when there is none)."""
+    binary = prerequisites.chromium_binary()
+    assert binary is not None, prerequisites.chromium_problem()
     return binary
-
-
-def _apt_running() -> bool:
-    return subprocess.run(["pgrep", "-x", "apt-get|dpkg"], capture_output=True).returncode == 0
 
 
 def _run_chromium(binary: str, profile: Path, url: str, *flags: str) -> str:
@@ -244,7 +227,10 @@ def test_prefect_summary_names_the_best_variant_and_links_the_report(report_batc
     # the one-glance answer: four cases are too few for a verdict, and it says so instead of naming a "best"
     assert "**Too few cases to tell the variants apart: 4 paired cases, a verdict needs at least 10.**" in markdown
     assert "| variant | success | exact_match | run s |" in markdown
-    assert "| `default` (baseline) | 1.000 | 1.000 |" in markdown and "| `retriever=paris_rome` | 1.000 ? | 0.500 ? |" in markdown
+    assert (
+        "| `default` (baseline) | 1.000 | 1.000 |" in markdown
+        and "| `retriever=paris_rome` | 1.000 ? | 0.500 ? |" in markdown
+    )
     assert f"]({report.as_uri()})" in markdown and str(report) in markdown
     assert "`retriever=no_germany` case `berlin`: ValueError" in markdown  # the failure
     assert "retriever=paris_rome" in markdown

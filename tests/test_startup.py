@@ -109,6 +109,7 @@ def test_only_a_process_that_logs_imports_mlflow(prefect_api: str, enabled: str)
         assert line.startswith("RESULT completed True [") and "'mlflow'" in line, line
 
 
+@pytest.mark.no_gpu  # the project asks for one GPU: bad input only where the cluster has none
 def test_bad_resources_are_rejected_before_the_prefect_server_starts(ray_cluster, tmp_path: Path) -> None:
     """A GPU request on the CPU-only cluster exits 2 having started no Prefect server (nothing answers
     in this fresh state folder, and auto-start is on)."""
