@@ -225,7 +225,7 @@ def code_payload(state_dir: Path | None = None, cwd: Path | None = None) -> Code
     working_dir: Path | None = None
     modules: dict[str, Path] = {}
     for name, module in list(sys.modules.items()):
-        if "." in name or name == "__main__" or module is None:
+        if "." in name or name.startswith("__") or module is None:  # __main__, __mp_main__: the script itself
             continue
         location = _module_location(module)
         if location is None:
