@@ -24,6 +24,7 @@ _EXPORTS = {
     "ExecutionConfig": "config",
     "FileTrackingConfig": "config",
     "NodeResourceConfig": "config",
+    "RateLimitConfig": "config",
     "RayConfig": "config",
     "WTBError": "errors",
     "WorkflowProject": "define.project",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         ExecutionConfig,
         FileTrackingConfig,
         NodeResourceConfig,
+        RateLimitConfig,
         RayConfig,
     )
     from wtb_prefect.define.project import WorkflowProject

@@ -19,6 +19,7 @@ __all__ = [
     "FileTrackingConfig",
     "NodeResourceConfig",
     "RaceConfig",
+    "RateLimitConfig",
     "RayConfig",
     "parse_memory",
 ]
@@ -159,14 +160,18 @@ class NodeResourceConfig(_Config):
     num_gpus: float = Field(default=0.0, ge=0)
     memory: str = "1GB"
     custom_resources: dict[str, float] = Field(default_factory=dict)
-    io_bound: bool = False
-    """A sync body that mostly waits (network, API calls): run it on an I/O lane's threads."""
+    io_bound: bool | None = None
+    """True: a sync body that mostly waits (network, API calls) runs on an I/O lane's threads; False: one
+    Ray task per call. None: the bench finds out from the node's first calls (``docs/lanes.md``)."""
     calls_per_worker: int = Field(default=32, ge=1, le=1000)
     """The most calls of an I/O lane one actor runs at once; the pool has ceil(concurrency / this) actors."""
     max_in_flight: int | None = Field(default=None, ge=1)
     """The most calls of this node running at once in the batch (None: no limit)."""
     max_calls_per_second: float | None = Field(default=None, gt=0)
     """The most calls of this node started per second in the batch (None: no limit)."""
+    rate_limit: str | None = None
+    """The name of a limit group of ``ExecutionConfig.rate_limits`` this node's calls count against
+    (one API key or model shared by every node and variant naming it)."""
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -207,6 +212,45 @@ class NodeResourceConfig(_Config):
         if self.custom_resources:
             options["resources"] = dict(self.custom_resources)
         return options
+
+
+class RateLimitConfig(_Config):
+    """The limits of one API (a key, a model) that every node naming it shares.
+
+    Nodes name the group in ``NodeResourceConfig.rate_limit``; the group holds
+    across every node and variant of a batch and across batches running at
+    once on one machine. Counted per node call (one call = one request, or the
+    number of chat-model calls the call made, when known) and booked tokens.
+    A rate-limit answer from the provider (HTTP 429) slows the group down and
+    the call is retried without spending the node's retries or timeout; the
+    group speeds up again as calls succeed. Bad values raise
+    :class:`~wtb_prefect.errors.ConfigError` naming the field.
+    """
+
+    max_in_flight: int | None = Field(default=None, ge=1)
+    """The most calls of the group running at once (None: no limit)."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """The most calls the group starts within ``window_s`` seconds (None: no limit)."""
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    """No call of the group starts while the calls of the last ``window_s`` seconds booked this many tokens."""
+    window_s: float = Field(default=60.0, gt=0)
+    """The window the per-minute limits count over: 60 s as providers count them (shorter for a quick test)."""
+
+    def __init__(self, **data: Any) -> None:
+        from pydantic import ValidationError
+
+        from wtb_prefect.errors import ConfigError
+
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error["loc"]) or "rate_limits"
+            raise ConfigError(
+                f"rate_limits.{name}",
+                f"is {error.get('input')!r} ({error['msg']})",
+                "give a positive number, or None for no limit of that kind",
+            ) from None
 
 
 class RayConfig(_Config):
@@ -271,6 +315,43 @@ class ExecutionConfig(_Config):
     """'node' or 'node:variant' -> a version string that is part of the call's key; change it to force a miss."""
     repetitions: int = Field(default=1, ge=1, strict=True)
     """Independent samples per (variant, case) of a batch when ``run_batch_test`` gives none."""
+    rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
+    """Limit groups by name (e.g. ``{"openai": {"max_in_flight": 64, "requests_per_minute": 500}}``),
+    shared by the nodes whose resources name them in ``rate_limit``."""
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _rate_limit_groups(cls, value: Any) -> Any:
+        # Built here so that a bad limit raises RateLimitConfig's ConfigError naming the group.
+        from wtb_prefect.errors import ConfigError
+
+        if not isinstance(value, dict):
+            return value
+        groups = {}
+        for name, group in value.items():
+            try:
+                groups[name] = RateLimitConfig(**group) if isinstance(group, dict) else group
+            except ConfigError as exc:
+                field = exc.field.replace("rate_limits.", f"rate_limits[{name!r}].", 1)
+                raise ConfigError(field, exc.problem, exc.fix) from None
+        return groups
+
+    def __init__(self, **data: Any) -> None:
+        from pydantic import ValidationError
+
+        from wtb_prefect.errors import ConfigError
+
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            for error in exc.errors():  # a bad limit group is a ConfigError, as the group's own would be
+                cause = (error.get("ctx") or {}).get("error")
+                if isinstance(cause, ConfigError) and error["loc"][:1] == ("rate_limits",):
+                    raise cause from None
+            raise
+
+    race: RaceConfig | None = None
+    """The race of a batch when ``run_batch_test`` gives none (YAML: the ``race:`` section); None runs the full matrix."""
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> ExecutionConfig:
@@ -326,6 +407,9 @@ class RaceConfig(_Config):
             raise ConfigError(
                 f"race.{name}", f"is {error.get('input')!r} ({error['msg']})", _RACE_FIXES.get(name, "see RaceConfig")
             ) from None
+
+
+ExecutionConfig.model_rebuild()  # its ``race`` field names RaceConfig, defined after it
 
 
 _RACE_FIXES = {
