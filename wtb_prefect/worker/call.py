@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from wtb_prefect.worker.rate_limit import rate_limited
+
 EXTRAS_ATTR = "_wtb_extras"
 COROUTINE_ATTR = "_wtb_coroutine"
 """Set on the sync form of an ``async def`` node body (:class:`AsyncBody`): the coroutine function itself."""
@@ -138,6 +140,7 @@ def call_observed(
     spans: list[dict[str, Any]] = []
     started_at = time.time()
     t0 = time.perf_counter()
+    c0 = time.process_time()  # a Ray task runs one call per process: the CPU its threads spent, for lane choice
     try:
         with collecting_node_metrics(metrics), _alarm(fn, timeout):
             if trace_carrier and trace_carrier.get("traceparent"):
@@ -149,9 +152,16 @@ def call_observed(
                 result = call(fn, args, kwargs)
     except BaseException as exc:
         extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+        extras["cpu_s"] = time.process_time() - c0
+        limited = rate_limited(exc)  # the client's 429 error may not unpickle in the driver: send ours
+        if limited is not None and limited is not exc:
+            _with_extras(limited, extras)
+            raise limited from None
         _with_extras(exc, extras)
         raise
-    return result, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+    extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+    extras["cpu_s"] = time.process_time() - c0
+    return result, extras
 
 
 async def _within(awaitable: Any, fn: Any, timeout: float | None) -> Any:
@@ -263,9 +273,12 @@ class NodeLane:
                     stack.enter_context(worker_span(trace_carrier, spans))
                 result = await _within(coro(*args, **kwargs), coro, timeout)
         except BaseException as exc:
-            _with_extras(
-                exc, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
-            )
+            extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+            limited = rate_limited(exc)  # the client's 429 error may not unpickle in the driver: send ours
+            if limited is not None and limited is not exc:
+                _with_extras(limited, extras)
+                raise limited from None
+            _with_extras(exc, extras)
             raise
         finally:
             if token is not None:
