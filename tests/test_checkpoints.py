@@ -40,9 +40,11 @@ def test_manual_strategy_checkpoints_on_exit_and_on_request(bench, tmp_path):
     assert plain.status == "completed"
     assert [c.next for c in bench.get_checkpoints(plain.execution_id)] == [()]  # only the exit checkpoint
 
-    thread, box = start_in_thread(bench.run, name, _state(tmp_path, slow_node="b", sleep=1.0))
+    gate = tmp_path / "open"
+    thread, box = start_in_thread(bench.run, name, _state(tmp_path, slow_node="b", gate=str(gate)))
     eid = running_execution(bench, name, tmp_path, "b")
     bench.checkpoint(eid)
+    gate.touch()  # b finishes only now, after the checkpoint was requested
     thread.join(60)
     result = box["result"]
     assert result.status == "completed"  # a manual checkpoint does not stop the execution

@@ -82,13 +82,17 @@ def run_script(code: str, timeout: float = 180) -> dict:
 def test_pause_then_resume_in_new_process_gives_uninterrupted_state(bench, tmp_path, storage):
     name = _name(f"ctl_pause_{storage}")
     bench.register_project(marked_steps.make_project(name, storage))
-    state = _state(tmp_path, slow_node="b", sleep=1.5)
+    gate = tmp_path / "open"
+    state = _state(tmp_path, slow_node="b", gate=str(gate))
+    gate.touch()  # the baseline passes b's gate
     baseline = bench.run(name, state)
     assert baseline.status == "completed"
+    gate.unlink()
 
     thread, box = start_in_thread(bench.run, name, state)
     eid = running_execution(bench, name, tmp_path, "b")
     bench.pause(eid)
+    gate.touch()  # b finishes only now, after the pause was requested
     thread.join(60)
     paused = box["result"]
     assert paused.status == "paused", paused.error
@@ -122,8 +126,8 @@ def test_pause_then_resume_in_new_process_gives_uninterrupted_state(bench, tmp_p
 def test_pause_then_resume_in_same_process(bench, tmp_path):
     name = _name("ctl_pause_same")
     bench.register_project(marked_steps.make_project(name, "sqlite"))
-    state = _state(tmp_path, slow_node="c", sleep=1.0)
-    thread, box = start_in_thread(bench.run, name, state)
+    gate = tmp_path / "open"
+    thread, box = start_in_thread(bench.run, name, _state(tmp_path, slow_node="c", gate=str(gate)))
     eid = running_execution(bench, name, tmp_path, "c")
     with pytest.raises(ExecutionStateError, match="running"):
         bench.rollback(eid, bench.get_checkpoints(eid)[-1].checkpoint_id)
@@ -131,6 +135,7 @@ def test_pause_then_resume_in_same_process(bench, tmp_path):
         bench.resume(eid)
     assert bench.get_state(eid)["log"] == ["a", "b"]  # inspection of a running execution
     bench.pause(eid)
+    gate.touch()  # c finishes only now: the pause takes effect at the boundary after it
     thread.join(60)
     assert box["result"].status == "paused"
     resumed = bench.resume(eid)

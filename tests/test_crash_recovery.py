@@ -57,7 +57,8 @@ def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench
     name = _name(f"crash_driver_{storage}")
     project = marked_steps.make_project(name, storage)
     bench.register_project(project)
-    cases = [_state(tmp_path, x=0), _state(tmp_path, x=1, slow_node="b", sleep=3.0), _state(tmp_path, x=2)]
+    gate = tmp_path / "open"  # the second execution's node b holds until the driver is dead
+    cases = [_state(tmp_path, x=0), _state(tmp_path, x=1, slow_node="b", gate=str(gate)), _state(tmp_path, x=2)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     log = open(tmp_path / "driver.log", "w")
@@ -93,6 +94,7 @@ def test_killed_driver_batch_resumes_without_rerunning_finished_executions(bench
     dead_flow_run = records[1].flow_run_id
     assert dead_flow_run and _flow_run_state(dead_flow_run) == "RUNNING"  # its process could not say otherwise
 
+    gate.touch()  # the resumed b may finish
     batch = bench.run_batch_test(name, resume=batch_record.batch_id)
     assert batch.batch_id == batch_record.batch_id
     assert batch.flow_run_id != dead_flow_run

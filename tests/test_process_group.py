@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import time
 
@@ -21,8 +22,12 @@ from wtb_prefect.settings import WTBSettings
 
 
 def _group(script: str) -> subprocess.Popen:
-    process = subprocess.Popen(["bash", "-c", script], start_new_session=True)
-    time.sleep(0.3)  # the shell has set its traps
+    """A new process group running ``script`` in bash, returned once the script has run (its traps set)."""
+    process = subprocess.Popen(
+        ["bash", "-c", f"{script}\necho ready\nwait"], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    readable, _, _ = select.select([process.stdout], [], [], 60)
+    assert readable and process.stdout.readline().strip() == "ready", "bash did not set its traps within 60 s"
     return process
 
 
@@ -35,7 +40,7 @@ def _gone(pgid: int) -> bool:
 
 
 def test_a_group_that_ends_on_sigterm_is_stopped_at_once_and_reaped() -> None:
-    process = _group("sleep 60 & wait")
+    process = _group("sleep 60 &")
     started = time.monotonic()
     assert stop_process_group(process.pid, timeout=20) is True
     assert time.monotonic() - started < 5  # not the 20 s timeout
@@ -43,7 +48,7 @@ def test_a_group_that_ends_on_sigterm_is_stopped_at_once_and_reaped() -> None:
 
 
 def test_a_group_that_ignores_sigterm_is_killed_after_the_timeout() -> None:
-    process = _group("trap '' TERM; sleep 60 & wait")
+    process = _group("trap '' TERM; sleep 60 &")
     started = time.monotonic()
     assert stop_process_group(process.pid, timeout=1) is True
     assert 1 <= time.monotonic() - started < 5
@@ -57,7 +62,7 @@ def test_no_such_group_is_not_running() -> None:
 
 
 def test_a_zero_timeout_still_ends_the_group() -> None:
-    process = _group("trap '' TERM; sleep 60 & wait")
+    process = _group("trap '' TERM; sleep 60 &")
     assert stop_process_group(process.pid, timeout=0.0) is True
     assert _gone(process.pid)
 

@@ -377,70 +377,88 @@ def test_resuming_a_batch_with_repetitions_reruns_nothing_that_finished(bench):
 
 
 TWIN_BATCH = """
-import json, sys, time
-from pathlib import Path
+import json
 
 from tests.graphs import self_counting as g
 from tests.test_sharing import _project
 from wtb_prefect import WTBTestBench
 
 bench = WTBTestBench()
-bench.register_project(_project({name!r}, g.create_slower, node_cache="persistent"))
-Path({ready!r}).touch()
-while not Path({go!r}).exists():
-    time.sleep(0.01)
-batch = bench.run_batch_test({name!r}, [{{}}], {cases!r})
+bench.register_project(_project({name!r}, g.create_gated, node_cache="persistent"))
+batch = bench.run_batch_test({name!r}, [{{}}], {cases!r}, parallelism=3)
 rows = [[r.case_id, r.status, r.nodes[0].reuse, r.nodes[0].started_at, r.nodes[0].duration_s] for r in batch.results]
 print(json.dumps({{"rows": rows, "mlflow": batch.tracking.get("mlflow")}}))
 """
 
 
 def test_two_processes_on_one_persistent_cache_compute_each_call_once(bench, tmp_path, monkeypatch):
-    """Two batches started at the same moment in two processes (one state folder): each
-    distinct 4 s call runs once; the process that did not compute it waits and reuses it.
-    Both record their batch in a new MLflow store they open at the same moment."""
+    """Two batches of the same calls in two processes (one state folder): while the second
+    process computes each call (held in its body by a gate), this process's executions reach
+    the same calls and wait; once the gate opens they reuse the values, so each call runs
+    once. Both record their batch in a new MLflow store they write at the same moment."""
     import json
-    import time
+    import threading
 
     from mlflow import MlflowClient
+
+    from tests.test_control import start_in_thread, wait_for
+    from wtb_prefect.run.node_cache import sharing
 
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("WTB_MLFLOW_TRACKING_URI", mlflow_uri)
     tag = _tag()
     name = f"twin_{tag}"
-    cases = [{"tag": tag, "query": f"q{i}", "case_id": f"c{i}"} for i in range(3)]
-    bench.register_project(_project(name, g.create_slower, node_cache="persistent"))
-    ready, go = tmp_path / "ready", tmp_path / "go"
+    gate = tmp_path / "gate"
+    cases = [{"tag": tag, "query": f"q{i}", "case_id": f"c{i}", "gate": str(gate)} for i in range(3)]
+    bench.register_project(_project(name, g.create_gated, node_cache="persistent"))
+    waiting: list[str] = []
+    waiting_lock = threading.Lock()
+    lock_call = sharing.lock_call_across_processes
+
+    def observed_lock_call(locks_dir, key, wait_s):  # noqa: ANN001, ANN202 (the product's signature)
+        with waiting_lock:
+            waiting.append(key)
+        return lock_call(locks_dir, key, wait_s)
+
+    monkeypatch.setattr(sharing, "lock_call_across_processes", observed_lock_call)  # observes, then the real wait
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    script = TWIN_BATCH.format(name=name, ready=str(ready), go=str(go), cases=cases)
+    script = TWIN_BATCH.format(name=name, cases=cases)
     twin = subprocess.Popen([sys.executable, "-c", script], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while not ready.exists():
-            assert twin.poll() is None, "the second process ended before its batch"
-            assert time.monotonic() < deadline, "the second process did not get ready"
-            time.sleep(0.05)
-        go.touch()
-        mine = bench.run_batch_test(name, [{}], cases)
+        # the twin holds the lock of every call while its body waits at the gate
+        wait_for(
+            lambda: twin.poll() is not None or g.counts(tag, "gated_fetch") == 3,
+            timeout=240,
+            what="the second process to start computing the three calls",
+        )
+        assert twin.poll() is None, "the second process ended before computing its calls"
+        thread, box = start_in_thread(bench.run_batch_test, name, [{}], cases, parallelism=3)
+        wait_for(lambda: len(waiting) == 3, timeout=240, what="this process's three executions to reach the calls")
+        gate.touch()
+        thread.join(300)
+        assert not thread.is_alive(), "this process's batch did not end after the gate opened"
+        mine = box.get("result")
+        assert mine is not None, box.get("error")
         out, _ = twin.communicate(timeout=300)
     finally:
+        gate.touch()  # never leave the twin's bodies held
         if twin.poll() is None:
             twin.kill()
     assert twin.returncode == 0
     reported = json.loads(out.strip().splitlines()[-1])
     theirs = reported["rows"]
     assert not mine.failed and all(status == "completed" for _, status, *_ in theirs)
-    assert g.counts(tag, "slower_fetch") == 3  # not 6: each call ran in one of the two processes
-    reuse = sorted([n.reuse for r in mine.results for n in r.nodes] + [row[2] for row in theirs])
-    assert reuse == ["cached"] * 3 + ["computed"] * 3
-    # the batches ran at the same time: every reused call started before its computing call ended
+    assert g.counts(tag, "gated_fetch") == 3  # not 6: each call ran once, in the twin
+    assert sorted(row[2] for row in theirs) == ["computed"] * 3
+    assert [n.reuse for r in mine.results for n in r.nodes] == ["cached"] * 3
+    # this process waited for the twin's calls: every reused call started before its computing call ended
     spans = {(r.case_id, r.nodes[0].reuse): (r.nodes[0].started_at, r.nodes[0].duration_s) for r in mine.results}
     spans.update({(case, how): (start, took) for case, _, how, start, took in theirs})
     for case in ("c0", "c1", "c2"):
         computed_start, computed_took = spans[(case, "computed")]
         assert spans[(case, "cached")][0] < computed_start + computed_took
-    assert {r.final_state["doc"] for r in mine.results} == {f"slower doc about q{i}" for i in range(3)}
+    assert {r.final_state["doc"] for r in mine.results} == {f"gated doc about q{i}" for i in range(3)}
     # neither process lost its MLflow record to the other's migration of the new store
     parents = {mine.tracking["mlflow"]["parent_run_id"], reported["mlflow"]["parent_run_id"]}
     runs = MlflowClient(tracking_uri=mlflow_uri).search_runs(

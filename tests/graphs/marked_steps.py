@@ -43,14 +43,25 @@ def _mark(state: CtlState, config: RunnableConfig, suffix: str, text: str) -> No
 def _step(name: str, state: CtlState, config: RunnableConfig) -> dict:
     _mark(state, config, "started", name)
     if state.get("slow_node") == name:
-        time.sleep(state.get("sleep", 0.0))
-        deadline = time.monotonic() + 240
-        while state.get("gate") and not Path(state["gate"]).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # held until the test opens the gate
+        time.sleep(state.get("sleep", 0.0))  # simulated work
+        if state.get("gate"):
+            wait_for_gate(state["gate"], f"node {name}")
     if state.get("fail_node") == name:
         raise RuntimeError(f"node {name} fails on purpose")
     _mark(state, config, "runs", name)
     return {"x": state["x"] * 3 + len(state.get("log", [])), "log": [name]}
+
+
+GATE_WAIT_S = 240.0
+
+
+def wait_for_gate(gate: str | Path, holder: str) -> None:
+    """Hold ``holder`` until the test creates the file ``gate``; past :data:`GATE_WAIT_S` raise, naming it."""
+    deadline = time.monotonic() + GATE_WAIT_S
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{holder} waited {GATE_WAIT_S:.0f} s for the test to open the gate {gate}")
+        time.sleep(0.05)  # polls the gate file: the test creates it when the node may go on
 
 
 def node_a(state: CtlState, config: RunnableConfig) -> dict:

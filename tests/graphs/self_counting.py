@@ -23,6 +23,7 @@ class CountState(TypedDict, total=False):
     doc: str
     draw: float
     answer: str
+    gate: str
 
 
 def _count(state: dict[str, Any], node: str) -> None:
@@ -54,6 +55,20 @@ def slower_fetch(state: CountState) -> dict:
     _count(state, "slower_fetch")
     time.sleep(4.0)
     return {"doc": f"slower doc about {state['query']}"}
+
+
+GATE_WAIT_S = 240.0
+
+
+def gated_fetch(state: CountState) -> dict:
+    """Holds until the file ``state["gate"]`` exists (the test opens it), then answers."""
+    _count(state, "gated_fetch")
+    deadline = time.monotonic() + GATE_WAIT_S
+    while not Path(state["gate"]).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gated_fetch waited {GATE_WAIT_S:.0f} s for the test to open the gate {state['gate']}")
+        time.sleep(0.05)  # polls the gate file
+    return {"doc": f"gated doc about {state['query']}"}
 
 
 def sample(state: CountState) -> dict:
@@ -97,6 +112,11 @@ def create_slow() -> Any:
 def create_slower() -> Any:
     """slower_fetch alone (4 s)."""
     return _chain(CountState, ("fetch", slower_fetch))
+
+
+def create_gated() -> Any:
+    """gated_fetch alone (held until its gate file exists)."""
+    return _chain(CountState, ("fetch", gated_fetch))
 
 
 def create_sampled() -> Any:
