@@ -14,6 +14,7 @@ from wtb_prefect.batch.execute import check_plan_resources
 from wtb_prefect.batch.flows import batch_test_flow, run_flow
 from wtb_prefect.batch.observers import BatchObserver, watching
 from wtb_prefect.batch.plan import BatchPlan, offer_plan, prepare_batch, prepare_batch_resume, prepare_resume
+from wtb_prefect.config import RaceConfig
 from wtb_prefect.define.project import WORKFLOW_KEY, WorkflowProject
 from wtb_prefect.define.registry import publish_project, published_projects
 from wtb_prefect.errors import (
@@ -27,7 +28,7 @@ from wtb_prefect.integrations.files.api import list_file_snapshots, rollback_fil
 from wtb_prefect.results import ExecutionResult
 from wtb_prefect.run.checkpoints import Checkpoint, find_checkpoint, list_checkpoints, rewind
 from wtb_prefect.run.control import CHECKPOINT, PAUSE, request
-from wtb_prefect.run.executions import BatchRecord, ExecutionIndex, ExecutionRecord, UnrecordedFlowRun, open_index
+from wtb_prefect.run.execution_index import BatchRecord, ExecutionIndex, ExecutionRecord, UnrecordedFlowRun, open_index
 from wtb_prefect.services.prefect_outage import api_answers, bounded_api_waits, hold_back_buffered_work, is_api_error
 from wtb_prefect.services.prefect_server import ensure_prefect_api, use_prefect_api
 from wtb_prefect.settings import WTBSettings, get_settings
@@ -142,6 +143,7 @@ class WTBTestBench:
         resume: str | None = None,
         regression_gate: dict[str, Any] | None = None,
         repetitions: int | None = None,
+        race: RaceConfig | dict[str, Any] | None = None,
     ) -> BatchTestResult:
         """Run every variant combination on every test case; one Prefect flow run.
 
@@ -171,6 +173,13 @@ class WTBTestBench:
             repetitions: run each (variant, case) this many times as independent
                 samples (``ExecutionResult.repetition``); identical node calls are
                 shared only within one repetition. None = ``ExecutionConfig.repetitions``.
+            race: race the variants instead of running the full matrix (a
+                :class:`~wtb_prefect.config.RaceConfig` or a dict of its fields):
+                cases run round by round in a seeded order, every surviving variant
+                on the same cases, and a variant stops once anytime-valid tests
+                decide it; the outcome (verdicts, how they were reached, node calls
+                spent against the full matrix's) is ``result.tracking["race"]``.
+                None = ``ExecutionConfig.race``. A resumed race goes on with its own.
 
         Raises:
             UnknownVariantError, UnknownNodeError, StateValidationError,
@@ -179,6 +188,12 @@ class WTBTestBench:
         """
         proj = self.get_project(project)
         if resume is not None:
+            if race is not None:
+                raise ConfigError(
+                    "race",
+                    "was given together with resume",
+                    "give only resume=<batch id>; a resumed race goes on with the settings it started with",
+                )
             if variant_matrix or test_cases:
                 raise ConfigError(
                     "resume",
@@ -197,6 +212,7 @@ class WTBTestBench:
                 regression_gate=regression_gate,
                 settings=self.settings,
                 repetitions=repetitions,
+                race=race,
             )
         parameters = plan.flow_parameters()
         with self._services(plan), contextlib.ExitStack() as stack:

@@ -36,6 +36,7 @@ from wtb_prefect.batch.observers import BatchObserver, end_batch, notify, observ
 from wtb_prefect.batch.plan import BatchPlan
 from wtb_prefect.batch.previous import against_previous_run
 from wtb_prefect.batch.progress import BatchProgress
+from wtb_prefect.batch.race import run_race, save_race
 from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ExecutionResult, NodeRecord
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
@@ -135,6 +136,8 @@ def _index_plan(plan: BatchPlan) -> None:
         }
         for position, item in enumerate(plan.items)
     )
+    if plan.race is not None:  # beside the index: a resume from any process goes on with the same race
+        save_race(plan.index.path.parent, plan.batch_id, plan.race)
 
 
 _log_level_lock = threading.Lock()
@@ -267,6 +270,9 @@ def _run_pending(
 ) -> list[ExecutionResult]:
     """Run the executions of ``plan`` not finished before; every result, in plan order.
 
+    A race (``plan.race``) asks for its executions round by round (:func:`~wtb_prefect.batch.race.run_race`);
+    what it never asks for does not run and has no result.
+
     Raises:
         StateStorageError: the state of some executions could not be written (the others ran to their end).
     """
@@ -291,21 +297,35 @@ def _run_pending(
         hooks=hooks,
         sharing=plan.sharing,
     )
-    with (
-        _lanes(plan),
-        task_run_log_level(get_settings().task_run_log_level),
-        contextlib.closing(_run_in_slots(plan, pending, run)) as ends,  # closed: every execution ended
-    ):
-        for future, index in ends:
-            try:
-                result = future.result()
-            except StateStorageError as exc:  # the others go on: what they store where there is room is kept
-                storage_errors.append(exc)
-                continue
-            results[index] = result
-            done += 1
-            notify(observers, "on_result", plan, result)
-            progress.set(100.0 * done / total)
+
+    def run_items(pairs: list[tuple[int, ExecutionItem]]) -> list[tuple[int, ExecutionResult]]:
+        nonlocal done
+        fresh = [(index, item) for index, item in pairs if results[index] is None]
+        with contextlib.closing(_run_in_slots(plan, fresh, run)) as ends:  # closed: every execution ended
+            for future, index in ends:
+                try:
+                    result = future.result()
+                except StateStorageError as exc:  # the others go on: what they store where there is room is kept
+                    storage_errors.append(exc)
+                    continue
+                results[index] = result
+                done += 1
+                notify(observers, "on_result", plan, result)
+                progress.set(100.0 * done / total)
+        return [(index, results[index]) for index, _ in pairs if results[index] is not None]  # type: ignore[misc]
+
+    with _lanes(plan), task_run_log_level(get_settings().task_run_log_level):
+        if plan.race is None:
+            run_items(pending)
+        else:
+            variant_of = {}
+            case_of = {}
+            per_case = len(plan.variants) * plan.repetitions  # plan order is case-major
+            for position, item in enumerate(plan.items):
+                variant_of[item.execution_id] = next(i for i, v in enumerate(plan.variants) if v is item.compiled)
+                case_of[item.execution_id] = position // per_case
+            run_race(plan.race, plan.items, variant_of, case_of, plan.repetitions, run_items)
+            progress.set(100.0)  # what the race did not ask for will not run
     if storage_errors:
         first = storage_errors[0]
         raise StateStorageError(
@@ -333,6 +353,8 @@ def _end_batch(
         started_at=started,
         duration_s=time.time() - started,
     )
+    if plan.race is not None:  # before the analysis and the observers, which show it
+        batch.tracking["race"] = plan.race.outcome
     analyse_finished_batch(plan, batch)  # judges and forest plot, before the observers record the batch
     against_previous_run(batch, plan.gate.tolerances if plan.gate else ())  # a deployment run: drift since the last
     if plan.sharing is not None:

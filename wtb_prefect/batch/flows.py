@@ -40,7 +40,7 @@ from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.registry import load_data, resolve_project
 from wtb_prefect.errors import PrefectAPIUnavailableError, UnknownExecutionError, WTBError
 from wtb_prefect.results import ExecutionResult
-from wtb_prefect.run.executions import open_index
+from wtb_prefect.run.execution_index import open_index
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
 from wtb_prefect.settings import get_settings
 
@@ -151,6 +151,7 @@ def batch_test_flow(
     resume: str | None = None,
     batch_id: str | None = None,
     repetitions: Annotated[int | None, Field(ge=1)] = None,
+    race: dict[str, Any] | None = None,
 ) -> BatchTestResult:
     """Run every variant combination on every test case; nodes are task runs on Ray.
 
@@ -173,6 +174,9 @@ def batch_test_flow(
             and is refused otherwise (batches are never merged).
         repetitions: independent samples per (variant, case); identical node calls are shared
             only within one repetition; empty = the project's ExecutionConfig.repetitions.
+        race: race the variants instead of running the full matrix: RaceConfig's fields, e.g.
+            {"primary_metric": "answer_hit", "alpha": 0.05, "epsilon": 0.02}; cases run round by
+            round and the variants already decided stop; empty = the project's ExecutionConfig.race.
     """
     gate = _gate_dict(regression_gate)
     parameters = {
@@ -184,6 +188,7 @@ def batch_test_flow(
         "batch_id": batch_id,
         "resume": resume,
         "repetitions": repetitions,
+        "race": race,
     }
     plan = claim_plan(resume or batch_id, parameters)
     if plan is None:
@@ -206,6 +211,7 @@ def batch_test_flow(
                     batch_id=new_id,
                     regression_gate=gate,
                     repetitions=repetitions,
+                    race=race,
                 )
     batch = execute_plan(plan)
     if plan.gate is not None:

@@ -6,6 +6,11 @@ and the ``wtb-batch-test`` flow's ``regression_gate`` parameter go through
 :meth:`RegressionGate.enforce` publishes the verdict as a Prefect table
 artifact and raises :class:`~wtb_prefect.analysis.comparison.RegressionError`,
 which fails the flow run and the CLI.
+
+A raced batch (``batch.tracking["race"]``) is gated on its decided verdicts
+only: a variant the race dropped or left undecided ran on fewer cases than
+the others, so its means are neither a pass nor a fail; the gate lists it as
+not gated, with the race's verdict, and says so.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from wtb_prefect.run.context import CompiledVariant
 if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
 
-__all__ = ["RegressionGate", "artifact_key", "enforce_regression_gate", "prepare_gate"]
+__all__ = ["RegressionGate", "artifact_key", "enforce_regression_gate", "prepare_gate", "race_not_gated"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ def enforce_regression_gate(
     else:
         regressions = check_regressions(batch, baseline, tolerances)
         base_label = resolve_baseline(batch, baseline)
+    not_gated = race_not_gated(batch.tracking.get("race"))
+    regressions = [r for r in regressions if r.variant not in not_gated]
     rows = [
         {
             "variant": r.variant,
@@ -72,6 +79,12 @@ def enforce_regression_gate(
         }
         for r in regressions
     ]
+    rows += [{"variant": label, "verdict": f"not gated: {verdict}"} for label, verdict in not_gated.items()]
+    race_note = (
+        f"; raced: decided verdicts only ({len(not_gated)} variant(s) dropped or undecided, not gated)"
+        if "race" in batch.tracking
+        else ""
+    )
     try:
         from prefect.artifacts import create_table_artifact
 
@@ -84,13 +97,31 @@ def enforce_regression_gate(
             table=rows
             or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
             description=f"Regression gate of batch {batch.batch_id} against {base_label}: "
-            + (f"{len(regressions)} regression(s)" if regressions else "passed"),
+            + (f"{len(regressions)} regression(s)" if regressions else "passed")
+            + race_note,
         )
     except Exception:  # outside a flow run there is nothing to attach it to
         logger.debug("no regression-gate artifact", exc_info=True)
     batch.tracking["regressions"] = [str(r) for r in regressions]
+    if "race" in batch.tracking:
+        batch.tracking["gate"] = {"gated": "decided race verdicts only", "not_gated": dict(not_gated)}
     if regressions:
         raise RegressionError(regressions, batch)
+
+
+_GATED = ("best", "decided", "baseline")
+"""Race statuses the gate judges: the variant the race picked, those it settled against the baseline, the baseline."""
+
+
+def race_not_gated(race: Mapping[str, Any] | None) -> dict[str, str]:
+    """The variants of a race the gate leaves out (dropped or undecided), with the race's verdict on each."""
+    if not race:
+        return {}
+    return {
+        str(v["variant"]): f"{v['status']}: {v['verdict']}"
+        for v in race.get("verdicts", [])
+        if v.get("status") not in _GATED
+    }
 
 
 def _against_previous(

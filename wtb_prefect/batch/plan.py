@@ -22,16 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wtb_prefect.batch.gate import RegressionGate, prepare_gate
-from wtb_prefect.config import NodeResourceConfig
+from wtb_prefect.batch.race import BatchRace, load_race, prepare_race
+from wtb_prefect.config import NodeResourceConfig, RaceConfig
 from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.resolution import parse_variant_choice
 from wtb_prefect.define.state import split_test_case, validate_state
 from wtb_prefect.errors import ConfigError, ExecutionStateError, StateValidationError
 from wtb_prefect.run.checkpoints import durability_for, open_checkpointer
 from wtb_prefect.run.compile import compile_variant
-from wtb_prefect.run.context import CompiledVariant, Mode
+from wtb_prefect.run.context import BatchExecutor, CompiledVariant
 from wtb_prefect.run.execution import ExecutionItem
-from wtb_prefect.run.executions import ExecutionIndex, ExecutionRecord, open_index
+from wtb_prefect.run.execution_index import ExecutionIndex, ExecutionRecord, open_index
 from wtb_prefect.run.node_cache import NodeSharing, build_sharing
 from wtb_prefect.settings import WTBSettings, get_settings
 
@@ -53,7 +54,7 @@ class BatchPlan:
     batch_id: str
     variants: list[CompiledVariant]
     items: list[ExecutionItem]
-    mode: Mode
+    mode: BatchExecutor
     concurrency: int
     durability: str
     index: ExecutionIndex = field(repr=False)
@@ -71,6 +72,8 @@ class BatchPlan:
     """Independent samples per (variant, case); node calls are shared only within one repetition."""
     sharing: NodeSharing | None = field(default=None, repr=False)
     """Node-call sharing of this batch (None: ``node_cache="off"``)."""
+    race: BatchRace | None = field(default=None, repr=False)
+    """The batch's race (:mod:`wtb_prefect.batch.race`); None runs the full matrix."""
 
     def resource_requests(self) -> dict[str, NodeResourceConfig]:
         """Each dispatched node's Ray request, keyed by a readable name."""
@@ -91,8 +94,10 @@ class BatchPlan:
                 "regression_gate": self.regression_gate,
             }
         repetitions = {"repetitions": self.repetitions} if self.repetitions != 1 else {}
+        race = {"race": self.race.config.model_dump(exclude_defaults=True)} if self.race is not None else {}
         return {
             **repetitions,
+            **race,
             "project": self.project.name,
             "variant_matrix": self.variant_matrix,
             "test_cases": self.test_cases,
@@ -139,6 +144,7 @@ def prepare_batch(
     regression_gate: Mapping[str, Any] | None = None,
     settings: WTBSettings | None = None,
     repetitions: int | None = None,
+    race: RaceConfig | Mapping[str, Any] | None = None,
 ) -> BatchPlan:
     """Validate a batch and compile its variants; no work starts here.
 
@@ -146,11 +152,14 @@ def prepare_batch(
     (variant, case) runs k times as independent samples (execution ids end
     in ``-r<i>``); node calls are shared only within one repetition.
 
+    With ``race`` (default ``ExecutionConfig.race``) the batch runs as a race
+    (:mod:`wtb_prefect.batch.race`): cases round by round, decided variants dropped.
+
     Raises:
         UnknownVariantError, UnknownNodeError: a bad ``variant_matrix`` entry.
         StateValidationError: a test case that does not fit the state schema.
         ConfigError: an empty matrix or case list, a repeated combination, a
-            bad ``parallelism`` or regression gate.
+            bad ``parallelism``, regression gate or race.
     """
     settings = settings or get_settings()
     matrix = list(variant_matrix) if variant_matrix else [{}]
@@ -177,7 +186,16 @@ def prepare_batch(
             )
         choices.append(choice)
     execution = project.execution
-    mode: Mode = execution.batch_executor
+    mode: BatchExecutor = execution.batch_executor
+    race_plan = prepare_race(
+        # a project's default race applies to batches with something to race; one given here always does
+        race if race is not None else (execution.race if len(choices) > 1 else None),
+        labels=[c.label for c in choices],
+        evaluators=list(project.evaluators),
+        cases=len(test_cases),
+        repetitions=repetitions,
+        concurrency=1 if mode == "sequential" else (parallelism or execution.ray_config.max_concurrent_workflows),
+    )
     checkpointer = open_checkpointer(execution, settings.project_dir(project.name))
     variants = [compile_variant(project, c, mode=mode, checkpointer=checkpointer) for c in choices]
     batch_id = batch_id or uuid.uuid4().hex[:12]
@@ -216,6 +234,7 @@ def prepare_batch(
         regression_gate=dict(regression_gate) if regression_gate else None,
         repetitions=repetitions,
         sharing=build_sharing(project, batch_id, variants, settings.state_dir),
+        race=race_plan,
     )
     plan.gate = prepare_gate(list(project.evaluators), plan.variants, regression_gate)
     return plan
@@ -234,7 +253,9 @@ def prepare_batch_resume(
     The batch's variant matrix and test cases come from the execution index.
     Executions that completed or failed are not run again (their stored
     results are reused); interrupted and paused ones continue from their
-    latest checkpoint; the others run from the start.
+    latest checkpoint; the others run from the start. A race goes on with its
+    stored settings: the stored results are replayed through the same
+    decisions, and the race continues where it stopped.
 
     Raises:
         ConfigError: the index has no such batch, or it belongs to another project.
@@ -268,6 +289,19 @@ def prepare_batch_resume(
     )
     plan.resume_of = batch_id
     plan.parallelism = parallelism
+    stored = load_race(settings.state_dir, batch_id)
+    plan.race = None  # a resume races only a batch that was a race
+    if stored is not None:
+        config, per_round = stored
+        plan.race = prepare_race(
+            config,
+            labels=[v.label for v in plan.variants],
+            evaluators=list(project.evaluators),
+            cases=len(plan.test_cases),
+            repetitions=plan.repetitions,
+            concurrency=plan.concurrency,
+            cases_per_round=per_round,
+        )
     for item in plan.items:
         known = index.get(item.execution_id)
         if known is None or known.status == "pending":

@@ -297,6 +297,7 @@ def race_outcome(
         "kind": "anytime-valid",
         "decided": bool(state.alive[0].sum() <= 1) if race.config.goal == "best" else bool(state.finished[0]),
         "cases_in_order": len(race.order),
+        "order": list(race.order),
         "rounds": rounds,
         "verdicts": verdicts,
         "cost": cost,

@@ -89,6 +89,15 @@ def batch(
         "--node-cache",
         help="off | batch (share identical node calls; default) | persistent (also across batches).",
     ),
+    race: str = typer.Option(
+        None,
+        "--race",
+        help="Race the variants: 'best' or 'baseline' and/or KEY=VALUE,... of RaceConfig (metric=, alpha=, "
+        "epsilon=, max_cases=, seed=); decided variants stop early.",
+    ),
+    race_metric: str = typer.Option(None, "--race-metric", help="The race's primary metric (races the batch)."),
+    race_alpha: float = typer.Option(None, "--race-alpha", help="The race's error rate (races the batch)."),
+    race_epsilon: float = typer.Option(None, "--race-epsilon", help="The race's indifference zone (races the batch)."),
 ) -> None:
     """Run every variant combination on every test case with a live progress bar.
 
@@ -98,10 +107,17 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from wtb_prefect.analysis.comparison import RegressionError
+    from wtb_prefect.cli.race import print_race, race_from_options
     from wtb_prefect.errors import PrefectAPIUnavailableError, StateStorageError
 
     if (cases is None) == (resume is None) or (resume is not None and matrix is not None):
         raise fail("give --cases (and optionally --matrix), or --resume BATCH_ID alone")
+    try:
+        race_fields = race_from_options(race, race_metric, race_alpha, race_epsilon)
+    except ValueError as exc:
+        raise fail(
+            f"--race: {exc}. Fix: give best|baseline and/or KEY=VALUE,... (e.g. metric=answer_hit,alpha=0.05)"
+        ) from None
     join_ray_early()
     proj = load_project(project)
     if node_cache is not None:
@@ -148,6 +164,7 @@ def batch(
                 regression_gate=gate,
                 resume=resume,
                 repetitions=repetitions,
+                race=race_fields,
             )
         except RegressionError as exc:
             regression, result = exc, exc.batch
@@ -155,6 +172,7 @@ def batch(
             raise fail(str(exc), EXIT_FAILED) from None
     print_table(comparison_table(summary_rows(result, baseline), f"{proj.name}: batch {result.batch_id}"))
     print_node_calls(result)
+    print_race(result)
     print_ui_link(result.flow_run_id)
     if output is not None:
         output.write_text(as_json([r.row() for r in result.results]))

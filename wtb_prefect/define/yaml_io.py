@@ -15,11 +15,13 @@ The file names every part of a project by module and attribute::
     file_tracking: {enabled: true, paths: [./data/]}
     environment: {granularity: node, default: {python: "3.11", dependencies: [...]}}
     execution: {batch_executor: ray, ray: {address: auto}, node_resources: {retriever: {num_cpus: 2}}}
+    race: {primary_metric: answer_hit, alpha: 0.05, epsilon: 0.02}
 
 The spec's short keys (``paths``, ``default``, ``python``, ``ray``) and the
 config classes' own field names (``tracked_paths``, ``default_env``,
 ``python_version``, ``ray_config``) are both accepted. Every error names the
-file, the key and its line.
+file, the key and its line. ``race:`` (:class:`~wtb_prefect.config.RaceConfig`) is the
+project's default race of a batch, ``ExecutionConfig.race``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from wtb_prefect.config import EnvironmentConfig, EnvSpec, ExecutionConfig, FileTrackingConfig, NodeResourceConfig
+from wtb_prefect.config import (
+    EnvironmentConfig,
+    EnvSpec,
+    ExecutionConfig,
+    FileTrackingConfig,
+    NodeResourceConfig,
+    RaceConfig,
+)
 from wtb_prefect.define.imports import ReferenceImportError, import_attribute, on_sys_path
 from wtb_prefect.errors import ProjectError
 
@@ -118,6 +127,7 @@ class ProjectFile(_Spec):
     file_tracking: FileTrackingConfig | None = None
     environment: EnvironmentConfig | None = None
     execution: ExecutionConfig | None = None
+    race: RaceConfig | None = Field(default=None, description="The default race of a batch (ExecutionConfig.race).")
 
 
 # The spec's short keys -> the config classes' field names.
@@ -337,6 +347,12 @@ def load_project(path: str | Path, project_type: type[ProjectT]) -> ProjectT:
     factory = _callable(located, ("workflow",), w.module, w.factory)
     schema = _import_dotted(located, ("workflow", "state_schema"), w.state_schema) if w.state_schema else None
     root = (file.parent / spec.root).resolve() if spec.root else file.parent
+    execution = spec.execution
+    if spec.race is not None:
+        if execution is not None and execution.race is not None:
+            raise located.error(("race",), "is given twice (also as execution.race)", "keep one of them")
+        execution = execution or ExecutionConfig()
+        execution.race = spec.race
     try:
         project = project_type(
             name=spec.name,
@@ -345,7 +361,7 @@ def load_project(path: str | Path, project_type: type[ProjectT]) -> ProjectT:
             description=spec.description,
             file_tracking=spec.file_tracking,
             environment=spec.environment,
-            execution=spec.execution,
+            execution=execution,
             root=root,
         )
     except ProjectError as exc:
@@ -481,7 +497,11 @@ def dump_project(project: Any, path: str | Path | None = None) -> str:
                 env_doc[key] = {k: _env(v) or {} for k, v in getattr(env_cfg, key).items()}
         doc["environment"] = env_doc
     if (ex := _config(project.execution, _SECTION_ALIASES[("execution",)])) is not None:
-        doc["execution"] = ex
+        race = ex.pop("race", None)
+        if ex:
+            doc["execution"] = ex
+        if race is not None:
+            doc["race"] = race
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
     if path is not None:
         Path(path).write_text(text)
