@@ -40,6 +40,17 @@ custom resource, a rate limit) has its own limit, ``ExecutionConfig.queue_timeou
 and exceeding it raises :class:`~wtb_prefect.errors.NodeQueueTimeoutError`
 naming what was short.
 
+**Automatic lanes.** A node whose definition does not say (``io_bound``,
+``async def``, a written CPU/GPU/memory request) probes its first calls as Ray
+tasks and moves to a threaded I/O lane when it waits
+(:mod:`wtb_prefect.run.auto_lane`).
+
+**Limit groups.** A node naming a group of ``ExecutionConfig.rate_limits``
+takes a turn of that group (shared by every node, variant and batch of the
+machine, :mod:`wtb_prefect.run.rate_limits`) before each call; a call the
+provider refuses with a rate-limit answer slows the group down and is sent
+again once the group lets it, without spending the node's retries or timeout.
+
 **Rate limits.** ``max_in_flight`` and ``max_calls_per_second`` hold for one
 node (or one variant of it) across every execution of the driver. They are
 enforced in the driver, where all of a batch's calls start: Prefect's global
@@ -51,6 +62,7 @@ express a per-second pace.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import math
@@ -60,8 +72,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from wtb_prefect.config import NodeResourceConfig
+from wtb_prefect.config import NodeResourceConfig, RateLimitConfig
 from wtb_prefect.errors import NodeQueueTimeoutError
+from wtb_prefect.run.auto_lane import IO_ACTOR_CPUS, AutoLane, fixed_lane
+from wtb_prefect.run.rate_limits import GroupLimiter, group_limiter
 from wtb_prefect.worker.call import (
     COROUTINE_ATTR,
     EXTRAS_ATTR,
@@ -70,6 +84,7 @@ from wtb_prefect.worker.call import (
     StartDeadlineExceeded,
     call_observed,
 )
+from wtb_prefect.worker.rate_limit import ProviderRateLimited
 
 __all__ = [
     "LANE_OPTION",
@@ -105,6 +120,21 @@ class LaneSpec:
     max_in_flight: int | None = None
     max_calls_per_second: float | None = None
     body: Any = field(default=None, repr=False)
+    reason: str = ""
+    """Why the node takes this lane (``async def``, ``io_bound=True``, an explicit request, ...)."""
+    auto: AutoLane | None = field(default=None, repr=False)
+    """Set when the node's lane is found from its first calls (its ``kind`` is then "task" until it moves)."""
+    io_spec: LaneSpec | None = field(default=None, repr=False)
+    """The I/O lane the node moves to when it is found to wait."""
+    rate_group: str | None = None
+    """The limit group (``NodeResourceConfig.rate_limit``) its calls take a turn of."""
+    rate_config: RateLimitConfig | None = None
+
+    def group_limiter(self) -> GroupLimiter | None:
+        """The limiter of the node's limit group, if it names one."""
+        if self.rate_group is None or self.rate_config is None:
+            return None
+        return group_limiter(self.rate_group, self.rate_config)
 
     @property
     def pool_key(self) -> str:
@@ -125,12 +155,15 @@ def lane_spec(
     *,
     limit_key: str,
     queue_timeout: float,
+    rate_config: RateLimitConfig | None = None,
 ) -> LaneSpec:
-    """The lane of a node: I/O lane for ``async def`` or ``io_bound`` nodes, else a Ray task each."""
-    kind: Literal["actor", "task"] = "actor" if resources.io_bound or is_async_body(func) else "task"
+    """The lane of a node: I/O lane for ``async def`` or ``io_bound`` nodes, a Ray task each for
+    ``io_bound=False`` or an explicit request, else found from its first calls (``auto``)."""
+    fixed, reason = fixed_lane(resources, is_async_body(func))
+    kind: Literal["actor", "task"] = fixed or "task"
     request = {"CPU": resources.num_cpus, "GPU": resources.num_gpus, "memory": float(resources.memory_bytes)}
     request.update(resources.custom_resources)
-    return LaneSpec(
+    spec = LaneSpec(
         node=node,
         kind=kind,
         limit_key=limit_key,
@@ -141,7 +174,21 @@ def lane_spec(
         max_in_flight=resources.max_in_flight,
         max_calls_per_second=resources.max_calls_per_second,
         body=func,
+        reason=reason,
+        rate_group=resources.rate_limit,
+        rate_config=rate_config,
     )
+    if fixed is None:  # found out from its first calls; a waiting node moves to a light I/O lane
+        spec.auto = AutoLane()
+        io_request = {**spec.request, "CPU": min(resources.num_cpus, IO_ACTOR_CPUS)}
+        spec.io_spec = dataclasses.replace(
+            spec,
+            kind="actor",
+            request={k: v for k, v in io_request.items() if v > 0},
+            actor_options={**spec.actor_options, "num_cpus": min(resources.num_cpus, IO_ACTOR_CPUS)},
+            auto=None,
+        )
+    return spec
 
 
 # --- what was short --------------------------------------------------------------------------
@@ -443,6 +490,8 @@ def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
 
     needed: dict[str, list[LaneSpec]] = {}
     for spec in specs:
+        if spec.auto is not None:
+            spec.auto.concurrency = concurrency  # sizes its I/O lane if it moves there
         if spec.kind == "actor":
             needed.setdefault(spec.pool_key, []).append(spec)
     with _pools_lock:
@@ -565,8 +614,6 @@ def call_node(
         NodeQueueTimeoutError: the call waited longer than the node's ``queue_timeout`` to start.
         Exception: whatever the body raised (as itself), or Ray's error for a dead worker.
     """
-    import ray
-
     deadline = time.monotonic() + spec.queue_timeout
     limiter = _limiter(spec)
     if limiter is not None:
@@ -574,41 +621,146 @@ def call_node(
         if short is not None:
             raise _queue_error(spec, short)
     try:
-        if spec.kind == "actor":
-            pool = _pool_for(spec)
-            actor = pool.acquire(spec, deadline)
-            try:
-                ref = actor.handle.call.remote(fn, args, kwargs, carrier, timeout)
-                try:
-                    return _get(ref, None if timeout is None else timeout + GRACE_S)
-                except ray.exceptions.RayActorError:
-                    pool.lost(actor)  # a new actor takes its place; Prefect retries the call
-                    raise
-                except ray.exceptions.GetTimeoutError:
-                    ray.cancel(ref)
-                    raise TimeoutError(
-                        f"{spec.node} did not finish within {timeout}s (its actor stopped answering)"
-                    ) from None
-            finally:
-                pool.release(actor)
-        # The worker enforces the timeout from the body's start, and refuses a
-        # call that reaches it after the queue deadline (start_by).
-        start_by = time.time() + max(0.0, deadline - time.monotonic())
-        ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout, start_by)
-        short = None
-        try:
-            return _get(ref, max(0.0, deadline - time.monotonic()), options)
-        except ray.exceptions.GetTimeoutError:
-            short = _shortage(spec.request)  # what was short when the wait ran out
-        except StartDeadlineExceeded:
-            raise _queue_error(spec, _shortage(spec.request)) from None
-        try:  # started in time and running, or about to be refused by its worker
-            return _get(ref, None if timeout is None else timeout + GRACE_S, options)
-        except StartDeadlineExceeded:
-            raise _queue_error(spec, short) from None
-        except ray.exceptions.GetTimeoutError:
-            ray.cancel(ref, force=True)
-            raise _queue_error(spec, f"{short} (or its body ignored its timeout of {timeout}s)") from None
+        return _call_in_group(spec, options, fn, args, kwargs, carrier, timeout, deadline)
     finally:
         if limiter is not None:
             limiter.release()
+
+
+def _lane_of_call(spec: LaneSpec, deadline: float) -> tuple[LaneSpec, str, bool]:
+    """The lane this call takes: ``(spec of the lane, reason, is_probe)``."""
+    if spec.auto is None:
+        return spec, spec.reason, False
+    kind, reason, probe = spec.auto.choose(deadline)
+    if kind == "task" or spec.io_spec is None:
+        return spec, reason, probe
+    io_spec = spec.io_spec
+    pool = _pool_for(io_spec)
+    wanted = max(1, math.ceil(min(spec.auto.concurrency, spec.max_in_flight or spec.auto.concurrency) / pool.per_actor))
+    if len(pool.actors) < wanted:
+        pool.grow(wanted, [spec.body])  # the pool is sized as if the batch had started it
+    return io_spec, reason, False
+
+
+def _usage_counts(extras: dict[str, Any]) -> tuple[int, int]:
+    """Chat-model calls and tokens a node call booked (``extras["usage"]``, per model), or ``(1, 0)``."""
+    usage = extras.get("usage") or {}
+    calls = tokens = 0
+    for counts in usage.values() if isinstance(usage, dict) else ():
+        calls += int(counts.get("calls", 0))
+        tokens += int(counts.get("input", 0)) + int(counts.get("output", 0))
+    return max(1, calls), tokens
+
+
+def _extras_of(exc: BaseException) -> dict[str, Any]:
+    return getattr(exc, EXTRAS_ATTR, None) or getattr(getattr(exc, "cause", None), EXTRAS_ATTR, None) or {}
+
+
+def _provider_limited(exc: BaseException) -> ProviderRateLimited | None:
+    if isinstance(exc, ProviderRateLimited):
+        return exc
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, ProviderRateLimited) else None
+
+
+def _call_in_group(
+    spec: LaneSpec,
+    options: dict[str, Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carrier: dict[str, Any] | None,
+    timeout: float | None,
+    deadline: float,
+) -> tuple[Any, dict[str, Any]]:
+    """One node call on its lane, under its limit group: a rate-limit answer is retried once the group lets it."""
+    group = spec.group_limiter()
+    refused = 0
+    while True:
+        lane, reason, probe = _lane_of_call(spec, deadline)  # before the group's turn: a wait holds no turn
+        lease = None
+        if group is not None:
+            got = group.acquire(deadline, hold_s=(timeout or 86400.0) + GRACE_S + spec.queue_timeout)
+            if isinstance(got, str):
+                if probe and spec.auto is not None:
+                    spec.auto.lost()
+                raise _queue_error(spec, got)
+            lease = got
+        try:
+            result, extras = _call_once(lane, options, fn, args, kwargs, carrier, timeout, deadline)
+        except BaseException as exc:
+            extras = _extras_of(exc)
+            if probe and spec.auto is not None:
+                if extras.get("cpu_s") is not None and extras.get("run_s") is not None:
+                    spec.auto.measured(extras["cpu_s"], extras["run_s"])
+                else:
+                    spec.auto.lost()
+            limited = _provider_limited(exc)
+            if group is not None and lease is not None:
+                if limited is not None:
+                    group.release(lease, rate_limited=True, retry_after=limited.retry_after)
+                else:
+                    group.release(lease, requests=_usage_counts(extras)[0])
+            if limited is not None and group is not None:
+                refused += 1  # not the node's failure: the group slows down and lets it go again
+                continue
+            with contextlib.suppress(Exception):
+                extras.update(lane="io" if lane.kind == "actor" else "task", lane_reason=reason, rate_limited=refused)
+            raise
+        if probe and spec.auto is not None:
+            spec.auto.measured(extras.get("cpu_s", 0.0), extras.get("run_s", 0.0))
+        if group is not None and lease is not None:
+            requests, tokens = _usage_counts(extras)
+            group.release(lease, requests=requests, tokens=tokens)
+        extras.update(lane="io" if lane.kind == "actor" else "task", lane_reason=reason, rate_limited=refused)
+        return result, extras
+
+
+def _call_once(
+    spec: LaneSpec,
+    options: dict[str, Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carrier: dict[str, Any] | None,
+    timeout: float | None,
+    deadline: float,
+) -> tuple[Any, dict[str, Any]]:
+    """Run the call once on ``spec``'s lane and wait for it."""
+    import ray
+
+    if spec.kind == "actor":
+        pool = _pool_for(spec)
+        actor = pool.acquire(spec, deadline)
+        try:
+            ref = actor.handle.call.remote(fn, args, kwargs, carrier, timeout)
+            try:
+                return _get(ref, None if timeout is None else timeout + GRACE_S)
+            except ray.exceptions.RayActorError:
+                pool.lost(actor)  # a new actor takes its place; Prefect retries the call
+                raise
+            except ray.exceptions.GetTimeoutError:
+                ray.cancel(ref)
+                raise TimeoutError(
+                    f"{spec.node} did not finish within {timeout}s (its actor stopped answering)"
+                ) from None
+        finally:
+            pool.release(actor)
+    # The worker enforces the timeout from the body's start, and refuses a
+    # call that reaches it after the queue deadline (start_by).
+    start_by = time.time() + max(0.0, deadline - time.monotonic())
+    ref = remote_task(options).remote(fn, args, kwargs, carrier, timeout, start_by)
+    short = None
+    try:
+        return _get(ref, max(0.0, deadline - time.monotonic()), options)
+    except ray.exceptions.GetTimeoutError:
+        short = _shortage(spec.request)  # what was short when the wait ran out
+    except StartDeadlineExceeded:
+        raise _queue_error(spec, _shortage(spec.request)) from None
+    try:  # started in time and running, or about to be refused by its worker
+        return _get(ref, None if timeout is None else timeout + GRACE_S, options)
+    except StartDeadlineExceeded:
+        raise _queue_error(spec, short) from None
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise _queue_error(spec, f"{short} (or its body ignored its timeout of {timeout}s)") from None
