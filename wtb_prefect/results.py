@@ -65,6 +65,12 @@ class NodeRecord:
     """The Prefect task run that computed a reused value."""
     saved_s: float = 0.0
     """Node time a reused call saved: how long the computing task run took."""
+    lane: Literal["io", "task"] | None = None
+    """Where the body ran on Ray: an I/O lane's actor ("io") or a Ray task of its own ("task"); None in the driver."""
+    lane_reason: str = ""
+    """Why: ``async def``, ``io_bound=True/False``, an explicit resource request, or what its first calls measured."""
+    rate_limited: int = 0
+    """Rate-limit answers of the provider its limit group absorbed (the call went again; no retry spent)."""
 
 
 @dataclass

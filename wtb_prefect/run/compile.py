@@ -22,6 +22,7 @@ from wtb_prefect.run.context import CompiledVariant, Mode, NodePlan
 from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable, node_task_for
 from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
+from wtb_prefect.run.rate_limits import group_of
 
 __all__ = ["compile_variant"]
 
@@ -74,6 +75,7 @@ def compile_variant(
             continue
         func, accepts = body_and_accepts(override if override is not None else runnable)
         resources = resolve_resources(project, choice, name)
+        rate_config = group_of(execution.rate_limits, resources.rate_limit, _env_user(project.name, choice, name))
         # Built (or reused) here, before any work starts: a bad spec raises now.
         node_env = prepare_node_environment(
             project.environment,
@@ -93,6 +95,7 @@ def compile_variant(
             options,
             limit_key=_env_user(project.name, choice, name),
             queue_timeout=execution.queue_timeout,
+            rate_config=rate_config,
         )
         plan = NodePlan(
             node=name,

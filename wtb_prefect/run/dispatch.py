@@ -25,7 +25,7 @@ from prefect_ray.context import remote_options
 from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.context import Mode, NodePlan, current_execution
 from wtb_prefect.run.node_cache import begin_call
-from wtb_prefect.run.node_scope import current_node_metrics, current_node_run_s, observe_node
+from wtb_prefect.run.node_scope import current_node_lane, current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
 from wtb_prefect.worker.call import AsyncBody
 from wtb_prefect.worker.workspace import bind_workspace
@@ -139,6 +139,7 @@ def _record(plan: NodePlan, started: float, t0: float, task_run_id: str | None, 
         resources=plan.resources,
         metrics=current_node_metrics(),
         run_s=current_node_run_s(),
+        **current_node_lane(),
         **outcome,
     )
 

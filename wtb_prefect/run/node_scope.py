@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NodeScope",
     "absorb_worker_extras",
+    "current_node_lane",
     "current_node_metrics",
     "current_node_run_s",
     "current_node_scope",
@@ -43,6 +44,8 @@ class NodeScope:
     metrics: dict[str, float] = field(default_factory=dict)
     run_s: float | None = None
     """Seconds the body ran in Ray workers (summed over attempts); None until a worker reports."""
+    lane: dict[str, Any] = field(default_factory=dict)
+    """Where the body ran and why (``lane``, ``lane_reason``), and ``rate_limited`` answers absorbed."""
 
     def carrier(self, attributes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The trace context a worker needs for a child span of this node; None when untraced."""
@@ -71,12 +74,21 @@ def current_node_run_s() -> float | None:
     return scope.run_s if scope is not None else None
 
 
+def current_node_lane() -> dict[str, Any]:
+    """``lane``, ``lane_reason`` and ``rate_limited`` of this context's node run (empty when it did not run on Ray)."""
+    scope = _scope.get()
+    return dict(scope.lane) if scope is not None else {}
+
+
 def absorb_worker_extras(extras: Mapping[str, Any] | None) -> None:
     """Merge what a worker sent back (run time, metrics, spans) into the current node run."""
     if not extras:
         return
     scope = _scope.get()
     if scope is not None:
+        if extras.get("lane") is not None:
+            scope.lane["lane"], scope.lane["lane_reason"] = extras["lane"], extras.get("lane_reason", "")
+            scope.lane["rate_limited"] = scope.lane.get("rate_limited", 0) + int(extras.get("rate_limited", 0))
         if extras.get("run_s") is not None:
             scope.run_s = (scope.run_s or 0.0) + float(extras["run_s"])
         for name, value in (extras.get("metrics") or {}).items():
