@@ -42,7 +42,7 @@ from scipy.optimize import brentq
 from scipy.special import expit
 from scipy.stats import binom
 
-from wtb_prefect.analysis.paired import adjust_p_values, analyse
+from wtb_prefect.analysis.paired import adjust_p_values, compare_family
 from wtb_prefect.analysis.racing import Race, RacePolicy
 from wtb_prefect.analysis.replay import replay_race, replay_repetitions
 from wtb_prefect.analysis.sequential import SequentialPassRate, repetitions_needed
@@ -96,7 +96,7 @@ def print_race(name: str, matrix: np.ndarray, policy: RacePolicy) -> dict[str, f
 def _mcnemar_holm_any(x: np.ndarray, t: int) -> np.ndarray:
     """Per replay: does exact McNemar with Holm over variant-vs-baseline call anything at ``t`` cases?
 
-    Vectorised form of :func:`wtb_prefect.analysis.paired.analyse` on 0/1 values
+    Vectorised form of :func:`wtb_prefect.analysis.paired.compare_family` on 0/1 values
     (two-sided exact binomial test of the discordant pairs, Holm step-down).
     """
     base = x[:, :1, :t]
@@ -140,9 +140,9 @@ def aa(seed: int) -> dict[str, float]:
 
 
 def _check_against_paired(x: np.ndarray, vectorised: bool) -> None:
-    """The vectorised readout gives analyse()'s verdict on the same data."""
+    """The vectorised readout gives compare_family()'s verdict on the same data."""
     data = {"success": {f"v{i}": {f"c{c}": [x[i, c]] for c in range(x.shape[1])} for i in range(x.shape[0])}}
-    rows = analyse(data, "v0", alpha=ALPHA)
+    rows = compare_family(data, "v0", alpha=ALPHA)
     assert any(r.verdict in ("better", "worse") for r in rows) == vectorised
     assert adjust_p_values([0.01, 0.04], "holm") == [0.02, 0.04]
 

@@ -241,7 +241,7 @@ def test_deployment_run_with_parameters_runs_nodes_as_task_runs(deployed: dict) 
     for key, value in overrides.items():
         assert run.parameters[key] == value, key
     assert run.name == "quickstart_qa-batch-override1"
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
     from wtb_prefect.settings import get_settings
 
     batch = open_index(get_settings().state_dir).batch("override1")  # the worker shares WTB_HOME

@@ -80,7 +80,7 @@ def _fill(path: Path) -> int:
 
 def _completed_in_index(state: Path) -> int:
     """How many executions the state folder's index records as completed (0 before it exists)."""
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
 
     if not (state / "executions.sqlite").exists():
         return 0
@@ -97,7 +97,7 @@ def _resumed(log: Path) -> list | None:
 
 
 def test_state_disk_full_mid_batch_ends_clearly_and_resumes_consistently(ray_cluster, tmp_path):
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
 
     name = _name("full_disk")
     marker, state, gate = tmp_path / "markers", tmp_path / "state", tmp_path / "gate"

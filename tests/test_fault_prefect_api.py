@@ -17,7 +17,7 @@ import time
 
 from tests.support.drivers import driver_env, finished_executions, read_outcome, start_driver, wait_exit
 from tests.test_control import _name, wait_for
-from wtb_prefect.run.executions import open_index
+from wtb_prefect.run.execution_index import open_index
 from wtb_prefect.services.prefect_server import PrefectServer
 from wtb_prefect.settings import WTBSettings
 

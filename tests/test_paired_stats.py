@@ -13,9 +13,9 @@ from wtb_prefect.analysis.forest import forest_plot
 from wtb_prefect.analysis.paired import (
     MIN_PAIRED_CASES,
     adjust_p_values,
-    analyse,
     bootstrap_ci,
     case_summaries,
+    compare_family,
     compare_paired,
     interval_label,
     interval_level,
@@ -48,7 +48,7 @@ def test_null_family_wise_error_with_holm_stays_at_the_level() -> None:
     rng = np.random.default_rng(2024)
     batches, corrected, uncorrected = 300, 0, 0
     for _ in range(batches):
-        rows = analyse(_null_batch(rng), "base", higher_is_better={"latency_s": False})
+        rows = compare_family(_null_batch(rng), "base", higher_is_better={"latency_s": False})
         assert len(rows) == 15 and {r.test for r in rows} == {"exact McNemar", "paired t-test"}
         corrected += any(r.verdict in ("better", "worse") for r in rows)
         uncorrected += any(r.p_value is not None and r.p_value < 0.05 for r in rows)
@@ -99,7 +99,7 @@ def test_two_cases_with_a_constant_difference_are_too_few_for_a_verdict() -> Non
     row = compare_paired({"a": [1.0], "b": [1.0]}, {"a": [0.0], "b": [0.0]}, metric="accuracy")
     assert row.verdict == "too few cases" and row.p_value is None and row.n == 2
     assert row.difference == 1.0
-    rows = analyse({"accuracy": {"base": {"a": [0.0], "b": [0.0]}, "new": {"a": [1.0], "b": [1.0]}}}, "base")
+    rows = compare_family({"accuracy": {"base": {"a": [0.0], "b": [0.0]}, "new": {"a": [1.0], "b": [1.0]}}}, "base")
     assert rows[0].verdict == "too few cases" and rows[0].p_adjusted is None and verdict_code(rows[0].verdict) is None
 
 
@@ -119,7 +119,7 @@ def test_direction_of_the_metric_decides_better_or_worse() -> None:
         "latency_s": {"base": _by_case(base), "slow": _by_case(slower)},
         "accuracy": {"base": _by_case(base), "slow": _by_case(slower)},
     }
-    rows = {r.metric: r for r in analyse(data, "base", higher_is_better={"latency_s": False})}
+    rows = {r.metric: r for r in compare_family(data, "base", higher_is_better={"latency_s": False})}
     assert rows["latency_s"].verdict == "worse" and rows["accuracy"].verdict == "better"
     assert rows["latency_s"].difference == pytest.approx(rows["accuracy"].difference)
     assert rows["latency_s"].ci_low > 0 and rows["latency_s"].mde is None
@@ -201,7 +201,7 @@ def test_win_tie_loss_rates_with_intervals() -> None:
 
 def test_forest_plot_writes_a_png(tmp_path) -> None:
     rng = np.random.default_rng(9)
-    rows = analyse(_null_batch(rng, variants=3, cases=20), "base", higher_is_better={"latency_s": False})
+    rows = compare_family(_null_batch(rng, variants=3, cases=20), "base", higher_is_better={"latency_s": False})
     path = forest_plot(rows, tmp_path / "plots" / "forest.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
@@ -227,7 +227,7 @@ def test_an_interval_never_excludes_zero_beside_a_corrected_no_difference() -> N
     data = {"m0": {"base": zeros, "v": _by_case(_standardized(rng, 30, 0.45))}}
     for k in range(1, 10):
         data[f"m{k}"] = {"base": zeros, "v": _by_case(_standardized(rng, 30, 0.0))}
-    first = analyse(data, "base")[0]
+    first = compare_family(data, "base")[0]
     alone = compare_paired(data["m0"]["v"], zeros, confidence=0.95)
     assert alone.p_value < 0.05 and alone.ci_low > 0  # uncorrected, the 95% interval excludes 0
     assert first.p_adjusted >= 0.05 and first.verdict == "no detectable difference"
@@ -245,7 +245,7 @@ def test_beside_a_t_test_an_interval_excludes_zero_only_with_a_verdict() -> None
             base = rng.lognormal(0, 0.5, 40)
             extra = rng.lognormal(-4, 1.6, 40) * rng.choice([-1.0, 1.0, 1.0], 40)
             data[f"run_s_{k}"] = {"base": _by_case(base), "v": _by_case(base + extra)}
-        for c in analyse(data, "base", higher_is_better={m: False for m in data}):
+        for c in compare_family(data, "base", higher_is_better={m: False for m in data}):
             assert c.test == "paired t-test"
             excludes = c.ci_low > 0 or c.ci_high < 0
             excluding += excludes

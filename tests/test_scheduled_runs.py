@@ -34,7 +34,7 @@ from wtb_prefect.batch.gate import _against_previous
 from wtb_prefect.batch.previous import PreviousRunComparison, case_rows, compare_rows
 from wtb_prefect.errors import BatchIdConflictError
 from wtb_prefect.results import ExecutionResult
-from wtb_prefect.run.executions import ExecutionIndex
+from wtb_prefect.run.execution_index import ExecutionIndex
 
 # ─── fast: the pieces ───
 
@@ -318,7 +318,7 @@ def _summary(flow_run_id) -> str:
 def test_three_scheduled_runs_are_three_batches_each_against_the_last(scheduled: dict) -> None:
     from tests.test_deployments import _prefect
     from wtb_prefect.integrations.report import report_path
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
     from wtb_prefect.settings import get_settings
 
     where = (scheduled["work"], scheduled["env"])
@@ -368,7 +368,7 @@ def test_runs_created_together_get_their_own_batches_and_wait_their_turn(schedul
     from prefect import get_client
 
     from tests.test_deployments import _wait
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
     from wtb_prefect.settings import get_settings
 
     parameters = {"variant_matrix": [{}], "test_cases": SCHEDULED_CASES[:1]}

@@ -14,7 +14,7 @@ spread (easy and hard cases) that an unpaired test counts as noise:
 - The p-value comes from the test that fits the values: exact McNemar (a binomial
   test on the discordant pairs) when every paired value is 0 or 1, else the
   paired t-test, or the Wilcoxon signed-rank test on request.
-- :func:`analyse` corrects the p-values of all (variant, metric) tests of a batch
+- :func:`compare_family` corrects the p-values of all (variant, metric) tests of a batch
   together (Holm by default, Benjamini-Hochberg on request) and gives each a
   verdict: ``better``, ``worse``, ``no detectable difference`` (with the minimal
   detectable effect at that n) or ``too few cases`` below :data:`MIN_PAIRED_CASES`.
@@ -47,7 +47,7 @@ __all__ = [
     "Verdict",
     "WinTieLoss",
     "adjust_p_values",
-    "analyse",
+    "compare_family",
     "bootstrap_ci",
     "case_summaries",
     "compare_paired",
@@ -99,7 +99,7 @@ class PairedComparison:
     ``difference`` is ``value - baseline_value`` (variant minus baseline) whatever
     the metric's direction; ``verdict`` takes the direction into account.
     ``p_adjusted`` is corrected over every test of the family given to
-    :func:`analyse` (the raw ``p_value`` is not). ``mde`` is the smallest true
+    :func:`compare_family` (the raw ``p_value`` is not). ``mde`` is the smallest true
     difference (absolute, in the metric's unit) this n would detect with 80 %
     power at the family's strictest threshold; it is set when no difference was
     detected.
@@ -259,7 +259,7 @@ def t_interval(differences: Sequence[float] | np.ndarray, confidence: float = 0.
 _CHUNK = 1_000_000  # weights per block: 8 MB of float64
 _CACHED = 2_000_000
 """Weights of problems up to this size (16 MB) are kept for the next comparison: 100 cases at the
-20,000 resamples of a 99.9% family interval (:func:`analyse`) are drawn once per batch, not per comparison."""
+20,000 resamples of a 99.9% family interval (:func:`compare_family`) are drawn once per batch, not per comparison."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -364,7 +364,7 @@ def compare_paired(
         test: ``auto`` (exact McNemar when every paired case value is 0 or 1,
             else the paired t-test), ``mcnemar``, ``t`` or ``wilcoxon``.
 
-    The verdict here uses the raw p-value at ``1 - confidence``; :func:`analyse`
+    The verdict here uses the raw p-value at ``1 - confidence``; :func:`compare_family`
     corrects it over a family of comparisons.
 
     Raises:
@@ -473,7 +473,7 @@ def _decide(
     )
 
 
-def analyse(
+def compare_family(
     data: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]],
     baseline: str,
     *,

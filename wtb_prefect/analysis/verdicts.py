@@ -23,7 +23,7 @@ from wtb_prefect.analysis.paired import (
     PairedComparison,
     PairedTest,
     WinTieLoss,
-    analyse,
+    compare_family,
     interval_label,
     pass_at_k,
     pass_hat_k,
@@ -146,13 +146,13 @@ def analyse_batch(
     metric is :func:`~wtb_prefect.analysis.evaluation.lower_is_better`.
 
     Raises:
-        ConfigError: a bad option (see :func:`wtb_prefect.analysis.paired.analyse`).
+        ConfigError: a bad option (see :func:`wtb_prefect.analysis.paired.compare_family`).
     """
     names = family_metrics(results, metrics)
     data = {name: metric_by_case(results, name) for name in names}
     for by_variant in data.values():
         by_variant.setdefault(baseline, {})
-    comparisons = analyse(
+    comparisons = compare_family(
         data,
         baseline,
         higher_is_better={name: not lower_is_better(name) for name in names},

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wtb_prefect.errors import BatchIdConflictError, ConfigError
-from wtb_prefect.run.executions import ExecutionIndex
+from wtb_prefect.run.execution_index import ExecutionIndex
 
 __all__ = ["BATCH_ID_LENGTH", "batch_id_for_flow_run", "check_batch_id_reuse"]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wtb_prefect.run.executions import ExecutionIndex
+    from wtb_prefect.run.execution_index import ExecutionIndex
 
 __all__ = ["batch_flow_run_name", "mark_crashed", "open_flow_runs", "record_unrecorded"]
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from wtb_prefect.analysis.comparison import METRIC_ALIASES, Regression, Tolerance
 from wtb_prefect.analysis.evaluation import lower_is_better
-from wtb_prefect.analysis.paired import PairedComparison, analyse
+from wtb_prefect.analysis.paired import PairedComparison, compare_family
 from wtb_prefect.analysis.verdicts import family_metrics
 from wtb_prefect.batch.batch_ids import batch_id_for_flow_run
 
@@ -172,7 +172,7 @@ def compare_rows(
             key = f"{variant}{_SEP}{metric}"
             data[key] = {PREVIOUS: before.get(variant, {}), variant: now.get(variant, {})}
             directions[key] = not lower_is_better(metric)
-    comparisons = analyse(data, PREVIOUS, higher_is_better=directions) if data else []
+    comparisons = compare_family(data, PREVIOUS, higher_is_better=directions) if data else []
     out = []
     for c in comparisons:
         variant, metric = c.metric.split(_SEP, 1)
@@ -245,7 +245,7 @@ def _read_artifact_rows(client: Any, project: str, flow_run_id: Any) -> list[dic
 
 def _index_rows(run: FlowRun, metrics: Sequence[str]) -> list[dict[str, Any]] | None:
     """The previous run's figures from the execution index (a run that published no artifact)."""
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
     from wtb_prefect.settings import get_settings
 
     parameters = run.parameters or {}

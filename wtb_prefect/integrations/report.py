@@ -57,8 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReportLinks",
-    "Verdict",
-    "analyse",
+    "verdicts_and_plot",
     "error_summary",
     "find_links",
     "load_batch",
@@ -77,10 +76,6 @@ _OUTPUT_CHARS = 300  # the output shown in a cell
 _STATE_CHARS = 1200  # the final state behind "state"
 _TRACEBACK_CHARS = 2000
 _TEMPLATE = Path(__file__).with_name("report_page.html")
-
-
-Verdict = PairedComparison
-"""One variant combination against the baseline on one metric: the batch analysis' own comparison."""
 
 
 @dataclass
@@ -108,7 +103,9 @@ class ReportLinks:
 # ─── statistics: the one call site ───
 
 
-def analyse(batch: BatchTestResult, baseline: str | None = None) -> tuple[list[Verdict], bytes | None]:
+def verdicts_and_plot(
+    batch: BatchTestResult, baseline: str | None = None
+) -> tuple[list[PairedComparison], bytes | None]:
     """The verdicts of every combination against ``baseline`` and the forest plot (PNG bytes).
 
     The paired analysis of :meth:`BatchTestResult.analysis` (success, the nodes'
@@ -329,7 +326,7 @@ def _number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def _comparison_html(verdicts: list[Verdict]) -> str:
+def _comparison_html(verdicts: list[PairedComparison]) -> str:
     if not verdicts:
         return "<p>Only one variant combination: nothing to compare.</p>"
     head = (  # the verdict right after the names, so a narrow window shows it
@@ -410,13 +407,13 @@ def render_report(
     batch: BatchTestResult,
     links: ReportLinks | None = None,
     baseline: str | None = None,
-    analysis: tuple[list[Verdict], bytes | None] | None = None,
+    analysis: tuple[list[PairedComparison], bytes | None] | None = None,
     *,
     show_paths: bool = False,
 ) -> str:
     """The report page of ``batch`` as HTML text (self-contained).
 
-    ``analysis`` is what :func:`analyse` returned for this baseline, if the caller has it already;
+    ``analysis`` is what :func:`verdicts_and_plot` returned for this baseline, if the caller has it already;
     ``show_paths`` keeps the file paths outputs hold (hidden by default: they differ in every execution).
 
     Raises:
@@ -424,7 +421,7 @@ def render_report(
     """
     links = links or ReportLinks()
     base = resolve_baseline(batch, baseline)
-    verdicts, png = analysis if analysis is not None else analyse(batch, base)
+    verdicts, png = analysis if analysis is not None else verdicts_and_plot(batch, base)
     plot = (
         f"<img id='forest' alt='forest plot: difference vs {html.escape(base)} with its interval per metric' "
         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
@@ -455,7 +452,7 @@ def write_report(
     baseline: str | None = None,
     links: ReportLinks | None = None,
     settings: WTBSettings | None = None,
-    analysis: tuple[list[Verdict], bytes | None] | None = None,
+    analysis: tuple[list[PairedComparison], bytes | None] | None = None,
     show_paths: bool = False,
 ) -> Path:
     """Write the report of ``batch`` (to :func:`report_path` by default) and return its path.
@@ -483,7 +480,7 @@ def load_batch(batch_id: str, settings: WTBSettings | None = None) -> BatchTestR
     Raises:
         ConfigError: no batch of that id in the index, or none of its executions has a result yet.
     """
-    from wtb_prefect.run.executions import open_index
+    from wtb_prefect.run.execution_index import open_index
 
     settings = settings or get_settings()
     index = open_index(settings.state_dir)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wtb_prefect.analysis.glance import one_glance
+from wtb_prefect.analysis.paired import PairedComparison
 from wtb_prefect.batch.gate import artifact_key
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.previous_run import previous_markdown
-from wtb_prefect.integrations.report import Verdict, analyse, error_summary, find_links, write_report
+from wtb_prefect.integrations.report import error_summary, find_links, verdicts_and_plot, write_report
 from wtb_prefect.integrations.scope import is_single_run
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(batch: BatchTestResult, verdicts: list[Verdict], report: Path | None, baseline: str) -> str:
+def summary_markdown(
+    batch: BatchTestResult, verdicts: list[PairedComparison], report: Path | None, baseline: str
+) -> str:
     """The markdown summary of a batch: the one-glance answer, the drift since the previous run, failures, the report.
 
     The one-glance table (variants x metrics, each mean with its verdict mark,
@@ -87,7 +90,7 @@ class ReportObserver(BatchObserver):
     def on_batch_end(self, plan: BatchPlan, batch: BatchTestResult) -> None:
         if not batch.results or is_single_run():
             return
-        analysis = analyse(batch)
+        analysis = verdicts_and_plot(batch)
         verdicts = analysis[0]
         baseline = verdicts[0].baseline if verdicts else batch.results[0].variant_label
         path: Path | None = None

@@ -18,7 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from wtb_prefect.define.introspect import build_graph, callable_name, source_hash
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
 from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
-from wtb_prefect.run.context import CompiledVariant, Mode, NodePlan
+from wtb_prefect.run.context import BatchExecutor, CompiledVariant, NodePlan
 from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable, node_task_for
 from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
@@ -40,7 +40,7 @@ def compile_variant(
     project: WorkflowProject,
     choice: VariantChoice,
     *,
-    mode: Mode,
+    mode: BatchExecutor,
     checkpointer: BaseCheckpointSaver | None,
 ) -> CompiledVariant:
     """Build the graph of ``choice`` with every node dispatched as a Prefect task.

@@ -21,15 +21,16 @@ from wtb_prefect.define.resolution import VariantChoice
 from wtb_prefect.results import NodeRecord
 
 __all__ = [
+    "BatchExecutor",
     "CompiledVariant",
     "ExecutionContext",
-    "Mode",
     "NodePlan",
     "current_execution",
     "set_current_execution",
 ]
 
-Mode = Literal["ray", "threadpool", "sequential"]
+BatchExecutor = Literal["ray", "threadpool", "sequential"]
+"""How a batch runs its node bodies: ``ExecutionConfig.batch_executor``."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from langgraph.runtime import RunControl
 
-from wtb_prefect.run.executions import ExecutionIndex
+from wtb_prefect.run.execution_index import ExecutionIndex
 
 __all__ = ["CHECKPOINT", "PAUSE", "controlled_run", "request"]
 

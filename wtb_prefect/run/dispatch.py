@@ -23,7 +23,7 @@ from prefect.utilities.callables import get_call_parameters
 from prefect_ray.context import remote_options
 
 from wtb_prefect.results import ErrorInfo, NodeRecord
-from wtb_prefect.run.context import Mode, NodePlan, current_execution
+from wtb_prefect.run.context import BatchExecutor, NodePlan, current_execution
 from wtb_prefect.run.node_cache import begin_call
 from wtb_prefect.run.node_scope import current_node_lane, current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
@@ -144,7 +144,7 @@ def _record(plan: NodePlan, started: float, t0: float, task_run_id: str | None, 
     )
 
 
-def make_node_callable(plan: NodePlan, mode: Mode) -> Callable[..., Any]:
+def make_node_callable(plan: NodePlan, mode: BatchExecutor) -> Callable[..., Any]:
     """The callable that replaces a node's body in the compiled graph."""
 
     def dispatched(state: Any, config: RunnableConfig) -> Any:

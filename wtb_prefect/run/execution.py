@@ -25,7 +25,7 @@ from wtb_prefect.errors import StateStorageError
 from wtb_prefect.results import ErrorInfo, ExecutionResult, NodeRecord
 from wtb_prefect.run.context import CompiledVariant, ExecutionContext, set_current_execution
 from wtb_prefect.run.control import CHECKPOINT, controlled_run
-from wtb_prefect.run.executions import ExecutionIndex, storage_failure
+from wtb_prefect.run.execution_index import ExecutionIndex, storage_failure
 from wtb_prefect.run.node_cache import NodeSharing
 
 __all__ = ["ExecutionHooks", "ExecutionItem", "current_flow_run_id", "run_execution"]
