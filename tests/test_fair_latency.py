@@ -72,7 +72,7 @@ def test_cold_workers_make_no_latency_difference_and_mlflow_has_the_verdicts(ben
     assert "forest.png" in [a.path for a in client.list_artifacts(parent_id)]
     metrics = client.get_run(parent_id).data.metrics
     for variant in ("work_twin_a", "work_twin_b"):
-        assert metrics[f"verdict.run_s.{variant}"] in (-1.0, 0.0, 1.0)
+        assert metrics[f"verdict.run_s.{variant}"] == 0.0  # "no detectable difference", as the analysis said
         assert metrics[f"verdict.doubled.{variant}"] == 0.0  # every answer right on both sides
         assert metrics[f"verdict.success.{variant}"] == 0.0
     child = client.get_run(batch.tracking["mlflow"]["child_run_ids"]["work=twin_a"]).data.metrics

@@ -1,4 +1,8 @@
-"""Chaos: the driver of a batch is killed with SIGKILL at random points and resumed each time."""
+"""Chaos: the driver of a batch is killed with SIGKILL at random points and resumed each time.
+
+The kill points come from a seed, printed at the start: ``WTB_CHAOS_SEED=<seed>`` replays a run's
+choices (a new random seed otherwise).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,18 @@ print("OUTCOME " + json.dumps({{"batch_id": batch.batch_id, "rows": rows}}), flu
 """
 
 MATRIX = [{}, {"d": "alt"}]
+SEED_VAR = "WTB_CHAOS_SEED"
+
+
+def chaos_seed() -> int:
+    """The seed from ``WTB_CHAOS_SEED``, else a new random one."""
+    given = os.environ.get(SEED_VAR, "").strip()
+    if not given:
+        return random.randrange(1 << 30)
+    try:
+        return int(given)
+    except ValueError:
+        raise AssertionError(f"{SEED_VAR}={given!r} is not an integer: give the seed a chaos run printed") from None
 
 
 def _started(marker_dir) -> int:
@@ -39,7 +55,8 @@ def _started(marker_dir) -> int:
 
 
 def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, tmp_path):
-    seed = random.randrange(1 << 30)
+    seed = chaos_seed()
+    print(f"\nchaos seed {seed} (replay with {SEED_VAR}={seed})", flush=True)
     rng = random.Random(seed)
     name = _name("chaos")
     marker = tmp_path / "markers"
