@@ -25,6 +25,7 @@ _EXPORTS = {
     "FileTrackingConfig": "config",
     "NodeResourceConfig": "config",
     "RateLimitConfig": "config",
+    "RaceConfig": "config",
     "RayConfig": "config",
     "WTBError": "errors",
     "WorkflowProject": "define.project",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         ExecutionConfig,
         FileTrackingConfig,
         NodeResourceConfig,
+        RaceConfig,
         RateLimitConfig,
         RayConfig,
     )
