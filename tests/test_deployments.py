@@ -67,7 +67,7 @@ def ray_head() -> Iterator[str]:
     """A Ray head started with `ray start` for the worker's flow runs to join (RAY_ADDRESS).
 
     A cluster of its own, outside the test process: the flow runs are other
-    processes. On a loaded machine Ray's 30 s start-up wait can run out, so
+    processes. On a loaded machine Ray's start-up wait can run out, so
     it is tried five times.
     """
     ray_cli = str(Path(sys.executable).with_name("ray"))
@@ -90,7 +90,7 @@ def ray_head() -> Iterator[str]:
             text=True,
             timeout=300,
             stdin=subprocess.DEVNULL,
-            # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
+            # the raylet's default wait for its agents is too short on a loaded machine
             env={**os.environ, "RAY_agent_register_timeout_ms": "300000", "RAY_AUTH_MODE": "disabled"},
         )
         if started.returncode == 0:

@@ -30,7 +30,7 @@ def test_500_task_batch_with_worker_heartbeats_leaves_no_database_locked_error(b
     stop = threading.Event()
     beats: dict[str, object] = {"sent": 0, "errors": []}
 
-    def heartbeats() -> None:  # a worker heartbeating far more often than Prefect's 30 s
+    def heartbeats() -> None:  # a worker heartbeating far more often than Prefect's default
         with get_client(sync_client=True) as client:
             while not stop.wait(0.1):
                 try:

@@ -97,7 +97,7 @@ def _held_project(name, cpus, **execution):
 
 
 def test_wait_for_a_held_resource_does_not_spend_the_timeout(bench, ray_cluster, tmp_path):
-    """A node that waits ~20 s for CPUs another node holds, then runs 1 s, succeeds within a 5 s timeout."""
+    """A node that waits for CPUs another node holds longer than its timeout, then runs briefly, succeeds: the wait does not count."""
     project = _held_project("lane_held", ray_cluster["CPU"], node_timeouts={"holder": 120, "gate": 120, "waiter": 5})
     bench.register_project(project)
     log = str(tmp_path / "held")

@@ -43,7 +43,7 @@ def test_a_group_that_ends_on_sigterm_is_stopped_at_once_and_reaped() -> None:
     process = _group("sleep 60 &")
     started = time.monotonic()
     assert stop_process_group(process.pid, timeout=20) is True
-    assert time.monotonic() - started < 5  # not the 20 s timeout
+    assert time.monotonic() - started < 5  # not the whole timeout
     assert _gone(process.pid)
 
 

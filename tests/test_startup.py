@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 WTB = str(Path(sys.executable).with_name("wtb"))
 REPO = Path(__file__).resolve().parents[1]
 CASES = json.dumps([{"query": f"Which tool tracks experiments? ({i})", "expected": "mlflow"} for i in range(3)])
-# Lines the services used to print per node or per process (issue 16)
+# Lines the services used to print per node or per process
 NOISE = (
     "Timeout of",
     "worker processes have been started",

@@ -1,4 +1,4 @@
-"""WTBTestBench: the main entry point (specification section 9)."""
+"""WTBTestBench: the main entry point: register projects, run executions and batches, control them."""
 
 from __future__ import annotations
 

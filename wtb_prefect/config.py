@@ -1,6 +1,6 @@
-"""Configuration objects of the specification (section 4).
+"""Configuration objects: file tracking, environments, execution, Ray and node resources.
 
-Every class and field keeps the name and default of the specification; values
+Every class and field keeps the name and default of the user-facing API; values
 are validated on construction and bad ones raise :class:`pydantic.ValidationError`
 whose message names the field and the fix.
 """
@@ -234,7 +234,7 @@ class RateLimitConfig(_Config):
     tokens_per_minute: int | None = Field(default=None, gt=0)
     """No call of the group starts while the calls of the last ``window_s`` seconds booked this many tokens."""
     window_s: float = Field(default=60.0, gt=0)
-    """The window the per-minute limits count over: 60 s as providers count them (shorter for a quick test)."""
+    """The window the per-minute limits count over: a minute, as providers count them (shorter for a quick test)."""
 
     def __init__(self, **data: Any) -> None:
         from pydantic import ValidationError

@@ -72,8 +72,8 @@ SVD of the corpus, takes a whole CPU; retrievers half; generators a quarter.
 
 Two executions at once: the nodes compute rather than wait, and every further
 concurrent execution costs a Ray worker process per environment (5 here), each
-importing its libraries. On 2 cores the 250-execution demo took 27 s at 2, 41 s
-at 4 and 54 s at 8. On a bigger machine raise it, or pass ``wtb demo --parallelism``."""
+importing its libraries, so on a small machine more executions at once make the
+demo slower, not faster. On a bigger machine raise it, or pass ``wtb demo --parallelism``."""
 
 FILE_TRACKING = FileTrackingConfig(enabled=True, tracked_paths=["outputs/"], commit_on="checkpoint")
 """The generators write their answers to ``outputs/`` (see ``outputs.outputs_dir``)."""

@@ -97,7 +97,7 @@ class Held(TypedDict, total=False):
 
 
 def holder(state: Held) -> dict:
-    """Holds its (large) CPU request: tells the gate it runs, and once the gate has passed, 20 s more."""
+    """Holds its (large) CPU request: tells the gate it runs, and once the gate has passed, twenty seconds more."""
     Path(state["log"] + ".held").touch()
     gated = Path(state["log"] + ".gated")
     while not gated.exists():
@@ -116,7 +116,7 @@ def gate(state: Held) -> dict:
 
 
 def waiter(state: Held) -> dict:
-    """Needs the CPUs the holder holds, then runs 1 s."""
+    """Needs the CPUs the holder holds, then runs a second."""
     time.sleep(1)
     return {"done": ["waiter"]}
 
@@ -174,7 +174,7 @@ def _lines(path: str) -> int:
 def crash_among_peers(state: Crowd) -> dict:
     """``role="crash"``: once ``peers`` other calls run, kill its own process (first attempt only).
 
-    ``role="peer"``: log its start, wait until the crash has happened and 2 s more, log its end.
+    ``role="peer"``: log its start, wait until the crash has happened and two seconds more, log its end.
     So the crash hits one actor of the pool while the others hold calls.
     """
     log, deadline = state["log"], time.monotonic() + 60

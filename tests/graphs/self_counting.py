@@ -105,12 +105,12 @@ def create_fetch_answer() -> Any:
 
 
 def create_slow() -> Any:
-    """slow_fetch alone (1 s)."""
+    """slow_fetch alone (a one-second fetch)."""
     return _chain(CountState, ("fetch", slow_fetch))
 
 
 def create_slower() -> Any:
-    """slower_fetch alone (4 s)."""
+    """slower_fetch alone (a four-second fetch)."""
     return _chain(CountState, ("fetch", slower_fetch))
 
 
@@ -210,5 +210,5 @@ def long_fetch(state: CountState) -> dict:
 
 
 def create_long_answer() -> Any:
-    """long_fetch (2 s) -> answer."""
+    """long_fetch (a two-second fetch) -> answer."""
     return _chain(CountState, ("fetch", long_fetch), ("answer", answer_short))

@@ -218,7 +218,7 @@ class IsolatedCluster:
         return {
             "RAY_AUTH_MODE": "disabled",
             "RAY_USAGE_STATS_ENABLED": "0",
-            # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
+            # the raylet's default wait for its agents is too short on a loaded machine
             "RAY_agent_register_timeout_ms": "300000",
         }
 

@@ -256,9 +256,9 @@ def t_interval(differences: Sequence[float] | np.ndarray, confidence: float = 0.
     return float(d.mean() - half), float(d.mean() + half)
 
 
-_CHUNK = 1_000_000  # weights per block: 8 MB of float64
+_CHUNK = 1_000_000  # weights per block: bounds the memory one block of resamples takes
 _CACHED = 2_000_000
-"""Weights of problems up to this size (16 MB) are kept for the next comparison: 100 cases at the
+"""Weights of problems up to this size are kept for the next comparison: 100 cases at the
 20,000 resamples of a 99.9% family interval (:func:`compare_family`) are drawn once per batch, not per comparison."""
 
 

@@ -1,9 +1,8 @@
 """WorkflowProject: a LangGraph workflow with its variants, versions and configs.
 
-A project holds a graph factory and its state schema (specification section
-3), alternative node implementations (node variants) and alternative graph
-structures (workflow variants) for A/B comparison (section 5), and a version
-history of permanent updates (section 8).
+A project holds a graph factory and its state schema, alternative node
+implementations (node variants) and alternative graph structures (workflow
+variants) for A/B comparison, and a version history of permanent updates.
 """
 
 from __future__ import annotations
@@ -128,7 +127,7 @@ class WorkflowProject:
         graph_factory: a function returning the compiled LangGraph graph.
         state_schema: the graph's state type (pydantic model, TypedDict or dataclass).
         description: free text.
-        file_tracking, environment, execution: the configs of section 4 (objects or dicts).
+        file_tracking, environment, execution: the configs of :mod:`wtb_prefect.config` (objects or dicts).
         root: the project root that tracked paths are relative to (default: the
             current working directory at construction).
     """
@@ -415,7 +414,7 @@ class WorkflowProject:
         self._versions.append(entry)
         self._current = len(self._versions) - 1
 
-    # ─── Project files (Appendix A.2) ───
+    # ─── Project files (YAML) ───
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> WorkflowProject:

@@ -5,8 +5,8 @@
 
 - the name of a project published in this process (``register_project`` publishes);
 - ``"package.module:attribute"``: a ``WorkflowProject`` or a function returning one
-  (Appendix A.1's module-path submission);
-- a path to a project YAML file (``*.yaml`` / ``*.yml``, Appendix A.2);
+  (a module-path submission);
+- a path to a project YAML file (``*.yaml`` / ``*.yml``);
 - a prefix a plugin resolves, e.g. ``"wtb-project/<name>"``: a saved Prefect block
   (:mod:`wtb_prefect.integrations.blocks`);
 - the name of a project resolved by reference from the same state folder before,

@@ -1,5 +1,5 @@
 """Variant choices and the one place that resolves a node's implementation,
-resources and environment: variant > node > workflow default (spec section 7).
+resources and environment: variant > node > workflow default.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""WorkflowProject from and to a YAML file (specification Appendix A.2).
+"""WorkflowProject from and to a YAML file.
 
 The file names every part of a project by module and attribute::
 

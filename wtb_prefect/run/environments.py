@@ -23,7 +23,7 @@ a ``.pth`` file appends the driver's site-packages *after* the env's own, so
 
 Why not Ray's ``{"uv": [...]}`` plugin: it builds inside the first task (so a
 dependency that does not resolve fails in the middle of a batch, once per
-node), per Ray session (rebuilt after every restart, ~15 s here), with no lock
+node), per Ray session (rebuilt after every restart), with no lock
 or audit we could put in the provenance. Here the env is built before the batch
 starts, a bad spec is a typed error with uv's message, and the env and its lock
 outlive the Ray session.
@@ -459,7 +459,7 @@ def _installed(site_dir: Path) -> list[str]:
     """What the env installed, as ``uv pip freeze`` lines (read from the ``*.dist-info`` folders).
 
     Read directly rather than by running ``uv pip freeze``: same content, and
-    it saves a subprocess (~0.3 s on a busy 2-core machine) on every build.
+    it saves a subprocess on every build.
     """
     lines = []
     for entry in sorted(os.listdir(site_dir)):

@@ -99,7 +99,7 @@ class WTBRayTaskRunner(ThreadPoolTaskRunner):
 
     ``prefect_ray.RayTaskRunner`` runs Prefect's whole task engine inside the
     Ray worker: each task run there rebuilds Prefect's settings and an API
-    client, about 150 ms on a 2-core machine, and a worker killed mid-task
+    client, and a worker killed mid-task
     leaves its task run "Running" forever. This runner keeps Prefect's engine
     (states, retries, timeouts, logs, the UI's task runs) in the flow-run
     process, like ``ThreadPoolTaskRunner``, and sends only the task function

@@ -1,8 +1,8 @@
 """Entry point of the embedded Prefect server process: ``prefect server start`` with a calmer idle loop.
 
 Prefect's server runs its background services on a docket worker that, with
-the in-memory backend, polls for due work every 250 ms and for task
-cancellations every 100 ms (a thread hop each time). On an idle server that
+the in-memory backend, polls for due work and for task cancellations
+several times a second (a thread hop each time). On an idle server that
 polling is most of its CPU; once a second is enough for a local test bench
 (background work such as marking runs late or reaping leases waits at most a
 second longer). On SQLite, write transactions wait for the lock instead of
@@ -38,7 +38,7 @@ def _calm_docket_worker() -> None:
 
 
 def _calm_pubsub() -> None:
-    """The in-memory pub/sub (burner_redis) waits for messages in 1 s slices instead of 0.1 s."""
+    """The in-memory pub/sub (burner_redis) waits for messages in longer slices than its default, so an idle server wakes less often."""
     try:
         import asyncio
         import queue

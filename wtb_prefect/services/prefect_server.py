@@ -49,15 +49,15 @@ class ServerInfo:
 
 _FAILED_START_STOP_S = 10.0  # a server that never answered gets this long to end on SIGTERM
 
-# A batch produces many short task runs. On a 2-core machine the server's
-# event pipeline, record by record, costs more CPU than the nodes themselves;
-# batching the recorders and switching off automations (triggers) cut its CPU
-# per task run by about 3x. The event stream-out stays on: Prefect's own CLI
+# A batch produces many short task runs. On a small machine the server's
+# event pipeline, record by record, can cost more CPU than the nodes themselves;
+# batching the recorders and switching off automations (triggers) cuts its CPU
+# per task run several-fold. The event stream-out stays on: Prefect's own CLI
 # (`prefect deployment run --watch`) follows a flow run through it.
 # While idle, the polling loops cost the CPU: those a local test bench does not
 # wait on (late runs, pause expirations, worker/lease reaping, cancellation and
-# clean-up reconciling) poll every 30-60 s instead of every 5-20 s, which takes
-# an idle server from ~2% to below 1% of a core. The scheduler keeps its 60 s.
+# clean-up reconciling) poll several times less often than Prefect's defaults,
+# so an idle server barely uses a core. The scheduler keeps its own interval.
 # Set the same variables in the environment to override any of them.
 _SERVER_TUNING = {
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
@@ -254,7 +254,7 @@ def use_prefect_api(api_url: str) -> Iterator[str]:
     if api_url in _embedded_urls:
         # Flow-run heartbeats only feed automations, which the embedded server
         # runs without; and Prefect's heartbeat thread holds up the end of every
-        # flow run by up to a second (it sleeps in 1 s steps before its join).
+        # flow run (it sleeps in steps before its join).
         updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     with settings_override(updates):
         yield api_url

@@ -1,8 +1,8 @@
 """Prefect settings overrides that are built once, not at every use.
 
 ``prefect.settings.temporary_settings`` validates a whole new ``Settings``
-object (every field, every environment source) each time it is entered:
-about 40 ms of CPU on a 2-core machine. wtb_prefect enters a few overrides
+object (every field, every environment source) each time it is entered,
+which costs noticeable CPU. wtb_prefect enters a few overrides
 many times per batch (the client-retry cap of every best-effort API call,
 e.g. each progress-artifact update), so :func:`settings_override` keeps the
 object it built for the same base settings, the same updates and the same

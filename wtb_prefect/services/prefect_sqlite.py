@@ -14,9 +14,8 @@ rule to every write transaction of the server; the server's entry point
 
 :func:`executemany_inserts` sends the recorders' multi-row INSERTs as one
 executemany of a statement SQLAlchemy compiles once (compiling each flush's
-statement was a quarter of the server's time; on batches of 100 ms nodes its
-CPU per task run fell from 7.2 to 6.0-6.8 ms under WTB and from 7.6 to
-5.2-5.8 ms for bare Prefect task runs).
+statement took much of the server's time; the figures are in the benchmark
+docs).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class ProviderSettings:
         requests_per_minute: answer 429 once this many requests were accepted within ``window_s``.
         tokens_per_minute: answer 429 once the accepted requests' total tokens within ``window_s``
             reach this (a request's tokens are counted when it is accepted).
-        window_s: the length of the rate-limit window (60 s as OpenAI; shorter for quick tests).
+        window_s: the length of the rate-limit window (a minute as OpenAI counts it; shorter for quick tests).
         retry_after: send a ``Retry-After`` header with each 429.
         fail_next: answer the next this-many requests with HTTP 500 (a provider fault).
     """

@@ -1,6 +1,6 @@
 """Code that runs inside Ray workers. Kept free of heavy imports on purpose:
-every new worker imports this module to unpickle the task body, and on a
-2-core machine importing Prefect there would cost seconds per worker.
+every new worker imports this module to unpickle the task body, and
+importing Prefect there would slow the start of every worker.
 
 Two ways a node body runs here:
 

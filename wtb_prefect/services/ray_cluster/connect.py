@@ -154,9 +154,9 @@ def join_running_head_early(settings: WTBSettings | None = None) -> None:
 def leave_ray(drain_s: float = 0.1) -> None:
     """Disconnect this process from Ray now rather than in Ray's exit hook; the CLI's last step.
 
-    Ray's exit hook sleeps half a second first, so that the workers' last
-    prints reach this process. Its log monitor forwards them within its
-    0.1 s poll, so ``drain_s`` keeps them, and a command ends sooner. Does
+    Ray's exit hook sleeps a fixed while first, so that the workers' last
+    prints reach this process. Its log monitor forwards them within one of
+    its polls, so a ``drain_s`` of one poll keeps them, and a command ends sooner. Does
     nothing when this process never joined Ray.
     """
     if "ray" not in sys.modules:
@@ -173,7 +173,7 @@ def _ready() -> bool:
     """Run once per job to start a worker early, with the imports every node's module needs done.
 
     A node's function is unpickled by reference, which imports its module, and
-    that imports LangGraph (most of a second). Done here, while the driver is
+    that imports LangGraph, which is slow to import. Done here, while the driver is
     still loading the project, the first node does not wait for it.
     """
     import langgraph.graph  # noqa: F401

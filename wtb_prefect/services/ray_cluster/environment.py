@@ -21,7 +21,7 @@ PROPAGATED = (
 
 
 # Keep a warm pool of workers: node tasks are many and short, and Ray's
-# default (kill idle workers above one per CPU after 1 s) makes every burst of
+# default (kill idle workers above one per CPU almost at once) makes every burst of
 # concurrent executions pay worker start-up. The soft limit also sets the
 # raylet's "N PYTHON worker processes have been started" warning (at 4x it).
 SYSTEM_CONFIG = {

@@ -104,7 +104,7 @@ class RayHead:
         env = {**os.environ, **worker_env_vars(), "WTB_HOME": str(self.settings.state_dir)}
         env.pop("RAY_ADDRESS", None)
         env["RAY_AUTH_MODE"] = mode = auth_mode()
-        # the raylet gives its agents 30 s by default, too short on a loaded 2-core machine
+        # the raylet's default wait for its agents is too short on a loaded machine
         env.setdefault("RAY_agent_register_timeout_ms", "300000")
         if mode == "token":
             subprocess.run([*command, "get-auth-token", "--generate"], env=env, capture_output=True, check=False)
