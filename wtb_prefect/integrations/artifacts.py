@@ -52,9 +52,9 @@ def summary_rows(batch: BatchTestResult) -> list[dict[str, Any]]:
 
 
 def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
-    """The comparison against the baseline in six short columns, so it fits a 1400 px artifact page.
+    """The comparison against the baseline in five short columns, so it fits a 1400 px artifact page.
 
-    The means of each side are in the summary's one-glance table and the report.
+    The means of each side are in the summary's one-glance table; the pairs, means and tests in the report.
     """
     table = comparison_table(batch)
     heading = f"difference ({interval_label(row['confidence'] for row in table)})"
@@ -68,7 +68,6 @@ def compact_comparison(batch: BatchTestResult) -> list[dict[str, Any]]:
                 "verdict": row["verdict"],
                 heading: difference,
                 "p (Holm)": row["p_adjusted"],
-                "pairs": row["n"],
             }
         )
     return rows
