@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Screenshots of the report, the Prefect summary artifact and the MLflow compare view of one quickstart batch.
-# Usage: bash scripts/screenshots.sh [OUT_DIR]   (default ./screenshots; uses its own state folder, stops what it starts)
+# Screenshots of one quickstart batch as a user sees it: the report (900 px and 1500 px), the flow run's Artifacts
+# tab and its summary artifact in the Prefect UI, and the MLflow experiment's runs table.
+# Usage: bash scripts/screenshots.sh [OUT_DIR]   (default ./screenshots)
+# Uses its own state folder and removes it at the end; stops the Prefect server, Ray and MLflow it started.
 # Needs Debian's chromium (apt-get install -y chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,44 +10,55 @@ OUT=$(realpath -m "${1:-screenshots}")
 mkdir -p "$OUT"
 export WTB_HOME=$(mktemp -d /tmp/wtb-shots-XXXXXX)
 unset PREFECT_API_URL
-CHROME="chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run --disable-sync --disable-background-networking"
+MLFLOW_PID=""
+cleanup() {
+  [ -n "$MLFLOW_PID" ] && kill -- -"$MLFLOW_PID" 2>/dev/null || true
+  .venv/bin/wtb down >/dev/null 2>&1 || true
+  .venv/bin/wtb server stop >/dev/null 2>&1 || true
+  rm -rf "$WTB_HOME"
+}
+trap cleanup EXIT
 .venv/bin/wtb demo --example examples.quickstart.project 2>&1 | tee "$OUT/demo.log"
 REPORT=$(grep -o "$WTB_HOME/reports/[^ ]*\.html" "$OUT/demo.log" | head -1)
+cp "$REPORT" "$OUT/report.html"
 API=$(.venv/bin/python -c "from wtb_prefect.services.prefect_server import PrefectServer; print(PrefectServer().status().url)")
-UI=${API%/api}
-BATCH=$(basename "$REPORT" .html); BATCH=${BATCH##*-batch-}
 FLOW_RUN=$(grep -o 'runs/flow-run/[0-9a-f-]*' "$OUT/demo.log" | head -1 | cut -d/ -f3)
-# 1. the report (top of the page, then the regression filter)
-$CHROME --user-data-dir=$(mktemp -d) --window-size=1500,2200 --screenshot=$OUT/report.png "file://$REPORT" 2>/dev/null
-$CHROME --user-data-dir=$(mktemp -d) --window-size=1500,1600 --screenshot=$OUT/report-regressions.png "file://$REPORT#filter=regressions" 2>/dev/null
-# 2. the Prefect summary artifact (markdown) of the batch
-ARTIFACT_ID=$(PREFECT_API_URL=$API .venv/bin/python - "$FLOW_RUN" <<'PY'
+PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+setsid .venv/bin/mlflow server --host 127.0.0.1 --port "$PORT" --workers 1 --backend-store-uri "sqlite:///$WTB_HOME/mlflow.db" \
+  --default-artifact-root "file://$WTB_HOME/mlartifacts" > "$OUT/mlflow-ui.log" 2>&1 &
+MLFLOW_PID=$!
+for i in $(seq 240); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.5; done
+# Each page is opened in headless Chromium over DevTools and shot once what it shows has loaded.
+PREFECT_API_URL=$API .venv/bin/python - "$OUT" "$REPORT" "$API" "$FLOW_RUN" "http://127.0.0.1:$PORT" <<'PY'
 import sys, uuid
+from pathlib import Path
+from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-with get_client(sync_client=True) as c:
-    arts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(sys.argv[1])])))
-print(next(a.id for a in arts if a.key and a.key.endswith("-summary")))
+from tests.support.browser import Browser
+from wtb_prefect.integrations.mlflow import experiment_url, tracking_uri
+
+out, report, api, flow_run, mlflow_ui = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ui = api.removesuffix("/api")
+with get_client(sync_client=True) as client:
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run)])))
+summary = next(a for a in artifacts if a.key and a.key.endswith("-summary"))
+experiment = MlflowClient(tracking_uri()).get_experiment_by_name("quickstart_qa").experiment_id
+shots = [
+    ("report-900.png", 900, 1400, report.as_uri(), "document.body.getAttribute('data-page')"),
+    ("report.png", 1500, 2200, report.as_uri(), "document.body.getAttribute('data-page')"),
+    ("prefect-artifacts-tab.png", 1400, 1100, f"{ui}/runs/flow-run/{flow_run}?tab=Artifacts",
+     "document.body.innerText.includes('summary') && document.body.innerText.includes('Artifacts')"),
+    ("prefect-summary.png", 1400, 1300, f"{ui}/artifacts/artifact/{summary.id}", "document.querySelectorAll('table').length > 0"),
+    ("mlflow-runs.png", 1500, 1000, experiment_url(mlflow_ui, experiment), "document.body.innerText.includes('Run Name')"),
+]
+with Browser("chromium", 1400, 1000) as browser:
+    for name, width, height, url, ready in shots:
+        browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        browser.open(url, ready, timeout=180)
+        if "tab=Artifacts" in url:  # the tab shows once the run's state has loaded: select it by its label
+            browser.evaluate("Array.from(document.querySelectorAll('button, [role=tab]')).find(e => e.textContent.trim() === 'Artifacts').click()")
+        import time; time.sleep(2)
+        print(browser.screenshot(out / name))
 PY
-)
-$CHROME --user-data-dir=$(mktemp -d) --window-size=1500,1300 --virtual-time-budget=20000 --screenshot=$OUT/prefect-summary.png "$UI/artifacts/artifact/$ARTIFACT_ID" 2>/dev/null
-$CHROME --user-data-dir=$(mktemp -d) --window-size=1500,1100 --virtual-time-budget=20000 --screenshot=$OUT/prefect-vs-baseline.png "$UI/runs/flow-run/$FLOW_RUN?tab=Artifacts" 2>/dev/null
-.venv/bin/wtb server stop
-# 3. the MLflow compare view of the batch's child runs (mlflow ui started here, stopped at the end)
-.venv/bin/mlflow ui --workers 1 --port 5018 --backend-store-uri "sqlite:///$WTB_HOME/mlflow.db" --default-artifact-root "file://$WTB_HOME/mlartifacts" > $OUT/mlflow-ui.log 2>&1 &
-MLFLOW_PID=$!
-trap 'kill $MLFLOW_PID 2>/dev/null || true' EXIT
-for i in $(seq 120); do curl -sf http://127.0.0.1:5018/health >/dev/null && break; sleep 5; done
-read EXP RUNS < <(.venv/bin/python - "$BATCH" <<'PY'
-import json, os, sys
-from mlflow import MlflowClient
-c = MlflowClient(f"sqlite:///{os.environ['WTB_HOME']}/mlflow.db")
-e = c.get_experiment_by_name("quickstart_qa")
-runs = c.search_runs([e.experiment_id], f"tags.`wtb.batch_id` = '{sys.argv[1]}' and tags.`wtb.kind` = 'variant'")
-print(e.experiment_id, json.dumps([r.info.run_id for r in runs], separators=(",", ":")))
-PY
-)
-ENC=$(.venv/bin/python -c "import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1]))" "$RUNS")
-$CHROME --user-data-dir=$(mktemp -d) --window-size=1500,1400 --virtual-time-budget=20000 --screenshot=$OUT/mlflow-experiment.png "http://127.0.0.1:5018/#/experiments/$EXP" 2>/dev/null
-$CHROME --user-data-dir=$(mktemp -d) --window-size=1500,1400 --virtual-time-budget=20000 --screenshot=$OUT/mlflow-compare.png "http://127.0.0.1:5018/#/compare-runs?runs=$ENC&experiments=%5B%22$EXP%22%5D" 2>/dev/null
-ls -la $OUT
+ls -la "$OUT"

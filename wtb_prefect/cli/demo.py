@@ -8,8 +8,9 @@ import typer
 
 from wtb_prefect.cli.output import (
     comparison_table,
+    print_glance,
     print_table,
-    print_verdicts,
+    progress_bar,
 )
 from wtb_prefect.cli.root import app, console
 
@@ -24,7 +25,7 @@ def demo(
     The module gives ``build_project()``, ``VARIANT_MATRIX`` and ``TEST_CASES``,
     and optionally ``SUMMARY_METRICS``: execution metrics to add to the table.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from wtb_prefect.bench import WTBTestBench
     from wtb_prefect.integrations.mlflow import mlflow_ui_command
@@ -43,7 +44,7 @@ def demo(
         "test cases (node environments are built or reused first)"
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(*columns) as progress:
         bar = progress.add_task(f"{project.name}: executions", total=total)
         batch = bench.run_batch_test(
             project=project.name,
@@ -54,7 +55,10 @@ def demo(
         )
     summary = batch.summary(metrics=getattr(module, "SUMMARY_METRICS", ()))
     print_table(comparison_table(summary, f"{project.name}: batch {batch.batch_id} ({batch.duration_s:.0f} s)"))
-    print_verdicts(batch)
+    if len(batch.by_variant()) > 1:
+        print_glance(batch)
+    if batch.forest_plot:
+        console.print(f"Forest plot: {batch.forest_plot}", highlight=False, soft_wrap=True)
     ui = api.removesuffix("/api")
     console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
     if batch.tracking.get("report"):

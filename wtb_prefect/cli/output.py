@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -43,15 +47,98 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def print_table(table: Table) -> None:
-    """Print ``table`` whole: never squeezed or cropped to a narrow terminal or a pipe's 80 columns."""
+def _width(table: Table) -> int:
     from rich.measure import Measurement
 
-    needed = Measurement.get(console, console.options.update(width=1000), table).maximum
-    if needed <= console.width:
-        console.print(table)
-    else:
-        Console(file=console.file, width=needed, force_terminal=console.is_terminal).print(table)
+    return Measurement.get(console, console.options.update(width=10_000), table).maximum
+
+
+def _transposed(table: Table) -> Table:
+    """``table`` with its rows as columns: a few variants by many metrics reads better this way in a narrow terminal."""
+    from rich import box
+
+    headings = [str(c.header).replace("\n", " ") for c in table.columns]
+    cells = [[str(cell) for cell in c._cells] for c in table.columns]
+    flipped = Table(title=table.title, box=box.SIMPLE_HEAD, pad_edge=False)
+    flipped.add_column(headings[0], no_wrap=True)
+    for name in cells[0]:
+        flipped.add_column(name, justify="right", overflow="fold")
+    for heading, column in zip(headings[1:], cells[1:], strict=True):
+        flipped.add_row(heading, *column)
+    return flipped
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` within the terminal's width: as it is, else transposed, else with its cells folded.
+
+    Every line fits the terminal (the full detail of a batch is in its report).
+    """
+    if _width(table) > console.width and table.columns:
+        flipped = _transposed(table)
+        if _width(flipped) <= console.width:
+            table = flipped
+    console.print(table)
+
+
+def print_glance(batch: Any, baseline: str | None = None) -> None:
+    """The batch's one-glance answer: the variant to pick in one sentence, and variants x metrics with verdict marks."""
+    from rich.markup import escape
+
+    from wtb_prefect.analysis.glance import LEGEND, one_glance
+
+    glance = one_glance(batch, baseline)
+    table = Table(box=None, pad_edge=False, title=None)
+    table.add_column("variant", overflow="fold")
+    for column in glance.columns:
+        table.add_column(column.heading, justify="right", no_wrap=True)
+    colours = {"better": "green", "worse": "red"}
+    for variant in glance.variants:
+        cells = []
+        for column in glance.columns:
+            c = glance.cell(variant, column.metric)
+            text = escape(c.text(column.digits))
+            colour = colours.get(c.verdict)
+            text = f"[{colour}]{text}[/{colour}]" if colour else text
+            cells.append(f"[bold]{text}[/bold]" if c.best else text)
+        table.add_row(escape(variant) + (" (baseline)" if variant == glance.baseline else ""), *cells)
+    console.print(escape(glance.answer), style="bold", highlight=False)
+    print_table(table)
+    console.print(f"{LEGEND}; bold: the best, told apart from the rest", style="dim", highlight=False)
+
+
+@contextlib.contextmanager
+def progress_bar(*columns: Any) -> Iterator[Any]:
+    """A rich progress bar on the CLI's console with every log line printed above it, never on its line.
+
+    Log handlers write to the stream they were given when made (Prefect's
+    console handler to its own rich console on the original stderr), past
+    rich's redirection of ``sys.stderr``; for the bar's lifetime they write to
+    the redirected stream, which prints each line above the bar.
+    """
+    from rich.progress import Progress
+
+    with Progress(*columns, console=console) as progress:
+        swapped: list[tuple[Any, str, Any]] = []
+        if console.is_terminal:
+            loggers = [logging.getLogger()] + [
+                lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+            ]
+            for handler in {h for lg in loggers for h in lg.handlers}:
+                inner = getattr(handler, "console", None)
+                if isinstance(inner, Console):
+                    swapped.append((inner, "file", inner.file))
+                    inner.file = sys.stderr
+                elif isinstance(handler, logging.StreamHandler) and handler.stream in (sys.__stderr__, sys.__stdout__):
+                    swapped.append((handler, "stream", handler.stream))
+                    handler.setStream(sys.stderr)
+        try:
+            yield progress
+        finally:
+            for owner, attribute, value in swapped:
+                if attribute == "file":
+                    owner.file = value
+                else:
+                    owner.setStream(value)
 
 
 def print_verdicts(batch: Any) -> None:

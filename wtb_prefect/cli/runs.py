@@ -20,10 +20,11 @@ from wtb_prefect.cli.common import (
 from wtb_prefect.cli.output import (
     as_json,
     comparison_table,
+    print_glance,
     print_node_calls,
     print_table,
     print_ui_link,
-    summary_rows,
+    progress_bar,
 )
 from wtb_prefect.cli.root import EXIT_FAILED, EXIT_REGRESSION, app, console
 
@@ -104,7 +105,7 @@ def batch(
     With ``--resume BATCH_ID`` (and no cases nor matrix), finish that batch instead: what finished is
     not run again, and what the Prefect API missed while it was unreachable is recorded.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from wtb_prefect.analysis.comparison import RegressionError
     from wtb_prefect.cli.race import print_race, race_from_options
@@ -145,7 +146,7 @@ def batch(
         TimeElapsedColumn(),
     )
     regression = None
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(*columns) as progress:
         bar = progress.add_task(f"{proj.name}", total=total, failed=0)
 
         def advance(result: Any) -> None:
@@ -170,7 +171,9 @@ def batch(
             regression, result = exc, exc.batch
         except (PrefectAPIUnavailableError, StateStorageError) as exc:  # the work is kept: say how to finish it
             raise fail(str(exc), EXIT_FAILED) from None
-    print_table(comparison_table(summary_rows(result, baseline), f"{proj.name}: batch {result.batch_id}"))
+    print_table(comparison_table(result.summary(), f"{proj.name}: batch {result.batch_id}"))
+    if len(result.by_variant()) > 1:
+        print_glance(result, baseline)
     print_node_calls(result)
     print_race(result)
     print_ui_link(result.flow_run_id)
