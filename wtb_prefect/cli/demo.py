@@ -28,7 +28,7 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from wtb_prefect.bench import WTBTestBench
-    from wtb_prefect.integrations.mlflow import mlflow_ui_command
+    from wtb_prefect.integrations.mlflow import experiment_url, mlflow_ui_command
     from wtb_prefect.services.prefect_server import ensure_prefect_api
     from wtb_prefect.settings import get_settings
 
@@ -72,7 +72,8 @@ def demo(
         console.print(
             f"MLflow comparison (experiment {project.name!r}: a parent run per batch, a child run per "
             "variant combination; select the children and press Compare):\n"
-            f"  .venv/bin/{mlflow_ui_command(settings)}\n  then open http://127.0.0.1:5000",
+            f"  .venv/bin/{mlflow_ui_command(settings)}\n  then open "
+            + experiment_url("http://127.0.0.1:5000", batch.tracking.get("mlflow", {}).get("experiment_id", "0")),
             highlight=False,
             soft_wrap=True,
         )
