@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -181,3 +182,121 @@ def test_dead_actor_leaves_the_other_actors_calls_alone(bench, tmp_path):
     starts = [pid for _, kind, pid in events if kind == "start"]
     assert len(starts) == 2 and len(events) == 4, f"each peer's call ran once, to its end: {events}"
     assert len(set(starts)) == 2, "the peers held calls on two other actors"
+
+
+# ─── automatic lanes: nodes nobody marked ───
+
+
+def test_the_definition_fixes_the_lane_when_it_says():
+    from wtb_prefect.run.auto_lane import fixed_lane
+
+    assert fixed_lane(NodeResourceConfig(), is_async=True) == ("actor", "async def")
+    assert fixed_lane(NodeResourceConfig(io_bound=True), is_async=False) == ("actor", "io_bound=True")
+    assert fixed_lane(NodeResourceConfig(io_bound=False, rate_limit="x"), is_async=False) == ("task", "io_bound=False")
+    kind, reason = fixed_lane(NodeResourceConfig(num_cpus=1), is_async=False)
+    assert kind == "task" and "num_cpus" in reason, "a written request wins, even at its default value"
+    assert fixed_lane(NodeResourceConfig(rate_limit="openai", max_in_flight=3), is_async=False) == (None, "")
+
+
+def test_three_probe_calls_decide_and_the_others_wait_for_the_verdict():
+    from wtb_prefect.run.auto_lane import AutoLane
+
+    lane = AutoLane()
+    probes = [lane.choose(time.monotonic() + 5) for _ in range(3)]
+    assert all(kind == "task" and probe for kind, _, probe in probes)
+    later: list = []
+    waiting = threading.Thread(target=lambda: later.append(lane.choose(time.monotonic() + 5)))
+    waiting.start()
+    time.sleep(0.1)
+    assert not later, "a fourth call waits for the verdict"
+    for _ in range(3):
+        lane.measured(cpu_s=0.01, wall_s=1.0)
+    waiting.join(5)
+    kind, reason, probe = later[0]
+    assert kind == "actor" and not probe and "waits" in reason
+
+
+def test_a_node_that_computes_stays_on_tasks():
+    from wtb_prefect.run.auto_lane import AutoLane
+
+    lane = AutoLane()
+    for _ in range(3):
+        lane.choose(time.monotonic() + 5)
+    lane.measured(0.05, 1.0)  # one call that waited does not decide alone
+    lane.measured(0.9, 1.0)
+    lane.measured(0.9, 1.0)
+    kind, reason, _ = lane.choose(time.monotonic() + 5)
+    assert kind == "task" and "computes" in reason
+
+
+def test_a_lost_probe_is_replaced():
+    from wtb_prefect.run.auto_lane import AutoLane
+
+    lane = AutoLane()
+    for _ in range(3):
+        lane.choose(time.monotonic() + 5)
+    lane.lost()
+    kind, _, probe = lane.choose(time.monotonic() + 5)
+    assert kind == "task" and probe
+
+
+def _auto_project(name, factory) -> WorkflowProject:
+    # No resources written: the bench finds out where each node runs.
+    return WorkflowProject(
+        name=name, graph_factory=factory, execution=ExecutionConfig(ray_config=RayConfig(max_retries=0))
+    )
+
+
+def test_unmarked_waiting_nodes_move_to_the_io_lane_with_the_same_results(bench):
+    """Plain def nodes that sleep start on Ray tasks, move to the I/O lane mid-batch, and every case
+    ends in the state graph.invoke gives it."""
+    from tests.graphs import unmarked
+
+    bench.register_project(_auto_project("auto_waiting", unmarked.waiting_graph))
+    cases = [{"x": i, "seconds": 0.3, "parts": []} for i in range(12)]
+    batch = bench.run_batch_test("auto_waiting", [{}], cases, parallelism=6)
+    assert not batch.failed, batch.failed[0].error
+    graph = unmarked.waiting_graph()
+    for index, case in enumerate(cases):
+        assert batch.get("default", str(index)).final_state == graph.invoke(case)
+    records = [r for res in batch.results for r in res.nodes]
+    for node in ("plan", "call", "gather"):
+        mine = [r for r in records if r.node == node]
+        probes = [r for r in mine if r.lane == "task" and r.lane_reason.startswith("finding out")]
+        moved = [r for r in mine if r.lane == "io"]
+        assert len(probes) >= 3, (node, [(r.lane, r.lane_reason) for r in mine])
+        assert moved, f"{node} never moved to the I/O lane: {[(r.lane, r.lane_reason) for r in mine]}"
+        assert all("measured: waits" in r.lane_reason for r in moved)
+
+
+def test_unmarked_computing_nodes_stay_on_ray_tasks(bench):
+    from tests.graphs import unmarked
+
+    bench.register_project(_auto_project("auto_computing", unmarked.computing_graph))
+    cases = [{"x": i, "seconds": 0.3} for i in range(6)]
+    batch = bench.run_batch_test("auto_computing", [{}], cases, parallelism=2)
+    assert not batch.failed, batch.failed[0].error
+    assert [r.final_state["y"] for r in batch.results] == [3 * i + 1 for i in range(6)]
+    records = [r for res in batch.results for r in res.nodes]
+    assert all(r.lane == "task" for r in records), [(r.lane, r.lane_reason) for r in records]
+    assert any("measured: computes" in r.lane_reason for r in records)
+
+
+def test_marked_nodes_keep_their_lane_and_say_why(bench):
+    from tests.graphs import unmarked
+
+    project = _auto_project("auto_marked", unmarked.waiting_graph)
+    project.execution.node_resources = {
+        "plan": NodeResourceConfig(io_bound=False),
+        "call": NodeResourceConfig(io_bound=True, num_cpus=0.1, memory="64MB"),
+        "gather": NodeResourceConfig(num_cpus=0.5, memory="64MB"),
+    }
+    bench.register_project(project)
+    batch = bench.run_batch_test("auto_marked", [{}], [{"x": i, "seconds": 0.2, "parts": []} for i in range(4)])
+    assert not batch.failed, batch.failed[0].error
+    seen = {(r.node, r.lane, r.lane_reason) for res in batch.results for r in res.nodes}
+    assert seen == {
+        ("plan", "task", "io_bound=False"),
+        ("call", "io", "io_bound=True"),
+        ("gather", "task", "explicit request (num_cpus, memory)"),
+    }
