@@ -274,3 +274,33 @@ def test_resuming_a_killed_race_continues_it(bench, tmp_path: Path):
     ran = [r for r in resumed if r.variant_label == "answerer=wrong"]
     assert len(ran) == dropped_after  # the dropped variant started nothing after its drop, before or after the kill
     assert race["cost"]["executions"] == len(resumed) < race["cost"]["full_executions"]
+
+
+def test_wtb_batch_races_from_the_command_line(ray_cluster, monkeypatch):
+    from typer.testing import CliRunner
+
+    from wtb_prefect.cli import app
+
+    monkeypatch.setenv("COLUMNS", "250")
+    spec = ",".join(f"{k}={v}" for k, v in RACE.items() if k != "goal") + ",baseline"
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            "tests.graphs.raced_qa:project",
+            "--cases",
+            json.dumps(raced_qa.cases(CASES)),
+            "--matrix",
+            json.dumps(raced_qa.MATRIX),
+            "--parallelism",
+            str(PARALLELISM),
+            "--race",
+            spec,
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "race on answer_hit (goal baseline, alpha 0.05, epsilon 0.1; anytime-valid verdicts" in result.output
+    dropped_after = next(v["dropped_after"] for v in _offline_outcome()["verdicts"] if v["variant"] == "answerer=wrong")
+    assert f"{dropped_after} cases" in result.output and "worse than answerer=right" in result.output
+    assert "node calls of the full matrix's 144" in result.output

@@ -146,3 +146,16 @@ def test_the_gate_judges_decided_race_verdicts_only() -> None:
         "gated": "decided race verdicts only",
         "not_gated": {"worse": "dropped: dropped verdict", "unsure": "undecided: undecided verdict"},
     }
+
+
+def test_a_bad_race_spec_exits_2_before_anything_starts(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from wtb_prefect.cli import EXIT_BAD_INPUT, app
+
+    monkeypatch.setenv("COLUMNS", "250")
+    result = CliRunner().invoke(
+        app, ["batch", "tests.graphs.raced_qa:project", "--cases", "[]", "--race", "fastest"], catch_exceptions=False
+    )
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "--race" in result.output and "neither a goal" in result.output

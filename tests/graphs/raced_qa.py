@@ -90,3 +90,8 @@ def make_project(name: str) -> WorkflowProject:
     project.register_variant("answerer", "wrong", wrong_answerer)
     project.register_evaluator("answer_hit", answer_hit)
     return project
+
+
+def project() -> WorkflowProject:
+    """The project under a fixed name, for ``wtb batch tests.graphs.raced_qa:project``."""
+    return make_project("raced_cli")
