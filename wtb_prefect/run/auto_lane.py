@@ -21,19 +21,33 @@ the measure is the process's.
 While the first calls run, later calls of the node wait for the verdict (at
 most :data:`HOLD_S` seconds after the first call started): they would
 otherwise queue as Ray tasks holding a CPU each, which is what the I/O lane is
-there to avoid. Values are never affected: the lane decides where the body
-runs, not what it gets or returns.
+there to avoid. The probe calls themselves reserve at most
+:data:`IO_ACTOR_CPUS` CPU each, so that the three run at once. The verdict
+holds for the rest of the batch and for the driver's later batches of the
+same node implementation (its code unchanged). Values are never affected: the
+lane decides where the body runs, not what it gets or returns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from wtb_prefect.config import NodeResourceConfig
 
-__all__ = ["EXPLICIT_REQUEST", "HOLD_S", "IO_ACTOR_CPUS", "PROBE_CALLS", "WAIT_SHARE", "AutoLane", "fixed_lane"]
+__all__ = [
+    "EXPLICIT_REQUEST",
+    "HOLD_S",
+    "IO_ACTOR_CPUS",
+    "PROBE_CALLS",
+    "WAIT_SHARE",
+    "AutoLane",
+    "body_key",
+    "fixed_lane",
+]
 
 PROBE_CALLS = 3
 """Calls measured before a node's lane is chosen."""
@@ -67,10 +81,23 @@ def fixed_lane(resources: NodeResourceConfig, is_async: bool) -> tuple[Kind | No
     return None, ""
 
 
+_verdicts: dict[str, tuple[Kind, str]] = {}
+_verdicts_lock = threading.Lock()
+
+
+def body_key(where: str, func: Callable[..., Any]) -> str:
+    """What a verdict is kept under: the node (of its project and variant) and its implementation's code."""
+    code = getattr(getattr(func, "__wrapped__", func), "__code__", None)
+    digest = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16] if code else "?"
+    name = getattr(func, "__qualname__", type(func).__qualname__)
+    return f"{where}|{getattr(func, '__module__', '?')}.{name}|{digest}"
+
+
 class AutoLane:
     """The verdict on one node (of one variant): probe calls first, then the lane for the rest of the batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str | None = None) -> None:
+        self.key = key
         self._cond = threading.Condition()
         self._probing = 0
         self._measured = 0
@@ -81,6 +108,9 @@ class AutoLane:
         self.reason = ""
         self.concurrency = 1
         """The batch's concurrency, which sizes the I/O lane's pool when the node moves there."""
+        known = _verdicts.get(key) if key is not None else None
+        if known is not None:  # found out by an earlier batch of this driver
+            self.verdict, self.reason = known[0], known[1].replace("measured:", "measured earlier:", 1)
 
     def __deepcopy__(self, memo: dict) -> AutoLane:  # one verdict per node plan, however its options are copied
         return self
@@ -119,6 +149,9 @@ class AutoLane:
                     self.verdict, self.reason = "actor", f"measured: waits ({what})"
                 else:
                     self.verdict, self.reason = "task", f"measured: computes ({what})"
+                if self.key is not None:
+                    with _verdicts_lock:
+                        _verdicts[self.key] = (self.verdict, self.reason)
             self._cond.notify_all()
 
     def lost(self) -> None:

@@ -74,7 +74,8 @@ from typing import Any, Literal
 
 from wtb_prefect.config import NodeResourceConfig, RateLimitConfig
 from wtb_prefect.errors import NodeQueueTimeoutError
-from wtb_prefect.run.auto_lane import IO_ACTOR_CPUS, AutoLane, fixed_lane
+from wtb_prefect.run.auto_lane import IO_ACTOR_CPUS, AutoLane, body_key, fixed_lane
+from wtb_prefect.run.environments import environment_setup_error, placed_options
 from wtb_prefect.run.rate_limits import GroupLimiter, group_limiter
 from wtb_prefect.worker.call import (
     COROUTINE_ATTR,
@@ -179,7 +180,7 @@ def lane_spec(
         rate_config=rate_config,
     )
     if fixed is None:  # found out from its first calls; a waiting node moves to a light I/O lane
-        spec.auto = AutoLane()
+        spec.auto = AutoLane(body_key(limit_key, func) if limit_key else None)
         io_request = {**spec.request, "CPU": min(resources.num_cpus, IO_ACTOR_CPUS)}
         spec.io_spec = dataclasses.replace(
             spec,
@@ -294,7 +295,7 @@ class ActorPool:
     """
 
     def __init__(self, options: dict[str, Any], per_actor: int) -> None:
-        self.options = options
+        self.options = placed_options(options)
         self.per_actor = per_actor
         self.actors: list[LaneActor] = []
         self.users = 0
@@ -534,6 +535,7 @@ def remote_task(options: dict[str, Any]) -> Any:
     """The ``ray.remote`` form of the worker's call for one set of options, built once."""
     import ray
 
+    options = placed_options(options)  # a node env reaches nodes on other machines as Ray's uv env
     key = json.dumps(options, sort_keys=True, default=repr)
     remote = _remote_calls.get(key)
     if remote is None:
@@ -622,6 +624,12 @@ def call_node(
             raise _queue_error(spec, short)
     try:
         return _call_in_group(spec, options, fn, args, kwargs, carrier, timeout, deadline)
+    except Exception as exc:
+        import ray
+
+        if isinstance(exc, ray.exceptions.RuntimeEnvSetupError):  # the node's env failed to build where it runs
+            raise environment_setup_error(exc, spec.limit_key, placed_options(options)) from None
+        raise
     finally:
         if limiter is not None:
             limiter.release()
@@ -686,8 +694,10 @@ def _call_in_group(
                     spec.auto.lost()
                 raise _queue_error(spec, got)
             lease = got
+        # A probe reserves little CPU, so that a node's first calls run at once whatever it turns out to be.
+        call_options = {**options, "num_cpus": min(options.get("num_cpus", 1.0), IO_ACTOR_CPUS)} if probe else options
         try:
-            result, extras = _call_once(lane, options, fn, args, kwargs, carrier, timeout, deadline)
+            result, extras = _call_once(lane, call_options, fn, args, kwargs, carrier, timeout, deadline)
         except BaseException as exc:
             extras = _extras_of(exc)
             if probe and spec.auto is not None:
