@@ -10,6 +10,8 @@ import os
 import random
 import signal
 
+import pytest
+
 from tests.graphs import marked_steps
 from tests.support.drivers import driver_env, read_outcome, start_driver, wait_exit
 from tests.test_control import _name, _state, wait_for
@@ -23,7 +25,7 @@ from tests.graphs import marked_steps
 from wtb_prefect import WTBTestBench
 
 bench = WTBTestBench()
-project = marked_steps.make_project({name!r}, "sqlite")
+project = marked_steps.make_project({name!r}, "sqlite", node_cache={node_cache!r})
 project.register_variant("d", "alt", marked_steps.node_d)
 bench.register_project(project)
 known = bench.list_batches({name!r})
@@ -32,7 +34,8 @@ if known:
 else:
     batch = bench.run_batch_test({name!r}, {matrix!r}, {cases!r}, parallelism=2)
 rows = [[r.variant_label, r.case_id, r.status, r.final_state["x"], r.final_state["log"]] for r in batch]
-print("OUTCOME " + json.dumps({{"batch_id": batch.batch_id, "rows": rows}}), flush=True)
+errors = [str(r.error) for r in batch.failed]
+print("OUTCOME " + json.dumps({{"batch_id": batch.batch_id, "rows": rows, "errors": errors}}), flush=True)
 """
 
 MATRIX = [{}, {"d": "alt"}]
@@ -54,7 +57,8 @@ def _started(marker_dir) -> int:
     return sum(len(p.read_text().split()) for p in marker_dir.glob("*.started"))
 
 
-def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, tmp_path):
+@pytest.mark.parametrize("node_cache", ["off", "batch"])
+def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, tmp_path, node_cache):
     seed = chaos_seed()
     print(f"\nchaos seed {seed} (replay with {SEED_VAR}={seed})", flush=True)
     rng = random.Random(seed)
@@ -62,11 +66,12 @@ def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, 
     marker = tmp_path / "markers"
     marker.mkdir()
     cases = [_state(marker, x=x, slow_node="b", sleep=0.5) for x in range(3)]
-    total_nodes = len(MATRIX) * len(cases) * len(marked_steps.NODES)
+    # node starts the batch needs at least: with sharing on, the two variants' identical calls run once
+    total_nodes = (len(MATRIX) if node_cache == "off" else 1) * len(cases) * len(marked_steps.NODES)
     # kill points: after the k-th node start of the whole batch, k spread at random over its work
     points = sorted(rng.sample(range(1, total_nodes - 2), KILLS))
     env = driver_env(bench.settings.state_dir, WTB_MLFLOW_ENABLED="false")
-    code = DRIVER.format(name=name, matrix=MATRIX, cases=cases)
+    code = DRIVER.format(name=name, matrix=MATRIX, cases=cases, node_cache=node_cache)
     for number, point in enumerate(points):
         log = tmp_path / f"driver{number}.log"
         driver = start_driver(code, env, log)
@@ -95,7 +100,7 @@ def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, 
     batch_id = outcome["batch_id"]
 
     # an uninterrupted run of the same batch, for comparison
-    project = marked_steps.make_project(_name("chaos_ref"), "sqlite")
+    project = marked_steps.make_project(_name("chaos_ref"), "sqlite", node_cache=node_cache)
     project.register_variant("d", "alt", marked_steps.node_d)
     bench.register_project(project)
     clean_marker = tmp_path / "clean"
@@ -104,6 +109,14 @@ def test_driver_killed_at_five_random_points_ends_with_every_result_once(bench, 
         project.name, MATRIX, [_state(clean_marker, x=x, slow_node="b", sleep=0.5) for x in range(3)], parallelism=2
     )
     expected = [[r.variant_label, r.case_id, r.status, r.final_state["x"], r.final_state["log"]] for r in reference]
+    # node bodies per call: a, b and c are the same call for both variants of a case
+    for case in ("0", "1", "2"):
+        runs: dict[str, int] = {}
+        for result in (r for r in reference if r.case_id == case):
+            for node, count in marked_steps.counts(clean_marker, result.execution_id).items():
+                runs[node] = runs.get(node, 0) + count
+        shared = {node: runs[node] for node in ("a", "b", "c")}
+        assert shared == dict.fromkeys(shared, 1 if node_cache == "batch" else 2), (node_cache, case, runs)
 
     keys = [(row[0], row[1]) for row in outcome["rows"]]
     assert len(keys) == len(set(keys)) == len(MATRIX) * len(cases), f"seed {seed}"  # each pair exactly once

@@ -146,12 +146,14 @@ def make_project(
     retry_delay: float = 0.0,
     node_timeouts: dict[str, float] | None = None,
     default_timeout: int = 300,
-    node_cache: str = "off",
+    node_cache: str = "batch",
 ) -> WorkflowProject:
     """A project on the given checkpoint storage with small Ray requests.
 
-    Node-call sharing is off by default: these tests count and kill node runs,
-    so every (variant, case) must run each of its nodes itself.
+    Node-call sharing is on ("batch", what users get): the control and fault
+    tests run through it. Their cases differ in ``x``, so no two executions
+    make the same call unless a test means them to (variants differing only
+    at their last node); ``node_cache="off"`` runs every call.
     """
     return WorkflowProject(
         name=name,
