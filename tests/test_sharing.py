@@ -87,11 +87,19 @@ def test_twenty_identical_calls_at_the_same_moment_run_the_body_once(bench):
         n.reuse == "shared" and n.reused_from == computed[0].task_run_id for n in records if n is not computed[0]
     )
     assert len({r.final_state["doc"] for r in batch.results}) == 1
-    # every node is still a Prefect task run; the reused ones end in Prefect's Cached state naming their origin
+    # every node is still a Prefect task run; the reused ones end in Prefect's Cached state, named after
+    # the run they reused (its node, variant and case), not after its id
     runs = _final_task_runs([n.task_run_id for n in records])
     states = sorted(run.state.name for run in runs)
     assert states == ["Cached"] * 19 + ["Completed"]
-    assert all(computed[0].task_run_id in run.name for run in runs if run.state.name == "Cached")
+    (origin,) = [run for run in runs if run.state.name == "Completed"]
+    first = next(r for r in batch.results if r.nodes[0] is computed[0])
+    assert origin.name == f"fetch | {first.variant_label} | case {first.case_id}"
+    for result, run in zip(batch.results, runs, strict=True):
+        if run.state.name == "Cached":
+            assert run.name == f"fetch | {result.variant_label} | case {result.case_id} | reused from {origin.name}"
+    # a task run's inputs are the node's input and its name, none of the dispatcher's internals
+    assert all(set(run.task_inputs) == {"state", "label"} for run in runs), [sorted(r.task_inputs) for r in runs]
 
 
 def test_persistent_cache_reuses_unchanged_calls_and_reruns_updated_nodes_and_downstream(bench, wtb_home):

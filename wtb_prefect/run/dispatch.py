@@ -24,6 +24,7 @@ from prefect_ray.context import remote_options
 
 from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.context import BatchExecutor, NodePlan, current_execution
+from wtb_prefect.run.invocation import NodeInvocation, current_invocation, invoking
 from wtb_prefect.run.node_cache import begin_call
 from wtb_prefect.run.node_scope import current_node_lane, current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
@@ -34,20 +35,17 @@ __all__ = ["body_and_accepts", "make_node_callable", "node_task", "node_task_for
 
 
 @task(name="node", cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
-def node_task(
-    fn: Callable[..., Any],
-    state: Any,
-    kwargs: dict[str, Any],
-    label: str,
-    call_key: str | None = None,
-    files_before: str | None = None,
-) -> Any:
+def node_task(state: Any, label: str) -> Any:
     """Run one LangGraph node body; the value goes back to LangGraph unchanged.
 
-    ``call_key`` and ``files_before`` are read by the node-call cache policy
-    and its commit hook (:mod:`wtb_prefect.run.node_cache`), not by the body.
+    Its parameters are what the task run shows as its inputs and name; the body,
+    its injected arguments and the node-call key come from the current
+    :class:`~wtb_prefect.run.invocation.NodeInvocation` (set by the dispatcher).
     """
-    return fn(state, **kwargs)
+    invocation = current_invocation()
+    if invocation is None:
+        raise RuntimeError(f"node task {label!r} ran outside a node call (no current NodeInvocation)")
+    return invocation.fn(state, **invocation.kwargs)
 
 
 def node_task_for(node: str, timeout_s: float, retries: int, retry_delay_s: float) -> Any:
@@ -160,20 +158,23 @@ def make_node_callable(plan: NodePlan, mode: BatchExecutor) -> Callable[..., Any
             if FlowRunContext.get() is None:
                 output = func(state, **kwargs)  # outside a flow: plain call
             else:
-                with begin_call(plan, ctx, func, state, kwargs, label) as call:  # shared node calls
+                with (
+                    begin_call(plan, ctx, func, state, kwargs, label) as call,  # shared node calls
+                    invoking(NodeInvocation(func, kwargs, call.key, call.files_before)),
+                ):
                     # quote(): Prefect neither walks the node's input looking for futures
                     # (it holds none) when it creates the task run nor when it resolves its
                     # parameters; the body gets the values themselves.
-                    args = (func, quote(state), quote(kwargs), call.label)
+                    args = (quote(state), call.label)
                     if mode == "ray":
-                        final = _run_on_ray(plan, call.task, args, call.params)
+                        final = _run_on_ray(plan, call.task, args, {})
                         task_run_id = str(final.state_details.task_run_id)
                         output = _value(final)
                         call.ended(final)
                     elif call.key is None:
                         output = call.task(*args)
                     else:
-                        final = call.task(*args, **call.params, return_state=True)
+                        final = call.task(*args, return_state=True)
                         task_run_id = str(final.state_details.task_run_id)
                         output = _value(final)
                         call.ended(final)

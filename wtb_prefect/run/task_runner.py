@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_ray.context import RemoteOptionsContext
 
 from wtb_prefect.config import ExecutionConfig, NodeResourceConfig
+from wtb_prefect.run.invocation import current_invocation
 from wtb_prefect.run.lanes import LANE_OPTION, LaneSpec, call_node, lane_spec
 from wtb_prefect.run.node_scope import absorb_worker_extras, current_node_scope
 from wtb_prefect.worker.call import EXTRAS_ATTR
@@ -34,10 +35,15 @@ def _node_call(
     """The node body call inside a call of ``dispatch.node_task`` (``fn(state, **kwargs)``).
 
     The worker then runs the node's body itself (an actor can await an
-    ``async def`` body) instead of the task function around it.
+    ``async def`` body) instead of the task function around it. The body and
+    its injected arguments are the current node invocation's; ``state`` is the
+    task's parameter.
     """
+    invocation = current_invocation()
+    if invocation is None:
+        raise RuntimeError("a node task ran outside a node call (no current NodeInvocation)")
     bound = _signature(fn).bind(*args, **kwargs)
-    return bound.arguments["fn"], (bound.arguments["state"],), dict(bound.arguments["kwargs"])
+    return invocation.fn, (bound.arguments["state"],), dict(invocation.kwargs)
 
 
 def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float | None) -> Callable[..., Any]:

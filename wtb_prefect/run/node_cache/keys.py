@@ -11,6 +11,7 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
+from wtb_prefect.run.invocation import current_invocation
 
 # Per-execution bookkeeping LangGraph puts into the config: never part of a call's identity.
 BOOKKEEPING = frozenset(
@@ -29,12 +30,17 @@ BOOKKEEPING = frozenset(
 
 @dataclass
 class NodeCallKey(CachePolicy):
-    """Prefect cache policy whose key is the node-call key computed by :class:`NodeSharing`."""
+    """Prefect cache policy whose key is the node-call key computed by :class:`NodeSharing`.
+
+    The key travels with the current :class:`~wtb_prefect.run.invocation.NodeInvocation`,
+    not as a task parameter (which Prefect would show among the task run's inputs).
+    """
 
     def compute_key(
         self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
-        return inputs.get("call_key")
+        invocation = current_invocation()
+        return invocation.call_key if invocation is not None else None
 
 
 def canonical(value: Any) -> Any:

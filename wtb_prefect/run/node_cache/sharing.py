@@ -16,6 +16,7 @@ from prefect.filesystems import WritableFileSystem
 from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.errors import ConfigError, WTBError
 from wtb_prefect.run.context import CompiledVariant, ExecutionContext, NodePlan
+from wtb_prefect.run.invocation import current_invocation
 from wtb_prefect.run.node_cache.flight import CallOrigin, Flight, flights, flights_lock
 from wtb_prefect.run.node_cache.keys import (
     NodeCallKey,
@@ -86,7 +87,8 @@ class NodeCall:
         self.label = label
         self.sharing = sharing
         self.key = key
-        self.params: dict[str, Any] = {"call_key": key, "files_before": files_before} if key else {}
+        self.files_before = files_before
+        """A fingerprint of the workspace before the call, read by the commit hook (None: no workspace)."""
         self.flight = flight
         self.process_lock = process_lock
         """Held while this process computes the call: other processes wait for its value."""
@@ -227,8 +229,8 @@ class NodeSharing:
             if flight is not None and self.locks_dir is not None:
                 process_lock = lock_call_across_processes(self.locks_dir, key, longest_call_s(plan, self.queue_timeout))
             origin = self.origins.get(key) or self._stored_origin(key)
-            if origin is not None:
-                label = f"{label} | reused from {origin.task_run_id}"
+            if origin is not None:  # named after the run it reuses: its node, variant and case
+                label = f"{label} | reused from {origin.label or origin.task_run_id}"
             files_before = fingerprint(workspace) if workspace else None
             return NodeCall(self._task(plan), label, self, key, files_before, flight, process_lock)
         except BaseException:
@@ -276,15 +278,17 @@ class NodeSharing:
             task_ctx = TaskRunContext.get()
             if task_ctx is None or txn.key is None:
                 return
-            params = task_ctx.parameters or {}
-            before = params.get("files_before")
-            if before is not None and fingerprint(params["fn"].path) != before:
+            invocation = current_invocation()
+            before = invocation.files_before if invocation is not None else None
+            if invocation is not None and before is not None and fingerprint(invocation.fn.path) != before:
                 txn.write_on_commit = False  # it wrote tracked files: never reused
                 self.file_writers.add(txn.key)
                 return
             run = task_ctx.task_run
             started = run.start_time.timestamp() if run.start_time else time.time()
-            origin = CallOrigin(str(run.id), self.batch_id, max(0.0, time.time() - started), current_node_metrics())
+            label = str((task_ctx.parameters or {}).get("label") or run.name).split(" | reused from ")[0]
+            duration = max(0.0, time.time() - started)
+            origin = CallOrigin(str(run.id), self.batch_id, duration, current_node_metrics(), label=label)
             self.origins[txn.key] = origin
             if self.persistent:
                 self.storage.write_path(f"{txn.key}.origin", json.dumps(origin.__dict__).encode(), _sync=True)
