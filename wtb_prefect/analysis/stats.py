@@ -1,19 +1,18 @@
-"""Small statistics for comparing variants: means with confidence intervals,
-percentiles and the difference of two means (Welch's t-test).
+"""Small statistics of one variant's values: the mean with its confidence interval, percentiles.
 
 scipy (a dependency of MLflow) gives the t-distribution; without it the
-intervals fall back to the normal approximation and the test to a bootstrap.
+intervals fall back to the normal approximation. Comparisons of variants are
+paired (:mod:`wtb_prefect.analysis.paired`).
 """
 
 from __future__ import annotations
 
 import math
-import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["DifferenceTest", "MeanCI", "mean_ci", "percentile", "welch_difference"]
+__all__ = ["MeanCI", "mean_ci", "percentile"]
 
 
 @dataclass(frozen=True)
@@ -24,17 +23,6 @@ class MeanCI:
     mean: float
     low: float | None
     high: float | None
-
-
-@dataclass(frozen=True)
-class DifferenceTest:
-    """``mean(a) - mean(b)``, its confidence interval and the two-sided p-value."""
-
-    difference: float
-    low: float | None
-    high: float | None
-    p_value: float | None
-    method: str
 
 
 def _t_quantile(confidence: float, df: float) -> float:
@@ -78,49 +66,3 @@ def percentile(values: Sequence[float], q: float) -> float:
     lower = math.floor(position)
     upper = min(lower + 1, len(ordered) - 1)
     return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
-def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> DifferenceTest:
-    """Compare the means of two independent samples (Welch's unequal-variance t-test).
-
-    With fewer than two values on a side there is no interval and no p-value.
-    Two samples without any spread differ for certain when their means
-    differ (p = 0) and not at all when they are equal (p = 1).
-    """
-    if not a or not b:
-        raise ValueError("welch_difference needs values on both sides")
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if len(a) < 2 or len(b) < 2:
-        return DifferenceTest(diff, None, None, None, "none (fewer than 2 values)")
-    va, vb = statistics.variance(a), statistics.variance(b)
-    se2 = va / len(a) + vb / len(b)
-    if se2 == 0:
-        return DifferenceTest(diff, diff, diff, 0.0 if diff != 0 else 1.0, "exact (no spread)")
-    se = math.sqrt(se2)
-    df = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
-    try:
-        from scipy import stats
-
-        p_value = float(2 * stats.t.sf(abs(diff) / se, df))
-        method = "welch t-test"
-    except ImportError:
-        p_value = _bootstrap_p(a, b, diff)
-        method = "bootstrap"
-    half = _t_quantile(confidence, df) * se
-    return DifferenceTest(diff, diff - half, diff + half, p_value, method)
-
-
-def _bootstrap_p(a: Sequence[float], b: Sequence[float], observed: float, rounds: int = 2000) -> float:
-    """Two-sided p-value of the mean difference under the pooled null, by resampling."""
-    rng = random.Random(0)
-    shift_a = statistics.fmean(a)
-    shift_b = statistics.fmean(b)
-    centred_a = [x - shift_a for x in a]
-    centred_b = [x - shift_b for x in b]
-    extreme = 0
-    for _ in range(rounds):
-        da = statistics.fmean(rng.choices(centred_a, k=len(a)))
-        db = statistics.fmean(rng.choices(centred_b, k=len(b)))
-        if abs(da - db) >= abs(observed):
-            extreme += 1
-    return (extreme + 1) / (rounds + 1)
