@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from wtb_prefect.define.introspect import build_graph, callable_name, source_hash
@@ -22,6 +21,7 @@ from wtb_prefect.run.context import BatchExecutor, CompiledVariant, NodePlan
 from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable, node_task_for
 from wtb_prefect.run.environments import prepare_node_environment
 from wtb_prefect.run.lanes import LANE_OPTION, lane_spec
+from wtb_prefect.run.langgraph_private import RunnableCallable
 from wtb_prefect.run.rate_limits import group_of
 
 __all__ = ["compile_variant"]

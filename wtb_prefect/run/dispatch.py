@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._runnable import RunnableCallable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
@@ -25,6 +24,7 @@ from prefect_ray.context import remote_options
 from wtb_prefect.results import ErrorInfo, NodeRecord
 from wtb_prefect.run.context import BatchExecutor, NodePlan, current_execution
 from wtb_prefect.run.invocation import NodeInvocation, current_invocation, invoking
+from wtb_prefect.run.langgraph_private import RunnableCallable
 from wtb_prefect.run.node_cache import begin_call
 from wtb_prefect.run.node_scope import current_node_lane, current_node_metrics, current_node_run_s, observe_node
 from wtb_prefect.run.task_runner import WTBRayTaskRunner

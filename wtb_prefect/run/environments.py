@@ -56,6 +56,7 @@ from typing import Any
 
 from wtb_prefect.config import EnvironmentConfig, EnvSpec
 from wtb_prefect.errors import ConfigError, WTBError
+from wtb_prefect.services.ray_private import DEFAULT_WORKER_MODULE
 
 __all__ = [
     "EnvironmentBuildError",
@@ -74,7 +75,7 @@ _AUDIT = "wtb-env.json"  # written last: its presence marks a complete env
 _LOCK = "lock.txt"
 _USES = "used_by.jsonl"
 _BASE_PTH = "_wtb_base.pth"
-_CHECK_IMPORTS = "import ray._private.workers.default_worker, cloudpickle, wtb_prefect.worker.call"
+_CHECK_IMPORTS = f"import {DEFAULT_WORKER_MODULE}, cloudpickle, wtb_prefect.worker.call"
 
 
 class EnvironmentBuildError(WTBError, RuntimeError):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from wtb_prefect.errors import ConfigError
+from wtb_prefect.services import ray_private
 
 __all__ = [
     "DEFAULT_EXCLUDES",
@@ -110,9 +111,7 @@ def ship_mode() -> str:
 def payload_limit() -> int:
     """The largest package Ray uploads to a cluster, in bytes (its gRPC message limit)."""
     try:
-        from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
-
-        return int(GCS_STORAGE_MAX_SIZE)
+        return ray_private.package_size_limit()
     except ImportError:  # another Ray version: its documented default
         return 512 * 1024 * 1024
 
@@ -189,16 +188,15 @@ def _size(path: Path, excludes: list[str]) -> int:
     if path.is_file():
         return path.stat().st_size
     total = 0
+
+    def add(item: Path) -> None:
+        nonlocal total
+        if item.is_file():
+            total += item.stat().st_size
+
     try:
-        from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
-
-        def add(item: Path) -> None:
-            nonlocal total
-            if item.is_file():
-                total += item.stat().st_size
-
         include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
-        _dir_travel(path, [_get_excludes(path, excludes)], add, include_gitignore=include_gitignore)
+        ray_private.walk_package(path, excludes, add, include_gitignore=include_gitignore)
     except ImportError:  # another Ray version: every file counts
         total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return total

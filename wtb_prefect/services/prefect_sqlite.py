@@ -16,18 +16,59 @@ rule to every write transaction of the server; the server's entry point
 executemany of a statement SQLAlchemy compiles once (compiling each flush's
 statement took much of the server's time; the figures are in the benchmark
 docs).
+
+Both reach into internals (Prefect's server database configuration,
+SQLAlchemy's insert statement): :func:`check_patch_targets` says what moved
+when a release changes them (see :mod:`wtb_prefect.private_api`).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-__all__ = ["executemany_inserts", "immediate_write_transactions"]
+from wtb_prefect.private_api import PrivateAPIChanged, private_name
+
+__all__ = ["check_patch_targets", "executemany_inserts", "immediate_write_transactions"]
+
+_INSERT_ATTRIBUTES = ("_multi_values", "_returning", "_values", "_select_names", "_clone")
+
+
+def _sqlite_configuration() -> Any:
+    configuration = private_name("prefect", "prefect.server.database.configurations", "AioSqliteConfiguration")
+    begin = getattr(configuration, "begin_transaction", None)
+    if begin is None or "with_for_update" not in inspect.signature(begin).parameters:
+        raise PrivateAPIChanged(
+            "prefect",
+            "AioSqliteConfiguration.begin_transaction(session, with_for_update) changed",
+            f"it is {begin!r}" if begin is None else f"its signature is {inspect.signature(begin)}",
+        )
+    return configuration
+
+
+def check_patch_targets() -> None:
+    """Check that what the two patches change is still there, in the shape they expect.
+
+    Raises:
+        PrivateAPIChanged: Prefect's SQLite configuration or SQLAlchemy's multi-row insert changed.
+    """
+    _sqlite_configuration()
+    import sqlalchemy
+    from sqlalchemy.dialects.sqlite import insert
+
+    statement = insert(sqlalchemy.table("t", sqlalchemy.column("a"))).values([{"a": 1}, {"a": 2}])
+    missing = [name for name in _INSERT_ATTRIBUTES if not hasattr(statement, name)]
+    if missing or len(statement._multi_values) != 1 or len(statement._multi_values[0]) != 2:
+        raise PrivateAPIChanged(
+            "sqlalchemy",
+            "a multi-row sqlite Insert no longer keeps its rows in _multi_values[0]",
+            f"missing {missing}" if missing else f"_multi_values is {statement._multi_values!r}",
+        )
 
 
 def immediate_write_transactions() -> None:
     """Make every SQLite write transaction of this Prefect server process ``BEGIN IMMEDIATE``."""
-    from prefect.server.database.configurations import AioSqliteConfiguration
+    AioSqliteConfiguration = _sqlite_configuration()
 
     original = AioSqliteConfiguration.begin_transaction
     if getattr(original, "_wtb_immediate", False):

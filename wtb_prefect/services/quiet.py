@@ -70,8 +70,9 @@ def quiet_ray_driver() -> None:
     if verbose():
         return
     try:
-        from ray._private import worker as ray_worker
+        from wtb_prefect.services import ray_private
 
+        ray_worker = ray_private.worker_module()
         original = ray_worker.print_worker_logs
         if getattr(original, "_wtb_quiet", False):
             return

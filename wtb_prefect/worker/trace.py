@@ -20,6 +20,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from wtb_prefect.worker.ray_private import in_worker_process
+
 _lock = threading.Lock()
 _sinks: dict[int, list[dict[str, Any]]] = {}
 _provider: TracerProvider | None = None
@@ -84,7 +86,7 @@ def _worker_attributes() -> dict[str, Any]:
         # connect to a cluster, and its worker methods only warn.
         if ray is None or not ray.is_initialized():
             return attributes
-        if ray._private.worker.global_worker.mode != ray._private.worker.WORKER_MODE:
+        if not in_worker_process(ray):
             return attributes
         rt = ray.get_runtime_context()
         attributes["ray.node_id"] = rt.get_node_id()

@@ -7,11 +7,11 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from wtb_prefect.config import RayConfig
 from wtb_prefect.errors import ServiceError
+from wtb_prefect.services import ray_private
 from wtb_prefect.services.quiet import quiet_ray_driver
 from wtb_prefect.services.ray_cluster.environment import SYSTEM_CONFIG, answers, auth_mode, worker_env_vars
 from wtb_prefect.services.ray_cluster.head import RayHead
@@ -33,9 +33,7 @@ def _use_auth_mode(mode: str) -> None:
         return
     os.environ["RAY_AUTH_MODE"] = mode
     try:
-        from ray._raylet import Config
-
-        Config.initialize("")
+        ray_private.refresh_config()
     except Exception:  # another Ray version: it reads the variable when it connects
         logger.debug("could not refresh Ray's config", exc_info=True)
 
@@ -200,9 +198,7 @@ def last_ray_start() -> str | None:
     it sees, e.g. another user's test session on a shared machine.
     """
     try:
-        from ray._common.utils import get_ray_address_file
-
-        address = Path(get_ray_address_file(None)).read_text().strip()
+        address = ray_private.ray_address_file().read_text().strip()
     except (OSError, ImportError):
         return None
     host, _, port = address.rpartition(":")
@@ -217,9 +213,7 @@ def _skip_uv_run_hook() -> None:
     take seconds). wtb_prefect already gives workers the driver's interpreter
     and source folders, and builds the per-node uv environments itself.
     """
-    from ray._private import ray_constants
-
-    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+    ray_private.disable_uv_run_hook()
 
 
 def _start_local(kwargs: dict[str, Any], local_kwargs: dict[str, Any], attempts: int = 3) -> None:

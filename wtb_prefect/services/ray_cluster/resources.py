@@ -9,6 +9,7 @@ from typing import Any
 
 from wtb_prefect.config import NodeResourceConfig, RayConfig
 from wtb_prefect.errors import ResourceUnsatisfiableError
+from wtb_prefect.services import ray_private
 from wtb_prefect.services.ray_cluster.connect import last_ray_start
 from wtb_prefect.services.ray_cluster.head import RayHead
 from wtb_prefect.settings import WTBSettings
@@ -45,9 +46,7 @@ def local_cluster_resources(config: RayConfig | None = None, settings: WTBSettin
     if config.address == "auto" and (RayHead(settings).status() or os.environ.get("RAY_ADDRESS") or last_ray_start()):
         return None
     try:  # as Ray counts them when it starts a node
-        from ray._private.accelerators import get_accelerator_manager_for_resource
-
-        manager = get_accelerator_manager_for_resource("GPU")
+        manager = ray_private.accelerator_manager("GPU")
         gpus = manager.get_current_node_num_accelerators()
         visible = manager.get_current_process_visible_accelerator_ids()
         if visible is not None:
