@@ -26,6 +26,7 @@ SUBPACKAGES = [
     "config",
     "plugins",
     "pricing",
+    "private_api",
     "errors",
 ]
 
