@@ -115,6 +115,7 @@ def test_configuration_reference_names_every_field() -> None:
         config.ExecutionConfig,
         config.RayConfig,
         config.NodeResourceConfig,
+        config.RateLimitConfig,
         config.EnvironmentConfig,
         config.EnvSpec,
         config.FileTrackingConfig,

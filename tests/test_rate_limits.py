@@ -3,8 +3,8 @@
 The integration tests point a real ``langchain_openai.ChatOpenAI`` at the
 stand-in provider (``wtb_prefect.testing``), which logs what it served and
 can enforce a rate limit with HTTP 429 and ``Retry-After``. Their windows are
-10 s instead of a minute (the provider's and the group's ``window_s``), so
-that each test runs in well under a minute.
+a sixth of a minute (the provider's and the group's ``window_s``), so that
+each test runs in well under a minute.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_unknown_group_is_refused_before_any_node_runs(bench, tmp_path):
 
 
 def _hold(directory: str, log: str, calls: int) -> None:
-    """Take ``calls`` turns of a group limited to 3 in flight, each held 50 ms, logging start and end."""
+    """Take ``calls`` turns of a group limited to 3 in flight, each held a moment, logging start and end."""
     import os
 
     os.environ[DIR_ENV] = directory
@@ -233,7 +233,7 @@ def _most_in_window(times: list[float], window: float) -> int:
 
 
 def test_one_group_limits_two_nodes_and_three_variants(bench, tmp_path, monkeypatch):
-    """5 in flight and 20 per 10 s (120 a minute) hold across the batch, as the provider saw them."""
+    """5 in flight and 20 per window of a sixth of a minute (120 a minute) hold across the batch, as the provider saw them."""
     monkeypatch.setenv(DIR_ENV, str(tmp_path))
     limits = {"max_in_flight": 5, "requests_per_minute": 20, "window_s": 10}
     bench.register_project(_limited_project("limits_shared", limits))
@@ -251,7 +251,7 @@ def test_one_group_limits_two_nodes_and_three_variants(bench, tmp_path, monkeypa
 
 
 def test_backs_off_on_429_without_spending_retries_or_timeouts(bench, tmp_path, monkeypatch):
-    """The provider allows 10 requests per 10 s (60 a minute) and answers 429 beyond: the batch adapts."""
+    """The provider allows 10 requests per window of a sixth of a minute (60 a minute), 429 beyond: the batch adapts."""
     monkeypatch.setenv(DIR_ENV, str(tmp_path))
     bench.register_project(
         _limited_project("limits_backoff", {"max_in_flight": 8}, node_timeouts={"draft": 5, "review": 5})
@@ -267,6 +267,7 @@ def test_backs_off_on_429_without_spending_retries_or_timeouts(bench, tmp_path, 
     assert len(ok) == 40 and refused, "the provider refused some requests, and every call got through"
     later = [r for r in served if r.started > began + 10]
     later_refused = sum(1 for r in later if r.status == 429)
+    print(f"{len(refused)} of {len(served)} refused; after the first window {later_refused} of {len(later)}")
     assert later_refused < 0.1 * len(later), f"{later_refused} of {len(later)} refused after the first window"
     absorbed = sum(r.rate_limited for res in batch.results for r in res.nodes)
     assert absorbed == len(refused), "every 429 was absorbed by the group, none reached Prefect"
