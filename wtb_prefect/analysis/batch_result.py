@@ -71,14 +71,23 @@ class BatchTestResult:
 
     def node_calls(self) -> dict[str, Any]:
         """Node calls of the batch: computed, reused (shared within it + cached from earlier
-        batches), and the node time the reused ones saved (seconds)."""
+        batches), the node time the reused ones saved (seconds), and per node the lanes its
+        calls took with the latest reason (``lanes``)."""
         counts = {"computed": 0, "shared": 0, "cached": 0}
         saved = 0.0
+        lanes: dict[str, dict[str, Any]] = {}
         for result in self.results:
             for record in result.nodes:
                 counts[record.reuse] = counts.get(record.reuse, 0) + 1
                 saved += record.saved_s
-        return {**counts, "reused": counts["shared"] + counts["cached"], "time_saved_s": round(saved, 3)}
+                if record.lane is not None:
+                    row = lanes.setdefault(record.node, {"io": 0, "task": 0, "rate_limited": 0, "reason": ""})
+                    row[record.lane] += 1
+                    row["rate_limited"] += record.rate_limited
+                    if not row["reason"] or not record.lane_reason.startswith("finding out"):
+                        row["reason"] = record.lane_reason
+        calls = {**counts, "reused": counts["shared"] + counts["cached"], "time_saved_s": round(saved, 3)}
+        return {**calls, "lanes": lanes} if lanes else calls
 
     def to_table(self) -> list[dict[str, Any]]:
         """One row per execution (see :meth:`ExecutionResult.row`)."""

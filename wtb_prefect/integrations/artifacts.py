@@ -147,6 +147,12 @@ def node_calls_markdown(batch_id: str, calls: dict) -> str:
         f"| {calls['computed']} | {calls['reused']} | {calls['shared']} | {calls['cached']} | {calls['time_saved_s']} |",
     ]
     lines += ["", *[f"- {error}" for error in calls.get("uncacheable", [])]]
+    if calls.get("lanes"):
+        lines += ["", "| node | I/O lane | Ray tasks | rate-limit answers absorbed | why |", "|---|---:|---:|---:|---|"]
+        lines += [
+            f"| {node} | {row['io']} | {row['task']} | {row['rate_limited']} | {row['reason']} |"
+            for node, row in calls["lanes"].items()
+        ]
     return "\n".join(lines)
 
 
