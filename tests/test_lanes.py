@@ -267,6 +267,8 @@ def test_unmarked_waiting_nodes_move_to_the_io_lane_with_the_same_results(bench)
         assert len(probes) >= 3, (node, [(r.lane, r.lane_reason) for r in mine])
         assert moved, f"{node} never moved to the I/O lane: {[(r.lane, r.lane_reason) for r in mine]}"
         assert all("measured: waits" in r.lane_reason for r in moved)
+    report = batch.node_calls()["lanes"]  # the batch's node-call report says it too
+    assert report["call"]["io"] > 0 and report["call"]["task"] >= 3 and "waits" in report["call"]["reason"]
 
 
 def test_unmarked_computing_nodes_stay_on_ray_tasks(bench):
