@@ -26,9 +26,9 @@ counts by arrival time whatever the delay between the two.
   60 seconds for consecutive rate-limit answers);
 - halves its in-flight cap (never below 1) and paces its starts at 0.9 times
   the rate the provider accepted since the previous cut (accepted calls over
-  the time from the end of the previous pause to the end of this one), once
-  per congestion event: calls already in flight when the group was cut do not
-  cut it again;
+  the time from the end of the previous pause to the end of this one; with
+  none accepted, half the pace it had), once per congestion event: calls
+  already in flight when the group was cut do not cut it again;
 
 and each call that succeeds afterwards adds ``1/cap`` to the cap and 0.5 % of
 the rate set at the last cut to the pace, until the configured limits (or,
@@ -56,7 +56,7 @@ from typing import Any
 
 from wtb_prefect.config import RateLimitConfig
 
-__all__ = ["GroupLimiter", "Lease", "group_limiter", "limits_directory"]
+__all__ = ["GroupLimiter", "Lease", "group_limiter", "group_of", "limits_directory"]
 
 DIR_ENV = "WTB_RATE_LIMIT_DIR"
 """Environment variable naming the folder of the groups' state files (default: a folder per user in the temp dir)."""
@@ -263,9 +263,9 @@ class GroupLimiter:
         if accepted > 0 and episode > 0:
             rate = PACE_MARGIN * accepted / episode
             state["rate"] = min(state["rate"], rate) if state["rate"] else rate
-        else:
-            state["rate"] = (state["rate"] or 1.0 / max(retry_after, 1.0)) * CUT_FACTOR
-        state["rate_step"] = state["rate"] * RATE_STEP
+        elif state["rate"]:  # nothing accepted since the last cut: halve the pace
+            state["rate"] *= CUT_FACTOR
+        state["rate_step"] = (state["rate"] or 0.0) * RATE_STEP
         state["last_cut"] = now
         state["episode_start"] = state["pause_until"]
         state["episode_accepted"] = 0
@@ -296,3 +296,25 @@ def group_limiter(name: str, config: RateLimitConfig) -> GroupLimiter:
         if limiter is None or limiter.path.parent != limits_directory():
             limiter = _limiters[key] = GroupLimiter(name, config)
         return limiter
+
+
+def group_of(rate_limits: dict[str, RateLimitConfig], group: str | None, where: str) -> RateLimitConfig | None:
+    """The configuration of the limit group a node names (None when it names none).
+
+    Raises:
+        ConfigError: the group is not defined in ``ExecutionConfig.rate_limits``; names the field and the fix.
+    """
+    from wtb_prefect.errors import ConfigError
+
+    if group is None:
+        return None
+    config = rate_limits.get(group)
+    if config is None:
+        known = ", ".join(repr(name) for name in sorted(rate_limits)) or "none"
+        raise ConfigError(
+            f"{where}.rate_limit",
+            f"names the limit group {group!r}, which ExecutionConfig.rate_limits does not define (defined: {known})",
+            f"add it, e.g. ExecutionConfig(rate_limits={{{group!r}: {{'max_in_flight': 8, 'requests_per_minute': 500}}}}), "
+            "or name a defined group",
+        )
+    return config
