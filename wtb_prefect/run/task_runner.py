@@ -68,7 +68,7 @@ def run_on_ray(fn: Callable[..., Any], options: dict[str, Any], timeout: float |
             limit_key="",
             queue_timeout=ExecutionConfig.model_fields["queue_timeout"].default,
         )
-        spec.kind = "task"  # a plain Prefect task keeps one Ray task per call
+        spec.kind, spec.auto = "task", None  # a plain Prefect task keeps one Ray task per call
 
     @functools.wraps(fn)
     def on_ray(*args: Any, **kwargs: Any) -> Any:
