@@ -10,6 +10,7 @@ from typing import Any
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.batch.estimate import BatchEstimate, estimate_plan, recorded_results
 from wtb_prefect.batch.execute import check_plan_resources
 from wtb_prefect.batch.flows import batch_test_flow, run_flow
 from wtb_prefect.batch.observers import BatchObserver, watching
@@ -144,6 +145,7 @@ class WTBTestBench:
         regression_gate: dict[str, Any] | None = None,
         repetitions: int | None = None,
         race: RaceConfig | dict[str, Any] | None = None,
+        budget_usd: float | None = None,
     ) -> BatchTestResult:
         """Run every variant combination on every test case; one Prefect flow run.
 
@@ -180,6 +182,12 @@ class WTBTestBench:
                 decide it; the outcome (verdicts, how they were reached, node calls
                 spent against the full matrix's) is ``result.tracking["race"]``.
                 None = ``ExecutionConfig.race``. A resumed race goes on with its own.
+            budget_usd: what this run may spend on model calls (US dollars; None =
+                ``ExecutionConfig.budget_usd``). Once the spend reaches it, no new node
+                call starts: calls in flight finish and are booked, the executions stop
+                resumable, and ``result.tracking["cost"]["outcome"]`` is ``budget_exceeded``
+                (with the batch id and what finished); ``resume=batch_id`` with a larger
+                budget finishes the rest without redoing anything that finished.
 
         Raises:
             UnknownVariantError, UnknownNodeError, StateValidationError,
@@ -201,7 +209,12 @@ class WTBTestBench:
                     "give only resume=<batch id>; the batch's matrix and cases come from the execution index",
                 )
             plan = prepare_batch_resume(
-                proj, resume, parallelism=parallelism, regression_gate=regression_gate, settings=self.settings
+                proj,
+                resume,
+                parallelism=parallelism,
+                regression_gate=regression_gate,
+                settings=self.settings,
+                budget_usd=budget_usd,
             )
         else:
             plan = prepare_batch(
@@ -213,6 +226,7 @@ class WTBTestBench:
                 settings=self.settings,
                 repetitions=repetitions,
                 race=race,
+                budget_usd=budget_usd,
             )
         parameters = plan.flow_parameters()
         with self._services(plan), contextlib.ExitStack() as stack:
@@ -409,6 +423,30 @@ class WTBTestBench:
         """Executions in the index, oldest first; ``status`` is one of pending, running,
         paused, completed, failed, interrupted (its process died)."""
         return self._index.list(project=project, batch_id=batch_id, status=status)
+
+    def estimate_batch(
+        self,
+        project: str,
+        variant_matrix: list[dict[str, str]] | None = None,
+        test_cases: list[dict[str, Any]] | None = None,
+        repetitions: int | None = None,
+    ) -> BatchEstimate:
+        """What a batch would cost, from the project's recorded history, without running a node.
+
+        The batch is prepared (validated and compiled) as :meth:`run_batch_test`
+        would, and priced from the mean cost per computed call of each node
+        implementation in the execution index; with node-call sharing on, calls
+        the plan repeats are counted once. ``no_history`` names the nodes whose
+        implementation has no recorded call (priced at nothing).
+
+        Raises:
+            UnknownVariantError, UnknownNodeError, StateValidationError, ConfigError: bad input.
+        """
+        proj = self.get_project(project)
+        plan = prepare_batch(
+            proj, variant_matrix or [], test_cases or [], settings=self.settings, repetitions=repetitions
+        )
+        return estimate_plan(plan, recorded_results(self._index, proj.name))
 
     def list_batches(self, project: str | None = None) -> list[BatchRecord]:
         """Batches in the index, oldest first."""

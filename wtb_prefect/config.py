@@ -346,12 +346,39 @@ class ExecutionConfig(_Config):
         except ValidationError as exc:
             for error in exc.errors():  # a bad limit group is a ConfigError, as the group's own would be
                 cause = (error.get("ctx") or {}).get("error")
-                if isinstance(cause, ConfigError) and error["loc"][:1] == ("rate_limits",):
+                if isinstance(cause, ConfigError) and error["loc"][:1] in _CONFIG_ERROR_FIELDS:
                     raise cause from None
             raise
 
     race: RaceConfig | None = None
     """The race of a batch when ``run_batch_test`` gives none (YAML: the ``race:`` section); None runs the full matrix."""
+
+    prices: dict[str, dict[str, float]] | str | None = None
+    """Prices of chat models in US dollars per million tokens, laid over the shipped table
+    (:mod:`wtb_prefect.pricing`): ``{model: {input:, output:, cached_input:}}`` or the path of a
+    YAML/JSON prices file."""
+    budget_usd: float | None = None
+    """What one run of a batch may spend on model calls; once reached no new node call starts
+    (``run_batch_test(budget_usd=...)``, CLI ``--budget`` override it). None: no budget."""
+    max_cost_per_execution: float | None = None
+    """What one execution may spend; once reached it stops with ``CostLimitExceeded``. None: no limit."""
+
+    @field_validator("budget_usd", "max_cost_per_execution", mode="before")
+    @classmethod
+    def _dollars(cls, value: Any, info: Any) -> Any:
+        from wtb_prefect.pricing import check_dollars
+
+        return check_dollars(value, f"execution.{info.field_name}")
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _price_table(cls, value: Any) -> Any:
+        # a bad price or an unknown prices file fails here, naming the model and field
+        from wtb_prefect.pricing import PriceTable
+
+        if value is not None and not isinstance(value, str):
+            PriceTable.load(value, field="execution.prices")
+        return value
 
     @model_validator(mode="after")
     def _postgres_needs_url(self) -> ExecutionConfig:
@@ -360,6 +387,10 @@ class ExecutionConfig(_Config):
                 "checkpoint_storage='postgres' needs checkpoint_url, e.g. 'postgresql://user@127.0.0.1:5432/db'"
             )
         return self
+
+
+_CONFIG_ERROR_FIELDS = {("rate_limits",), ("prices",), ("budget_usd",), ("max_cost_per_execution",)}
+"""ExecutionConfig fields whose validators raise ConfigError: raised as it is, not wrapped by pydantic."""
 
 
 class RaceConfig(_Config):

@@ -160,3 +160,39 @@ class StateStorageError(ExecutionError):
         self.batch_id = batch_id
         self.execution_id = execution_id
         super().__init__(message)
+
+
+class BudgetExceeded(ExecutionError):
+    """The batch's spend reached its ``budget_usd``: this node call did not start.
+
+    The execution stops at its last checkpoint (``paused``, resumable); calls
+    in flight when the budget was reached finish and are booked. Resume the
+    batch with a larger budget to finish the rest.
+    """
+
+    def __init__(self, *, budget_usd: float, spent_usd: float, node: str | None = None) -> None:
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.node = node
+        where = f"node {node!r} did not start: " if node else ""
+        super().__init__(
+            f"{where}the batch has spent ${spent_usd:.4f} of its budget_usd ${budget_usd:.4f}. "
+            "Fix: resume the batch with a larger budget (run_batch_test(project, resume=batch_id, budget_usd=...) "
+            "or `wtb batch <project> --resume <batch id> --budget <dollars>`)"
+        )
+
+
+class CostLimitExceeded(ExecutionError):
+    """One execution's spend reached ``max_cost_per_execution``: it stops with this error, the others go on."""
+
+    def __init__(self, *, execution_id: str, limit_usd: float, spent_usd: float, node: str | None = None) -> None:
+        self.execution_id = execution_id
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.node = node
+        where = f" before node {node!r}" if node else ""
+        super().__init__(
+            f"execution {execution_id!r} stopped{where}: it spent ${spent_usd:.4f}, reaching its "
+            f"max_cost_per_execution of ${limit_usd:.4f} (an agent in a loop?). Fix: look at its node records' "
+            "cost_usd, or raise ExecutionConfig.max_cost_per_execution"
+        )

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wtb_prefect.errors import ConfigError
 
-__all__ = ["ModelPrice", "PriceTable", "UnpricedModelWarning", "UsageCost"]
+__all__ = ["ModelPrice", "PriceTable", "UnpricedModelWarning", "UsageCost", "check_dollars"]
 
 SHIPPED_PRICES = Path(__file__).with_name("prices.yaml")
 """The price table shipped with the package."""
@@ -332,3 +332,24 @@ def _candidates(name: str) -> list[str]:
 def _shipped() -> PriceTable:
     data = yaml.safe_load(SHIPPED_PRICES.read_text())
     return PriceTable._from_data(data, source="shipped prices")
+
+
+def check_dollars(value: Any, field: str) -> float | None:
+    """``value`` as an amount of dollars (None stays None).
+
+    Raises:
+        ConfigError: a negative, non-finite or non-numeric amount (naming ``field``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            number = float(value) if isinstance(value, str) else math.nan
+        except ValueError:
+            number = math.nan
+        if math.isnan(number):
+            raise ConfigError(field, f"{value!r} is not an amount of dollars", "give a number >= 0, e.g. 5 or 0.25")
+        value = number
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(field, f"{value!r} is not an amount of dollars", "give a finite number >= 0, e.g. 5 or 0.25")
+    return float(value)

@@ -65,6 +65,18 @@ class NodeRecord:
     """The Prefect task run that computed a reused value."""
     saved_s: float = 0.0
     """Node time a reused call saved: how long the computing task run took."""
+    usage: dict[str, dict[str, int]] | None = None
+    """Tokens of the chat-model calls the body made, per model: ``input`` (cached included),
+    ``output`` (reasoning included), ``cache_read``, ``reasoning`` and ``calls``; captured from
+    LangChain's usage records with no code in the node (None: no model call was seen)."""
+    cost_usd: float = 0.0
+    """Dollars those calls cost at the batch's prices (a model without a price adds nothing: see ``unpriced_models``)."""
+    saved_usage: dict[str, dict[str, int]] | None = None
+    """For a reused call (shared or cached): the usage of the call it reused, not spent again."""
+    saved_usd: float = 0.0
+    """For a reused call: what the call it reused cost, saved here."""
+    unpriced_models: list[str] | None = None
+    """Models of ``usage`` the price table does not know (counted in tokens, not in ``cost_usd``)."""
     lane: Literal["io", "task"] | None = None
     """Where the body ran on Ray: an I/O lane's actor ("io") or a Ray task of its own ("task"); None in the driver."""
     lane_reason: str = ""
@@ -133,7 +145,11 @@ class ExecutionResult:
         latency), ``queue_s`` (the nodes' wait for workers and resources),
         ``node.<node>.latency_s``, ``node.<node>.run_s``, what nodes reported with
         :func:`wtb_prefect.log_node_metrics` as ``node.<node>.<name>`` and
-        summed as ``total.<name>``, and the evaluator scores.
+        summed as ``total.<name>``, and the evaluator scores. When a node called a
+        chat model: ``cost_usd`` and ``saved_usd`` (dollars spent, and not spent
+        again thanks to reused calls), ``tokens.input`` / ``tokens.output`` /
+        ``tokens.cache_read`` / ``tokens.reasoning``, ``llm_calls``, and the same
+        per node as ``node.<node>.cost_usd``, ``node.<node>.tokens.input``, ...
         """
         metrics: dict[str, float] = {
             "success": 1.0 if self.status == "completed" else 0.0,
@@ -152,8 +168,24 @@ class ExecutionResult:
                 key = f"node.{record.node}.{name}"
                 metrics[key] = metrics.get(key, 0.0) + value
                 metrics[f"total.{name}"] = metrics.get(f"total.{name}", 0.0) + value
+        metrics.update(_cost_metrics(self.nodes))
         metrics.update(self.scores)
         return metrics
+
+    @property
+    def cost_usd(self) -> float:
+        """Dollars the execution's chat-model calls cost (reused calls cost nothing here)."""
+        return sum(record.cost_usd for record in self.nodes)
+
+    @property
+    def saved_usd(self) -> float:
+        """Dollars its reused node calls (shared or cached) did not spend again."""
+        return sum(record.saved_usd for record in self.nodes)
+
+    @property
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Tokens spent per model, summed over the node runs (see :attr:`NodeRecord.usage`)."""
+        return _sum_usage(record.usage for record in self.nodes)
 
     def row(self) -> dict[str, Any]:
         """A flat, table-friendly summary of this execution."""
@@ -164,6 +196,7 @@ class ExecutionResult:
             "status": self.status,
             "latency_s": round(self.duration_s, 4),
             **{f"node.{n}_s": round(t, 4) for n, t in self.node_timings.items()},
+            **({"cost_usd": round(self.cost_usd, 6)} if any(r.usage or r.saved_usage for r in self.nodes) else {}),
             **{k: v for k, v in self.scores.items()},
             "error": str(self.error) if self.error else "",
             **(
@@ -173,3 +206,46 @@ class ExecutionResult:
             ),
             "execution_id": self.execution_id,
         }
+
+
+TOKEN_KINDS = ("input", "output", "cache_read", "reasoning")
+"""The token counts booked per model (besides ``calls``)."""
+
+
+def _sum_usage(usages: Any) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for usage in usages:
+        for model, counts in (usage or {}).items():
+            row = total.setdefault(model, {})
+            for kind, n in counts.items():
+                row[kind] = row.get(kind, 0) + int(n)
+    return total
+
+
+def _cost_metrics(nodes: list[NodeRecord]) -> dict[str, float]:
+    """``cost_usd``, ``saved_usd``, ``tokens.<kind>`` and ``llm_calls``, in total and per node (``node.<node>.``).
+
+    Empty when no node run saw a model call.
+    """
+    out: dict[str, float] = {"cost_usd": 0.0, "saved_usd": 0.0}
+    seen = False
+    for record in nodes:
+        if not (record.usage or record.saved_usage):
+            continue
+        seen = True
+        prefix = f"node.{record.node}."
+        for key, value in (("cost_usd", record.cost_usd), ("saved_usd", record.saved_usd)):
+            out[key] += value
+            out[prefix + key] = out.get(prefix + key, 0.0) + value
+        for counts in (record.usage or {}).values():
+            for kind in TOKEN_KINDS:
+                for key in (f"tokens.{kind}", f"{prefix}tokens.{kind}"):
+                    out[key] = out.get(key, 0.0) + float(counts.get(kind, 0))
+            for key in ("llm_calls", f"{prefix}llm_calls"):
+                out[key] = out.get(key, 0.0) + float(counts.get("calls", 0))
+    if not seen:  # a run without model calls records no cost (views show a cost column only where there is one)
+        return {}
+    for kind in TOKEN_KINDS:
+        out.setdefault(f"tokens.{kind}", 0.0)
+    out.setdefault("llm_calls", 0.0)
+    return out

@@ -42,6 +42,7 @@ from wtb_prefect.results import ExecutionResult, NodeRecord
 from wtb_prefect.run.execution import ExecutionHooks, ExecutionItem, current_flow_run_id, run_execution
 from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
 from wtb_prefect.run.slots import ExecutionSlots, SlotLease, leased
+from wtb_prefect.run.spend import cost_tracking
 from wtb_prefect.services.prefect_outage import mark_api_up
 from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
 from wtb_prefect.settings import get_settings
@@ -220,6 +221,10 @@ def _run_in_slots(
             with ThreadPoolExecutor(max_workers=bound, thread_name_prefix="wtb-exec") as pool:
                 for position, item in pending:
                     alive.acquire()
+                    if plan.spend is not None and plan.spend.budget_reached:  # no execution starts past the budget
+                        alive.release()
+                        finished.put((_not_started(), position))
+                        continue
                     lease = SlotLease(slots, position)
                     lease.start()
                     try:
@@ -296,6 +301,7 @@ def _run_pending(
         batch_id=plan.batch_id,
         hooks=hooks,
         sharing=plan.sharing,
+        spend=plan.spend,
     )
 
     def run_items(pairs: list[tuple[int, ExecutionItem]]) -> list[tuple[int, ExecutionResult]]:
@@ -307,6 +313,8 @@ def _run_pending(
                     result = future.result()
                 except StateStorageError as exc:  # the others go on: what they store where there is room is kept
                     storage_errors.append(exc)
+                    continue
+                if result is None:  # not started: the budget was reached (it stays pending for a resume)
                     continue
                 results[index] = result
                 done += 1
@@ -337,6 +345,12 @@ def _run_pending(
     return [r for r in results if r is not None]
 
 
+def _not_started() -> Future[ExecutionResult | None]:
+    future: Future[ExecutionResult | None] = Future()
+    future.set_result(None)
+    return future
+
+
 def _end_batch(
     plan: BatchPlan,
     observers: list[BatchObserver],
@@ -357,6 +371,8 @@ def _end_batch(
         batch.tracking["race"] = plan.race.outcome
     analyse_finished_batch(plan, batch)  # judges and forest plot, before the observers record the batch
     against_previous_run(batch, plan.gate.tolerances if plan.gate else ())  # a deployment run: drift since the last
+    if plan.spend is not None:
+        batch.tracking["cost"] = cost_tracking(plan.spend, plan.batch_id, batch.results, len(plan.items))
     if plan.sharing is not None:
         batch.tracking["node_calls"] = {
             **batch.node_calls(),

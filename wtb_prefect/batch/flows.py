@@ -152,6 +152,7 @@ def batch_test_flow(
     batch_id: str | None = None,
     repetitions: Annotated[int | None, Field(ge=1)] = None,
     race: dict[str, Any] | None = None,
+    budget_usd: float | None = None,
 ) -> BatchTestResult:
     """Run every variant combination on every test case; nodes are task runs on Ray.
 
@@ -177,6 +178,9 @@ def batch_test_flow(
         race: race the variants instead of running the full matrix: RaceConfig's fields, e.g.
             {"primary_metric": "answer_hit", "alpha": 0.05, "epsilon": 0.02}; cases run round by
             round and the variants already decided stop; empty = the project's ExecutionConfig.race.
+        budget_usd: what this run may spend on model calls (US dollars); once reached no new node
+            call starts and the batch ends budget_exceeded, to resume with a larger budget;
+            empty = the project's ExecutionConfig.budget_usd.
     """
     gate = _gate_dict(regression_gate)
     parameters = {
@@ -189,19 +193,24 @@ def batch_test_flow(
         "resume": resume,
         "repetitions": repetitions,
         "race": race,
+        **({"budget_usd": budget_usd} if budget_usd is not None else {}),
     }
     plan = claim_plan(resume or batch_id, parameters)
     if plan is None:
         proj = resolve_project(project)
         if resume:
-            plan = prepare_batch_resume(proj, resume, parallelism=parallelism, regression_gate=gate)
+            plan = prepare_batch_resume(
+                proj, resume, parallelism=parallelism, regression_gate=gate, budget_usd=budget_usd
+            )
         else:
             matrix = load_data(variant_matrix, "variant_matrix")
             cases = load_data(test_cases, "test_cases") or []
             new_id = batch_id or batch_id_for_flow_run(current_flow_run.id)
             if cases and _resumes(proj, new_id, matrix, cases, repetitions):
                 # the same batch again (a retried flow run, or its id given twice): finish it
-                plan = prepare_batch_resume(proj, new_id, parallelism=parallelism, regression_gate=gate)
+                plan = prepare_batch_resume(
+                    proj, new_id, parallelism=parallelism, regression_gate=gate, budget_usd=budget_usd
+                )
             else:
                 plan = prepare_batch(
                     proj,
@@ -212,6 +221,7 @@ def batch_test_flow(
                     regression_gate=gate,
                     repetitions=repetitions,
                     race=race,
+                    budget_usd=budget_usd,
                 )
     batch = execute_plan(plan)
     if plan.gate is not None:

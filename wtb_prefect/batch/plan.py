@@ -34,6 +34,7 @@ from wtb_prefect.run.context import BatchExecutor, CompiledVariant
 from wtb_prefect.run.execution import ExecutionItem
 from wtb_prefect.run.execution_index import ExecutionIndex, ExecutionRecord, open_index
 from wtb_prefect.run.node_cache import NodeSharing, build_sharing
+from wtb_prefect.run.spend import SpendLedger, build_ledger
 from wtb_prefect.settings import WTBSettings, get_settings
 
 __all__ = [
@@ -74,6 +75,10 @@ class BatchPlan:
     """Node-call sharing of this batch (None: ``node_cache="off"``)."""
     race: BatchRace | None = field(default=None, repr=False)
     """The batch's race (:mod:`wtb_prefect.batch.race`); None runs the full matrix."""
+    spend: SpendLedger | None = field(default=None, repr=False)
+    """What this run of the batch spends on model calls: prices, budget, per-execution limit."""
+    budget_usd: float | None = None
+    """The budget given to this run (the flow parameter; None: ``ExecutionConfig.budget_usd``)."""
 
     def resource_requests(self) -> dict[str, NodeResourceConfig]:
         """Each dispatched node's Ray request, keyed by a readable name."""
@@ -86,12 +91,14 @@ class BatchPlan:
 
     def flow_parameters(self) -> dict[str, Any]:
         """The parameters of the ``wtb-batch-test`` flow run that runs this plan."""
+        budget = {"budget_usd": self.budget_usd} if self.budget_usd is not None else {}
         if self.resume_of is not None:
             return {
                 "project": self.project.name,
                 "resume": self.resume_of,
                 "parallelism": self.parallelism,
                 "regression_gate": self.regression_gate,
+                **budget,
             }
         repetitions = {"repetitions": self.repetitions} if self.repetitions != 1 else {}
         race = {"race": self.race.config.model_dump(exclude_defaults=True)} if self.race is not None else {}
@@ -104,6 +111,7 @@ class BatchPlan:
             "parallelism": self.parallelism,
             "regression_gate": self.regression_gate,
             "batch_id": self.batch_id,
+            **budget,
         }
 
 
@@ -145,6 +153,7 @@ def prepare_batch(
     settings: WTBSettings | None = None,
     repetitions: int | None = None,
     race: RaceConfig | Mapping[str, Any] | None = None,
+    budget_usd: float | None = None,
 ) -> BatchPlan:
     """Validate a batch and compile its variants; no work starts here.
 
@@ -186,6 +195,7 @@ def prepare_batch(
             )
         choices.append(choice)
     execution = project.execution
+    spend = build_ledger(execution, budget_usd)  # a bad budget, price or prices file fails here
     mode: BatchExecutor = execution.batch_executor
     race_plan = prepare_race(
         # a project's default race applies to batches with something to race; one given here always does
@@ -234,6 +244,8 @@ def prepare_batch(
         regression_gate=dict(regression_gate) if regression_gate else None,
         repetitions=repetitions,
         sharing=build_sharing(project, batch_id, variants, settings.state_dir),
+        spend=spend,
+        budget_usd=spend.budget_usd if budget_usd is not None else None,
         race=race_plan,
     )
     plan.gate = prepare_gate(list(project.evaluators), plan.variants, regression_gate)
@@ -247,8 +259,10 @@ def prepare_batch_resume(
     parallelism: int | None = None,
     regression_gate: Mapping[str, Any] | None = None,
     settings: WTBSettings | None = None,
+    budget_usd: float | None = None,
 ) -> BatchPlan:
-    """The plan that finishes batch ``batch_id`` after its driver stopped or was killed.
+    """The plan that finishes batch ``batch_id`` after its driver stopped or was killed
+    (or stopped at its budget: ``budget_usd`` is what this run may spend).
 
     The batch's variant matrix and test cases come from the execution index.
     Executions that completed or failed are not run again (their stored
@@ -286,6 +300,7 @@ def prepare_batch_resume(
         regression_gate=regression_gate,
         settings=settings,
         repetitions=max(1, len(index.list(batch_id=batch_id)) // pairs),  # the index has every repetition
+        budget_usd=budget_usd,
     )
     plan.resume_of = batch_id
     plan.parallelism = parallelism

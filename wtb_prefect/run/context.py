@@ -46,6 +46,8 @@ class ExecutionContext:
     repetition: int = 0
     sharing: Any = field(default=None, repr=False)
     """The batch's :class:`~wtb_prefect.run.node_cache.NodeSharing` (None: every call runs)."""
+    spend: Any = field(default=None, repr=False)
+    """The batch's :class:`~wtb_prefect.run.spend.SpendLedger`: prices, budget, per-execution cost limit."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, record: NodeRecord) -> None:

@@ -26,7 +26,14 @@ from wtb_prefect.run.context import BatchExecutor, NodePlan, current_execution
 from wtb_prefect.run.invocation import NodeInvocation, current_invocation, invoking
 from wtb_prefect.run.langgraph_private import RunnableCallable
 from wtb_prefect.run.node_cache import begin_call
-from wtb_prefect.run.node_scope import current_node_lane, current_node_metrics, current_node_run_s, observe_node
+from wtb_prefect.run.node_scope import (
+    current_node_lane,
+    current_node_metrics,
+    current_node_run_s,
+    current_node_usage,
+    observe_node,
+)
+from wtb_prefect.run.spend import default_ledger
 from wtb_prefect.run.task_runner import WTBRayTaskRunner
 from wtb_prefect.worker.call import AsyncBody
 from wtb_prefect.worker.workspace import bind_workspace
@@ -126,8 +133,10 @@ def _value(state: Any) -> Any:
 
 
 def _record(plan: NodePlan, started: float, t0: float, task_run_id: str | None, **outcome: Any) -> NodeRecord:
-    """The record of one node run that ends now (``outcome``: status, output or error, provenance)."""
-    return NodeRecord(
+    """The record of one node run that ends now (``outcome``: status, output or error, provenance),
+    with its model usage booked and priced (spent, or saved when the call was reused)."""
+    usage, saved = current_node_usage()
+    record = NodeRecord(
         node=plan.node,
         implementation=plan.implementation,
         version=plan.version,
@@ -138,8 +147,15 @@ def _record(plan: NodePlan, started: float, t0: float, task_run_id: str | None, 
         metrics=current_node_metrics(),
         run_s=current_node_run_s(),
         **current_node_lane(),
+        usage=usage or None,
+        saved_usage=saved or None,
         **outcome,
     )
+    ctx = current_execution()
+    if usage or saved:
+        ledger = ctx.spend if ctx is not None and ctx.spend is not None else default_ledger()
+        ledger.book(ctx.execution_id if ctx is not None else None, record)
+    return record
 
 
 def make_node_callable(plan: NodePlan, mode: BatchExecutor) -> Callable[..., Any]:
@@ -154,6 +170,8 @@ def make_node_callable(plan: NodePlan, mode: BatchExecutor) -> Callable[..., Any
         task_run_id = None
         func = bind_workspace(plan.func)  # the execution's file workspace travels with the body
         call = None
+        if ctx is not None and ctx.spend is not None:
+            ctx.spend.before_call(ctx.execution_id, plan.node)  # a budget or cost limit reached: no new call
         try:
             if FlowRunContext.get() is None:
                 output = func(state, **kwargs)  # outside a flow: plain call

@@ -21,12 +21,13 @@ from prefect.context import FlowRunContext
 from wtb_prefect.analysis.evaluation import score_case
 from wtb_prefect.define.project import WorkflowProject
 from wtb_prefect.define.state import TestCase
-from wtb_prefect.errors import StateStorageError
+from wtb_prefect.errors import BudgetExceeded, StateStorageError
 from wtb_prefect.results import ErrorInfo, ExecutionResult, NodeRecord
 from wtb_prefect.run.context import CompiledVariant, ExecutionContext, set_current_execution
 from wtb_prefect.run.control import CHECKPOINT, controlled_run
 from wtb_prefect.run.execution_index import ExecutionIndex, storage_failure
 from wtb_prefect.run.node_cache import NodeSharing
+from wtb_prefect.run.spend import SpendLedger
 
 __all__ = ["ExecutionHooks", "ExecutionItem", "current_flow_run_id", "run_execution"]
 
@@ -101,10 +102,13 @@ def run_execution(
     batch_id: str | None,
     hooks: ExecutionHooks | None = None,
     sharing: NodeSharing | None = None,
+    spend: SpendLedger | None = None,
 ) -> ExecutionResult:
     """Run (or resume) one execution to its end, failure or pause; record it in the index.
 
     ``sharing``: the batch's node-call sharing (identical node calls run once).
+    ``spend``: the batch's spend ledger (prices, budget, per-execution cost limit); an
+    execution whose next node call the budget refuses stops ``paused`` at its last checkpoint.
 
     Raises:
         StateStorageError: the checkpoints or the index could not be written (disk
@@ -112,7 +116,14 @@ def run_execution(
     """
     try:
         return _run_execution(
-            item, project=project, index=index, durability=durability, batch_id=batch_id, hooks=hooks, sharing=sharing
+            item,
+            project=project,
+            index=index,
+            durability=durability,
+            batch_id=batch_id,
+            hooks=hooks,
+            sharing=sharing,
+            spend=spend,
         )
     except Exception as exc:
         reason = storage_failure(exc)
@@ -142,11 +153,12 @@ def _run_execution(
     batch_id: str | None,
     hooks: ExecutionHooks | None = None,
     sharing: NodeSharing | None = None,
+    spend: SpendLedger | None = None,
 ) -> ExecutionResult:
     hooks = hooks or ExecutionHooks()
     compiled = item.compiled
     ctx = ExecutionContext(
-        item.execution_id, compiled.label, item.case.case_id, repetition=item.repetition, sharing=sharing
+        item.execution_id, compiled.label, item.case.case_id, repetition=item.repetition, sharing=sharing, spend=spend
     )
     ctx.on_node_end = lambda record: hooks.on_node_end(item, record)
     token = set_current_execution(ctx)
@@ -179,11 +191,14 @@ def _run_execution(
         result.final_state = output
         result.status = "paused" if snapshot.next else "completed"
         result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
-    except GraphDrained:
+    except (GraphDrained, BudgetExceeded) as stopped:
+        # a budget reached stops the execution like a pause: resumable, nothing that finished runs again
         snapshot = compiled.graph.get_state(config)
         result.final_state = snapshot.values
         result.status = "paused"
         result.provenance["checkpoint_id"] = snapshot.config["configurable"].get("checkpoint_id")
+        if isinstance(stopped, BudgetExceeded):
+            result.provenance["stopped_by"] = "budget"
     except Exception as exc:
         if storage_failure(exc) is not None:
             raise  # not the execution's failure: it stops resumable (see run_execution)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from wtb_prefect.run.context import NodePlan, current_execution
 from wtb_prefect.run.spans import end_node_span, import_spans, start_node_span, worker_carrier
 from wtb_prefect.worker.metrics import collecting_node_metrics
+from wtb_prefect.worker.usage import add_usage, capturing_usage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -28,6 +29,7 @@ __all__ = [
     "NodeScope",
     "absorb_worker_extras",
     "current_node_lane",
+    "current_node_usage",
     "current_node_metrics",
     "current_node_run_s",
     "current_node_scope",
@@ -46,6 +48,10 @@ class NodeScope:
     """Seconds the body ran in Ray workers (summed over attempts); None until a worker reports."""
     lane: dict[str, Any] = field(default_factory=dict)
     """Where the body ran and why (``lane``, ``lane_reason``), and ``rate_limited`` answers absorbed."""
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Tokens of the body's chat-model calls per model (from its workers, or captured here when it ran here)."""
+    saved_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    """For a reused call: the usage of the call it reused."""
 
     def carrier(self, attributes: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The trace context a worker needs for a child span of this node; None when untraced."""
@@ -74,6 +80,14 @@ def current_node_run_s() -> float | None:
     return scope.run_s if scope is not None else None
 
 
+def current_node_usage() -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Copies of this context's node run's usage and saved usage (per model)."""
+    scope = _scope.get()
+    if scope is None:
+        return {}, {}
+    return ({m: dict(c) for m, c in scope.usage.items()}, {m: dict(c) for m, c in scope.saved_usage.items()})
+
+
 def current_node_lane() -> dict[str, Any]:
     """``lane``, ``lane_reason`` and ``rate_limited`` of this context's node run (empty when it did not run on Ray)."""
     scope = _scope.get()
@@ -93,6 +107,8 @@ def absorb_worker_extras(extras: Mapping[str, Any] | None) -> None:
             scope.run_s = (scope.run_s or 0.0) + float(extras["run_s"])
         for name, value in (extras.get("metrics") or {}).items():
             scope.metrics[name] = scope.metrics.get(name, 0.0) + float(value)
+        if extras.get("usage"):
+            add_usage(scope.usage, extras["usage"])
     spans = extras.get("spans")
     if spans:
         import_spans(spans)
@@ -107,7 +123,8 @@ def observe_node(plan: NodePlan, dispatched: Callable[..., Any]) -> Callable[...
         scope = NodeScope(plan, span)
         token = _scope.set(scope)
         try:
-            with collecting_node_metrics(scope.metrics):
+            # a body that runs in this process (outside a flow, or not on Ray) books its model calls here
+            with collecting_node_metrics(scope.metrics), capturing_usage(scope.usage):
                 output = dispatched(state, config)
         except BaseException as exc:
             end_node_span(span, exc)

@@ -121,6 +121,8 @@ def call_observed(
     """:func:`call` that also returns what the body reported: ``(result, extras)``.
 
     ``extras`` holds ``metrics`` (from :func:`wtb_prefect.log_node_metrics`),
+    ``usage`` (tokens of the chat-model calls the body made, per model: see
+    :mod:`wtb_prefect.worker.usage`),
     ``spans`` (finished OpenTelemetry spans of this call, serialized, when
     ``trace_carrier`` holds a W3C ``traceparent``: the worker has no exporter
     of the driver, so its spans travel back with the result), ``started_at``
@@ -132,17 +134,19 @@ def call_observed(
     :class:`StartDeadlineExceeded` without running the body.
     """
     from wtb_prefect.worker.metrics import collecting_node_metrics
+    from wtb_prefect.worker.usage import capturing_usage
 
     if start_by is not None and time.time() > start_by:
         raise StartDeadlineExceeded(f"started {time.time() - start_by:.1f}s after its start_by time")
 
     metrics: dict[str, float] = {}
+    usage: dict[str, dict[str, int]] = {}
     spans: list[dict[str, Any]] = []
     started_at = time.time()
     t0 = time.perf_counter()
     c0 = time.process_time()  # a Ray task runs one call per process: the CPU its threads spent, for lane choice
     try:
-        with collecting_node_metrics(metrics), _alarm(fn, timeout):
+        with collecting_node_metrics(metrics), capturing_usage(usage), _alarm(fn, timeout):
             if trace_carrier and trace_carrier.get("traceparent"):
                 from wtb_prefect.worker.trace import worker_span
 
@@ -153,6 +157,7 @@ def call_observed(
     except BaseException as exc:
         extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
         extras["cpu_s"] = time.process_time() - c0
+        extras["usage"] = usage  # calls made before the body failed were paid for
         limited = rate_limited(exc)  # the client's 429 error may not unpickle in the driver: send ours
         if limited is not None and limited is not exc:
             _with_extras(limited, extras)
@@ -161,6 +166,7 @@ def call_observed(
         raise
     extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
     extras["cpu_s"] = time.process_time() - c0
+    extras["usage"] = usage
     return result, extras
 
 
@@ -258,15 +264,17 @@ class NodeLane:
         timeout: float | None,
     ) -> tuple[Any, dict[str, Any]]:
         from wtb_prefect.worker.metrics import collecting_node_metrics
+        from wtb_prefect.worker.usage import capturing_usage
         from wtb_prefect.worker.workspace import use_workspace
 
         metrics: dict[str, float] = {}
+        usage: dict[str, dict[str, int]] = {}
         spans: list[dict[str, Any]] = []
         started_at = time.time()
         t0 = time.perf_counter()
         token = use_workspace(path) if path else None
         try:
-            with collecting_node_metrics(metrics), contextlib.ExitStack() as stack:
+            with collecting_node_metrics(metrics), capturing_usage(usage), contextlib.ExitStack() as stack:
                 if trace_carrier and trace_carrier.get("traceparent"):
                     from wtb_prefect.worker.trace import worker_span
 
@@ -274,6 +282,7 @@ class NodeLane:
                 result = await _within(coro(*args, **kwargs), coro, timeout)
         except BaseException as exc:
             extras = {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+            extras["usage"] = usage
             limited = rate_limited(exc)  # the client's 429 error may not unpickle in the driver: send ours
             if limited is not None and limited is not exc:
                 _with_extras(limited, extras)
@@ -285,4 +294,5 @@ class NodeLane:
                 from wtb_prefect.worker.workspace import _workspace
 
                 _workspace.reset(token)
-        return result, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": time.perf_counter() - t0}
+        run_s = time.perf_counter() - t0
+        return result, {"metrics": metrics, "spans": spans, "started_at": started_at, "run_s": run_s, "usage": usage}

@@ -21,6 +21,8 @@ class CallOrigin:
     batch_id: str | None
     duration_s: float
     metrics: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, dict[str, int]] | None = None
+    """Tokens of the model calls that computed it, per model (what each reuse saves)."""
     label: str | None = None
     """That task run's name (node | variant | case): what the task runs reusing it are named after."""
 

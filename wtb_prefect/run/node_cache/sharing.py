@@ -28,8 +28,9 @@ from wtb_prefect.run.node_cache.keys import (
 )
 from wtb_prefect.run.node_cache.locks import cache_locks_dir, lock_call_across_processes, longest_call_s
 from wtb_prefect.run.node_cache.store import MemoryStorage, storage_for
-from wtb_prefect.run.node_scope import current_node_metrics, current_node_scope
+from wtb_prefect.run.node_scope import current_node_metrics, current_node_scope, current_node_usage
 from wtb_prefect.run.slots import SlotLease, current_lease, stepping_aside
+from wtb_prefect.worker.usage import add_usage
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -252,6 +253,8 @@ class NodeSharing:
         if scope is not None and call.origin is not None:
             for name, value in call.origin.metrics.items():
                 scope.metrics[name] = scope.metrics.get(name, 0.0) + value
+            if call.origin.usage:  # the model calls it did not make again: booked as saved, not spent
+                add_usage(scope.saved_usage, call.origin.usage)
 
     def _task(self, plan: NodePlan) -> Any:
         task = self._tasks.get(id(plan))
@@ -286,9 +289,10 @@ class NodeSharing:
                 return
             run = task_ctx.task_run
             started = run.start_time.timestamp() if run.start_time else time.time()
-            label = str((task_ctx.parameters or {}).get("label") or run.name).split(" | reused from ")[0]
             duration = max(0.0, time.time() - started)
-            origin = CallOrigin(str(run.id), self.batch_id, duration, current_node_metrics(), label=label)
+            usage = current_node_usage()[0] or None  # what a reuse of this value saves
+            label = str((task_ctx.parameters or {}).get("label") or run.name).split(" | reused from ")[0]
+            origin = CallOrigin(str(run.id), self.batch_id, duration, current_node_metrics(), usage, label=label)
             self.origins[txn.key] = origin
             if self.persistent:
                 self.storage.write_path(f"{txn.key}.origin", json.dumps(origin.__dict__).encode(), _sync=True)
