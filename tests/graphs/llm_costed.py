@@ -117,3 +117,20 @@ def looping_agent() -> Any:
     graph.add_edge(START, "think")
     graph.add_conditional_edges("think", _again, ["think", END])
     return graph.compile()
+
+
+def project() -> Any:
+    """The pipeline as a WorkflowProject (for the CLI: ``tests.graphs.llm_costed:project``)."""
+    from wtb_prefect import ExecutionConfig, NodeResourceConfig, WorkflowProject
+
+    proj = WorkflowProject(
+        name="llm_costed_cli",
+        graph_factory=pipeline,
+        state_schema=Doc,
+        execution=ExecutionConfig(
+            default_node_resources=NodeResourceConfig(num_cpus=0.05, memory="64MB"),
+            checkpoint_storage="memory",
+        ),
+    )
+    proj.register_variant(node="draft", name="long", implementation=draft_long)
+    return proj

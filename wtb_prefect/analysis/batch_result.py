@@ -104,6 +104,10 @@ class BatchTestResult:
         evaluator that raised on some executions adds an ``<evaluator> errors``
         column counting them (see :attr:`ExecutionResult.evaluator_errors`).
 
+        When its nodes called chat models, a variant's row also has
+        ``usd_per_case``, ``usd_per_passed_case``, ``spent_usd`` and
+        ``saved_usd`` (see :meth:`cost`).
+
         ``metrics`` adds a column per named execution metric (see
         :attr:`ExecutionResult.metrics`, e.g. ``"node.retriever.latency_s"`` or
         ``"total.compute_ms"``): its median over the completed executions.
@@ -145,8 +149,26 @@ class BatchTestResult:
                 row[name] = round(statistics.fmean(values), 4) if values else None
             for name in sorted({n for r in group for n in r.evaluator_errors}):
                 row[f"{name} errors"] = sum(name in r.evaluator_errors for r in group)
+            row.update(_cost_columns(group))
             rows.append(row)
         return SummaryTable(rows, self)
+
+    def cost(self) -> dict[str, Any]:
+        """What the batch spent on model calls and what reused calls saved, in total and per variant.
+
+        Per variant: ``spent_usd``, ``saved_usd``, ``usd_per_case`` (spent per execution) and
+        ``usd_per_passed_case`` (spent over the executions that completed; None when none did).
+        For the paired difference in cost against the baseline, with its interval, use
+        ``compare(metric="cost_usd")``. The batch's budget and its outcome are in
+        ``tracking["cost"]``.
+        """
+        variants = {label: _cost_columns(group, digits=None) for label, group in self.by_variant().items()}
+        return {
+            "spent_usd": sum(r.cost_usd for r in self.results),
+            "saved_usd": sum(r.saved_usd for r in self.results),
+            "by_variant": variants,
+            **{k: v for k, v in (self.tracking.get("cost") or {}).items() if k in ("outcome", "budget_usd")},
+        }
 
     def analysis(
         self,
@@ -239,3 +261,20 @@ class BatchTestResult:
         import pandas as pd
 
         return pd.DataFrame(self.to_table())
+
+
+def _cost_columns(group: list[ExecutionResult], digits: int | None = 6) -> dict[str, Any]:
+    """A variant's cost columns (none when its executions called no model)."""
+    if not any(n.usage or n.saved_usage for r in group for n in r.nodes):
+        return {}
+    spent = sum(r.cost_usd for r in group)
+    passed = sum(1 for r in group if r.ok)
+    figures = {
+        "usd_per_case": spent / len(group),
+        "usd_per_passed_case": spent / passed if passed else None,
+        "spent_usd": spent,
+        "saved_usd": sum(r.saved_usd for r in group),
+    }
+    if digits is None:
+        return figures
+    return {k: (round(v, digits) if v is not None else None) for k, v in figures.items()}

@@ -99,6 +99,12 @@ def batch(
     race_metric: str = typer.Option(None, "--race-metric", help="The race's primary metric (races the batch)."),
     race_alpha: float = typer.Option(None, "--race-alpha", help="The race's error rate (races the batch)."),
     race_epsilon: float = typer.Option(None, "--race-epsilon", help="The race's indifference zone (races the batch)."),
+    budget: str = typer.Option(
+        None, "--budget", help="US dollars this run may spend on model calls; past it no node call starts."
+    ),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="Print what the batch would cost, from the project's history; run nothing."
+    ),
 ) -> None:
     """Run every variant combination on every test case with a live progress bar.
 
@@ -119,6 +125,27 @@ def batch(
         raise fail(
             f"--race: {exc}. Fix: give best|baseline and/or KEY=VALUE,... (e.g. metric=answer_hit,alpha=0.05)"
         ) from None
+    from wtb_prefect.cli.cost import print_cost, print_estimate
+    from wtb_prefect.errors import ConfigError
+    from wtb_prefect.pricing import check_dollars
+
+    try:
+        budget_usd = check_dollars(budget, "--budget")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if estimate:  # prices the plan from the index: no service starts, no node runs
+        if resume is not None:
+            raise fail("--estimate: give --cases (and optionally --matrix), not --resume")
+        proj = load_project(project)
+        planned = guarded(
+            bench_with(proj).estimate_batch,
+            proj.name,
+            load_data_option(matrix, "--matrix") if matrix else [{}],
+            load_data_option(cases, "--cases"),
+            repetitions,
+        )
+        print_estimate(planned)
+        return
     join_ray_early()
     proj = load_project(project)
     if node_cache is not None:
@@ -166,6 +193,7 @@ def batch(
                 resume=resume,
                 repetitions=repetitions,
                 race=race_fields,
+                budget_usd=budget_usd,
             )
         except RegressionError as exc:
             regression, result = exc, exc.batch
@@ -175,6 +203,7 @@ def batch(
     if len(result.by_variant()) > 1:
         print_glance(result, baseline)
     print_node_calls(result)
+    print_cost(result)
     print_race(result)
     print_ui_link(result.flow_run_id)
     if output is not None:

@@ -1,0 +1,93 @@
+"""Where cost shows: execution metrics, batch.summary(), batch.cost(), and the CLI's --budget / --estimate.
+
+Unit tests: results are built by hand (as the dispatcher books them), and the
+CLI commands here stop before any service starts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from typer.testing import CliRunner
+
+from wtb_prefect.analysis.batch_result import BatchTestResult
+from wtb_prefect.cli import app
+from wtb_prefect.results import ExecutionResult, NodeRecord
+from wtb_prefect.run.spend import SpendLedger
+
+MINI = {"gpt-4o-mini": {"input": 1000, "output": 500, "cache_read": 200, "reasoning": 100, "calls": 1}}
+
+
+def _node(node: str, usage: Any = None, saved: Any = None, reuse: str = "computed") -> NodeRecord:
+    record = NodeRecord(node, f"m.{node}", "v1", 0.0, 0.1, "completed", usage=usage, saved_usage=saved, reuse=reuse)
+    SpendLedger().book("e", record)
+    return record
+
+
+def _result(label: str, case: str, nodes: list[NodeRecord], status: str = "completed") -> ExecutionResult:
+    return ExecutionResult(f"{label}-{case}", "p", {}, label, status, {}, nodes=nodes, case_id=case)  # type: ignore[arg-type]
+
+
+def test_metrics_carry_cost_and_tokens_in_total_and_per_node() -> None:
+    result = _result("a", "c0", [_node("plan", MINI), _node("answer", MINI), _node("tool")])
+    m = result.metrics
+    one = (800 * 0.15 + 200 * 0.075 + 500 * 0.60) / 1e6
+    assert m["cost_usd"] == m["node.plan.cost_usd"] + m["node.answer.cost_usd"] == 2 * one
+    assert (m["tokens.input"], m["tokens.output"], m["tokens.cache_read"], m["tokens.reasoning"]) == (
+        2000,
+        1000,
+        400,
+        200,
+    )
+    assert m["llm_calls"] == 2 and m["node.plan.tokens.input"] == 1000 and "node.tool.cost_usd" not in m
+    assert "cost_usd" not in _result("a", "c1", [_node("tool")]).metrics  # no model call: no cost column
+    assert result.row()["cost_usd"] == round(2 * one, 6)
+
+
+def test_summary_and_cost_give_dollars_per_case_and_per_passed_case_and_what_sharing_saved() -> None:
+    one = (800 * 0.15 + 200 * 0.075 + 500 * 0.60) / 1e6
+    batch = BatchTestResult(
+        "b1",
+        "p",
+        [
+            _result("base", "c0", [_node("plan", MINI)]),
+            _result("base", "c1", [_node("plan", MINI)], status="failed"),
+            _result("other", "c0", [_node("plan", saved=MINI, reuse="shared"), _node("answer", MINI)]),
+            _result("other", "c1", [_node("plan", saved=MINI, reuse="shared"), _node("answer", MINI)]),
+        ],
+        tracking={"cost": {"outcome": "completed", "budget_usd": None}},
+    )
+    rows = {row["variant"]: row for row in batch.summary()}
+    assert rows["base"]["usd_per_case"] == round(one, 6) and rows["base"]["usd_per_passed_case"] == round(2 * one, 6)
+    assert rows["other"]["saved_usd"] == round(2 * one, 6) and rows["other"]["spent_usd"] == round(2 * one, 6)
+    cost = batch.cost()
+    assert cost["spent_usd"] == 4 * one and cost["saved_usd"] == 2 * one and cost["outcome"] == "completed"
+    assert cost["by_variant"]["base"]["usd_per_passed_case"] == 2 * one
+
+
+def test_cli_refuses_a_bad_budget_before_any_work() -> None:
+    out = CliRunner().invoke(
+        app, ["batch", "tests.graphs.llm_costed:project", "--cases", json.dumps([{"question": "q"}]), "--budget", "-3"]
+    )
+    assert out.exit_code == 2 and "--budget" in out.output and "not an amount of dollars" in out.output
+
+
+def test_cli_estimate_runs_nothing_and_names_the_nodes_without_history() -> None:
+    cases = json.dumps([{"base_url": "http://127.0.0.1:9/v1", "question": "q"}])
+    out = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            "tests.graphs.llm_costed:project",
+            "--cases",
+            cases,
+            "--matrix",
+            '[{}, {"draft": "long"}]',
+            "--estimate",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "estimated cost" in out.output and "no history" in out.output
+    for node in ("plan", "draft", "polish", "agent"):
+        assert node in out.output
