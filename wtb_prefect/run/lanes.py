@@ -132,10 +132,13 @@ class LaneSpec:
     rate_config: RateLimitConfig | None = None
 
     def group_limiter(self) -> GroupLimiter | None:
-        """The limiter of the node's limit group, if it names one."""
+        """The limiter of the node's limit group, if it names one (looked up once per spec: once per batch)."""
         if self.rate_group is None or self.rate_config is None:
             return None
-        return group_limiter(self.rate_group, self.rate_config)
+        limiter = self.__dict__.get("_group_limiter")
+        if limiter is None:
+            limiter = self.__dict__["_group_limiter"] = group_limiter(self.rate_group, self.rate_config)
+        return limiter
 
     @property
     def pool_key(self) -> str:
