@@ -73,3 +73,49 @@ def test_user_runtime_env_is_merged_and_a_job_s_own_fields_are_left_to_it():
         {"working_dir": "gcs://p.zip", "env_vars": {"A": "9"}},
     )
     assert in_job == {"env_vars": {"C": "4"}}
+
+
+def test_a_node_env_reaches_nodes_on_other_machines_as_ray_s_uv_env_with_the_exact_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from wtb_prefect.run import environments
+    from wtb_prefect.services.ray_cluster import connect
+
+    env = tmp_path / "envs" / "abc"
+    (env / "bin").mkdir(parents=True)
+    (env / "lock.txt").write_text("numpy==2.4.6\nrank-bm25==0.2.2\n")
+    options = {"num_cpus": 1, "runtime_env": {"py_executable": str(env / "bin" / "python"), "env_vars": {"K": "v"}}}
+    monkeypatch.setattr(connect, "_files_shared", True)
+    assert environments.placed_options(options) is options  # one machine: the driver's env itself
+    monkeypatch.setattr(connect, "_files_shared", False)
+    placed = environments.placed_options(options)
+    assert placed["runtime_env"] == {"env_vars": {"K": "v"}, "uv": {"packages": ["numpy==2.4.6", "rank-bm25==0.2.2"]}}
+    assert placed["num_cpus"] == 1 and "py_executable" in options["runtime_env"]  # the plan's options untouched
+
+
+def test_a_failed_env_setup_on_a_node_is_an_environment_build_error_naming_the_node_and_the_fix():
+    from wtb_prefect.run.environments import EnvironmentBuildError, environment_setup_error
+
+    error = environment_setup_error(
+        RuntimeError("Failed to set up runtime environment.\nuv: No solution found for wtb-localonly"),
+        "iso/probe:bm25",
+        {"runtime_env": {"uv": {"packages": ["wtb-localonly==0.1"]}}},
+    )
+    assert isinstance(error, EnvironmentBuildError) and error.used_by == "iso/probe:bm25"
+    text = str(error)
+    assert "iso/probe:bm25" in text and "wtb-localonly==0.1" in text and "No solution found" in text
+    assert "Fix:" in text and "EnvSpec.dependencies" in text
+
+
+def test_file_tracking_is_refused_when_nodes_cannot_see_the_state_folder(monkeypatch: pytest.MonkeyPatch):
+    from wtb_prefect.config import FileTrackingConfig
+    from wtb_prefect.services.ray_cluster import check_files_reachable, connect
+
+    tracking = FileTrackingConfig(enabled=True, tracked_paths=["./outputs/"])
+    monkeypatch.setattr(connect, "_files_shared", True)
+    check_files_reachable("p", tracking)  # one machine: allowed
+    monkeypatch.setattr(connect, "_files_shared", False)
+    check_files_reachable("p", FileTrackingConfig())  # not tracking: allowed
+    with pytest.raises(ConfigError) as caught:
+        check_files_reachable("p", tracking)
+    assert "file_tracking.enabled" in str(caught.value) and "WTB_SHIP_CODE=never" in str(caught.value)

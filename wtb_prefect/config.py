@@ -272,6 +272,11 @@ class RayConfig(_Config):
     makes every attempt (each is visible on the node's task run, ``retry_delay``
     seconds apart); Ray itself retries nothing (its ``max_retries`` is 0), so
     a node runs at most ``max_retries + 1`` times.
+
+    ``runtime_env``: a Ray runtime env for the job's workers, merged with
+    wtb_prefect's own (its ``env_vars`` added to and winning over ours, its
+    ``py_modules`` and ``excludes`` added; any other field it sets is its own),
+    not replacing it. See docs/cluster.md.
     """
 
     address: str = "auto"
@@ -279,6 +284,7 @@ class RayConfig(_Config):
     object_store_memory: int | None = Field(default=None, ge=78643200)
     max_retries: int = Field(default=3, ge=0)
     retry_delay: float = Field(default=1.0, ge=0)
+    runtime_env: dict[str, Any] | None = None
 
 
 class ExecutionConfig(_Config):

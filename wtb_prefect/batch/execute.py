@@ -44,7 +44,12 @@ from wtb_prefect.run.lanes import LANE_OPTION, batch_lanes
 from wtb_prefect.run.slots import ExecutionSlots, SlotLease, leased
 from wtb_prefect.run.spend import cost_tracking
 from wtb_prefect.services.prefect_outage import mark_api_up
-from wtb_prefect.services.ray_cluster import check_resources, connect_ray, local_cluster_resources
+from wtb_prefect.services.ray_cluster import (
+    check_files_reachable,
+    check_resources,
+    connect_ray,
+    local_cluster_resources,
+)
 from wtb_prefect.settings import get_settings
 
 R = TypeVar("R")
@@ -96,6 +101,7 @@ def check_plan_resources(plan: BatchPlan, beside: Callable[[], R] | None = None)
 
 def _join_and_check(plan: BatchPlan) -> None:
     connect_ray(plan.project.execution.ray_config)
+    check_files_reachable(plan.project.name, plan.project.file_tracking)
     check_resources(plan.resource_requests())
     plan.resources_checked = True
 

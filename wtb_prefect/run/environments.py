@@ -29,14 +29,27 @@ starts, a bad spec is a typed error with uv's message, and the env and its lock
 outlive the Ray session.
 
 Limits: the interpreter must be the cluster's Python (Ray requires it), and
-the env path must exist on every Ray node (true for a local cluster; for a
-multi-node cluster put ``WTB_ENV_DIR`` on a shared filesystem).
+the env path must exist on every Ray node that runs the node.
+
+Nodes on other machines
+-----------------------
+When the joined cluster has nodes that do not see the driver's files
+(:func:`wtb_prefect.services.ray_cluster.files_shared` is false), the env is
+still resolved and built on the driver (a bad spec fails before the batch,
+its lock goes into the provenance), but a node call is sent with Ray's own
+``{"uv": {"packages": <the lock's exact pins>}}`` instead
+(:func:`placed_options`): Ray installs those exact versions on each node that
+runs the call, once per node and lock, before the worker starts, so the build
+counts in the call's queue time, not in its timeout. A build that fails there
+is an :class:`EnvironmentBuildError` naming the node and uv's message
+(:func:`environment_setup_error`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -64,7 +77,9 @@ __all__ = [
     "NodeEnvironment",
     "PythonVersionError",
     "default_env_root",
+    "environment_setup_error",
     "get_environment_manager",
+    "placed_options",
     "prepare_node_environment",
 ]
 
@@ -590,4 +605,49 @@ def prepare_node_environment(
         )
     return get_environment_manager().ensure(
         spec, used_by=used_by, reuse_existing=config.reuse_existing, cleanup_on_exit=config.cleanup_on_exit
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _lock_of(python: str) -> tuple[str, ...]:
+    """The exact pins of the env whose interpreter is ``python`` (its ``lock.txt``, on the driver)."""
+    lock = Path(python).parent.parent / _LOCK
+    return tuple(line for line in lock.read_text().splitlines() if line.strip())
+
+
+def placed_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A node call's Ray options as the joined cluster can apply them.
+
+    Unchanged when every node sees the driver's files. Otherwise an env given
+    as ``py_executable`` (a path on the driver) becomes Ray's ``uv`` runtime
+    env with the env's locked pins, which Ray installs on the node that runs
+    the call.
+    """
+    from wtb_prefect.services.ray_cluster import files_shared
+
+    runtime_env = options.get("runtime_env")
+    if not runtime_env or "py_executable" not in runtime_env or files_shared():
+        return options
+    placed = {k: v for k, v in runtime_env.items() if k != "py_executable"}
+    placed["uv"] = {"packages": list(_lock_of(runtime_env["py_executable"]))}
+    return {**options, "runtime_env": placed}
+
+
+def environment_setup_error(exc: BaseException, node: str, options: dict[str, Any]) -> EnvironmentBuildError:
+    """Ray's failure to set up a node call's runtime env, as :class:`EnvironmentBuildError`.
+
+    Ray keeps the failure of one env on a node and fails the next call with
+    it at once, so the retries of the node end in seconds, not a hang.
+    """
+    runtime_env = options.get("runtime_env") or {}
+    packages = (runtime_env.get("uv") or {}).get("packages") or runtime_env.get("pip") or []
+    what = f"its packages {', '.join(map(str, packages))}" if packages else f"its runtime env {runtime_env}"
+    detail = str(exc).strip()
+    return EnvironmentBuildError(
+        f"the environment of {node} could not be set up on the Ray node that was to run it ({what}):\n"
+        f"{detail[-2000:]}\n"
+        "Fix: make the node able to install it (network access to the package index, the same Python and "
+        "platform as the driver, build tools for packages without wheels), or change EnvSpec.dependencies",
+        used_by=node,
+        uv_output=detail,
     )

@@ -10,7 +10,13 @@ starting Ray again; :func:`connect_ray` (:mod:`.connect`) with
 
 from __future__ import annotations
 
-from wtb_prefect.services.ray_cluster.connect import connect_ray, join_running_head_early, leave_ray
+from wtb_prefect.services.ray_cluster.connect import (
+    check_files_reachable,
+    connect_ray,
+    files_shared,
+    join_running_head_early,
+    leave_ray,
+)
 from wtb_prefect.services.ray_cluster.environment import worker_env_vars
 from wtb_prefect.services.ray_cluster.head import RayHead, RayHeadInfo
 from wtb_prefect.services.ray_cluster.resources import (
@@ -23,9 +29,11 @@ from wtb_prefect.services.ray_cluster.resources import (
 __all__ = [
     "RayHead",
     "RayHeadInfo",
+    "check_files_reachable",
     "check_resources",
     "cluster_resources",
     "connect_ray",
+    "files_shared",
     "join_running_head_early",
     "leave_ray",
     "local_cluster_resources",

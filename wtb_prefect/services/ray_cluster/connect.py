@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -9,18 +10,19 @@ import threading
 import time
 from typing import Any
 
-from wtb_prefect.config import RayConfig
-from wtb_prefect.errors import ServiceError
-from wtb_prefect.services import ray_private
+from wtb_prefect.config import FileTrackingConfig, RayConfig
+from wtb_prefect.errors import ConfigError, ServiceError
+from wtb_prefect.services import code_shipping, ray_private
 from wtb_prefect.services.quiet import quiet_ray_driver
 from wtb_prefect.services.ray_cluster.environment import SYSTEM_CONFIG, answers, auth_mode, worker_env_vars
 from wtb_prefect.services.ray_cluster.head import RayHead
-from wtb_prefect.settings import WTBSettings
+from wtb_prefect.settings import WTBSettings, get_settings
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _joined_early = False  # joined `wtb up`'s head before the project (and its RayConfig) was known
 _job_env_vars: dict[str, str] = {}  # the worker variables of this process's Ray job
+_files_shared = True  # whether every node of the joined cluster sees this machine's files
 
 
 def _use_auth_mode(mode: str) -> None:
@@ -62,24 +64,38 @@ def connect_ray(config: RayConfig | None = None, settings: WTBSettings | None = 
             if not _joined_early:
                 return None
             _joined_early = False
-            if config.address == "auto" and worker_env_vars() == _job_env_vars:
+            if (
+                config.address == "auto"
+                and _files_shared
+                and not config.runtime_env
+                and worker_env_vars() == _job_env_vars
+            ):
                 return None  # the early join was right: this cluster, these worker variables
-            # this project names another cluster, or its loading added source folders the workers need
+            # this project names another cluster, its own runtime env, or its loading added source
+            # folders the workers need (and that nodes on other machines must be shipped)
             ray.shutdown()
         _joined_early = False
         _connect(config, settings)
 
 
-def _connect(config: RayConfig, settings: WTBSettings | None) -> None:
-    """:func:`connect_ray` without its checks (the caller holds ``_lock``)."""
+def _connect(config: RayConfig, settings: WTBSettings | None, ship: bool = True) -> None:
+    """:func:`connect_ray` without its checks (the caller holds ``_lock``).
+
+    ``ship=False`` (the early join, before the project's modules are loaded)
+    only notes whether nodes are on other machines; :func:`connect_ray` then
+    joins again, shipping the project's code.
+    """
     import ray
 
-    global _job_env_vars
+    global _job_env_vars, _files_shared
     _skip_uv_run_hook()
     quiet_ray_driver()
     _job_env_vars = worker_env_vars()
+    _files_shared = True
     kwargs: dict[str, Any] = {
-        "runtime_env": {"env_vars": _job_env_vars},
+        "runtime_env": code_shipping.merge_runtime_env(
+            {"env_vars": _job_env_vars}, config.runtime_env, job=_submitted_job_runtime_env()
+        ),
         "namespace": "wtb_prefect",
         "log_to_driver": True,
         "configure_logging": False,
@@ -98,6 +114,7 @@ def _connect(config: RayConfig, settings: WTBSettings | None) -> None:
             try:
                 ray.init(address=address, **kwargs)
                 logger.info("joined the running Ray cluster at %s", address)
+                _ship_code_if_needed(address, kwargs, config, settings, ship)
                 _prewarm()
                 return None
             except ConnectionError:
@@ -116,6 +133,100 @@ def _connect(config: RayConfig, settings: WTBSettings | None) -> None:
                 f"RayConfig.address={config.address!r}: cannot join that Ray cluster ({exc}). "
                 "Fix: start it with `ray start --head`, correct the address, or use 'auto'"
             ) from exc
+        _ship_code_if_needed(config.address, kwargs, config, settings, ship)
+
+
+def files_shared() -> bool:
+    """Whether every node of the joined cluster sees this machine's files.
+
+    True on one machine, or when ``WTB_SHIP_CODE=never`` says the nodes share
+    the driver's file system (e.g. the checkout and the state folder on a
+    network file system). False once the driver ships its code to nodes of
+    other machines: node environments are then built on each node, and file
+    tracking is refused.
+    """
+    return _files_shared
+
+
+def check_files_reachable(project: str, file_tracking: FileTrackingConfig) -> None:
+    """Refuse file tracking when the cluster's nodes cannot see the driver's state folder.
+
+    A tracked execution's workspace and snapshots live in the driver's state
+    folder; a node on another machine would write its files where the
+    driver never sees them, and restore from snapshots it cannot read.
+
+    Raises:
+        ConfigError: names the project's ``file_tracking`` and the fix.
+    """
+    if file_tracking.enabled and not _files_shared:
+        raise ConfigError(
+            f"project {project!r}: file_tracking.enabled",
+            "is true, but the Ray cluster has nodes on other machines, which cannot see the state folder "
+            "holding the tracked workspaces and their snapshots",
+            "run the batch on one machine (RayConfig.address='local'), or put WTB_HOME and the project on a "
+            "file system every node mounts at the same path and set WTB_SHIP_CODE=never, or turn file "
+            "tracking off for the batch",
+        )
+
+
+def _submitted_job_runtime_env() -> dict[str, Any]:
+    """The runtime env of the Ray job this driver runs in (``ray job submit``), else empty."""
+    raw = os.environ.get(ray_private.job_config_env_var())
+    if not raw:
+        return {}
+    try:
+        return dict(json.loads(raw).get("runtime_env") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _other_machines() -> bool:
+    """Whether an alive node of the joined cluster is on another machine (has another IP) than this driver."""
+    import ray
+
+    here = ray.util.get_node_ip_address()
+    return any(node.get("Alive") and node.get("NodeManagerAddress") != here for node in ray.nodes())
+
+
+def _ship_code_if_needed(
+    address: str, kwargs: dict[str, Any], config: RayConfig, settings: WTBSettings | None, ship: bool = True
+) -> None:
+    """Join again with the driver's code as the job's runtime env when nodes are on other machines.
+
+    Ray sets a job's runtime env when the driver joins, and which nodes the
+    cluster has is known only once joined: so the driver joins, looks, and
+    joins again shipping its code (seconds, once per driver process). Ray
+    uploads each folder once per content; each node downloads it once.
+
+    Raises:
+        CodePayloadTooLargeError: a shipped folder is over Ray's package limit.
+    """
+    import ray
+
+    global _files_shared
+    mode = code_shipping.ship_mode()
+    if mode == "never" or (mode == "auto" and not _other_machines()):
+        return
+    _files_shared = False
+    if not ship:
+        return
+    state_dir = (settings or get_settings()).state_dir
+    payload = code_shipping.code_payload(state_dir=state_dir)
+    ray.shutdown()
+    payload.check_size()
+    ours = {"env_vars": _job_env_vars, **payload.runtime_env()}
+    kwargs = {
+        **kwargs,
+        "runtime_env": code_shipping.merge_runtime_env(ours, config.runtime_env, job=_submitted_job_runtime_env()),
+    }
+    try:
+        ray.init(address=address, **kwargs)
+    except ValueError as exc:
+        explained = code_shipping.explain_upload_error(exc, payload)
+        if explained is exc:
+            raise
+        raise explained from exc
+    logger.info("nodes on other machines: shipping %s to them", ", ".join(payload.folders()))
 
 
 def join_running_head_early(settings: WTBSettings | None = None) -> None:
@@ -143,7 +254,7 @@ def join_running_head_early(settings: WTBSettings | None = None) -> None:
         if ray.is_initialized():
             return
         try:
-            _connect(RayConfig(), settings)
+            _connect(RayConfig(), settings, ship=False)
         except Exception:  # reported by the command's own connect_ray
             logger.debug("early join of the running Ray head failed", exc_info=True)
         _joined_early = ray.is_initialized()
