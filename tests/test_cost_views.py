@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from wtb_prefect.analysis.batch_result import BatchTestResult
@@ -91,3 +92,34 @@ def test_cli_estimate_runs_nothing_and_names_the_nodes_without_history() -> None
     assert "estimated cost" in out.output and "no history" in out.output
     for node in ("plan", "draft", "polish", "agent"):
         assert node in out.output
+
+
+YAML = """\
+name: costed_yaml
+workflow:
+  module: tests.graphs.llm_costed
+  factory: pipeline
+  state_schema: tests.graphs.llm_costed.Doc
+execution:
+  budget_usd: {budget}
+  max_cost_per_execution: 0.5
+  prices:
+    house-model: {{input: 0.1, output: 0.4}}
+"""
+
+
+def test_prices_and_budgets_come_from_project_yaml_and_bad_ones_are_typed_errors(tmp_path: Any) -> None:
+    from wtb_prefect import WorkflowProject
+    from wtb_prefect.errors import WTBError
+    from wtb_prefect.run.spend import build_ledger
+
+    path = tmp_path / "p.yaml"
+    path.write_text(YAML.format(budget=2.5))
+    project = WorkflowProject.from_yaml(path)
+    ledger = build_ledger(project.execution)
+    assert (ledger.budget_usd, ledger.max_cost_per_execution) == (2.5, 0.5)
+    assert ledger.prices.price("house-model").output == 0.4 and ledger.prices.price("gpt-4o") is not None
+    assert build_ledger(project.execution, budget_usd="7").budget_usd == 7.0  # run_batch_test / --budget win
+    path.write_text(YAML.format(budget=-1))
+    with pytest.raises(WTBError, match="budget_usd"):
+        WorkflowProject.from_yaml(path)
