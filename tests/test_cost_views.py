@@ -123,3 +123,13 @@ def test_prices_and_budgets_come_from_project_yaml_and_bad_ones_are_typed_errors
     path.write_text(YAML.format(budget=-1))
     with pytest.raises(WTBError, match="budget_usd"):
         WorkflowProject.from_yaml(path)
+
+
+def test_the_prefect_summary_artifact_says_what_was_spent_saved_and_how_the_budget_ended() -> None:
+    from wtb_prefect.integrations.summary import summary_markdown
+
+    results = [_result("default", f"c{i}", [_node("plan", MINI)]) for i in range(3)]
+    cost = {"spent_usd": 0.0013, "saved_usd": 0.0002, "budget_usd": 0.001, "outcome": "budget_exceeded"}
+    text = summary_markdown(BatchTestResult("b", "p", results, tracking={"cost": cost}), [], None, "default")
+    assert "spent $0.0013 · saved $0.0002" in text and "budget_exceeded" in text
+    assert "cost $" in text  # the one-glance table's cost column

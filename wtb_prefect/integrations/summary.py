@@ -55,6 +55,13 @@ def summary_markdown(
         f"{batch.duration_s:.0f} s · baseline `{baseline}`",
         "",
     ]
+    cost = batch.tracking.get("cost") or {}
+    if cost.get("spent_usd") or cost.get("saved_usd") or cost.get("budget_usd") is not None:
+        budget = f" · budget ${cost['budget_usd']:.4f}: {cost['outcome']}" if cost.get("budget_usd") is not None else ""
+        lines += [
+            f"cost: spent ${cost['spent_usd']:.4f} · saved ${cost['saved_usd']:.4f} by reused node calls{budget}",
+            "",
+        ]
     if batch.results:
         lines += [one_glance(batch, baseline).markdown(), ""]
         if verdicts:
