@@ -8,7 +8,9 @@ import typer
 
 from wtb_prefect.cli.output import (
     comparison_table,
+    print_command,
     print_glance,
+    print_location,
     print_table,
     progress_bar,
 )
@@ -58,23 +60,25 @@ def demo(
     if len(batch.by_variant()) > 1:
         print_glance(batch)
     if batch.forest_plot:
-        console.print(f"Forest plot: {batch.forest_plot}", highlight=False, soft_wrap=True)
+        print_location("Forest plot", str(batch.forest_plot))
     ui = api.removesuffix("/api")
-    console.print(f"Flow run in the Prefect UI: {ui}/runs/flow-run/{batch.flow_run_id}")
+    print_location("Flow run in the Prefect UI", f"{ui}/runs/flow-run/{batch.flow_run_id}")
     if batch.tracking.get("report"):
-        console.print(
-            f"Report (every case side by side across the variants): {batch.tracking['report']}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        print_location("Report (every case side by side across the variants)", str(batch.tracking["report"]))
     settings = get_settings()
     if settings.mlflow_enabled:
         console.print(
             f"MLflow comparison (experiment {project.name!r}: a parent run per batch, a child run per "
-            "variant combination; select the children and press Compare):\n"
-            f"  .venv/bin/{mlflow_ui_command(settings)}\n  then open "
-            + experiment_url("http://127.0.0.1:5000", batch.tracking.get("mlflow", {}).get("experiment_id", "0")),
+            "variant combination; select the children and press Compare):",
             highlight=False,
+            markup=False,
+        )
+        experiment = batch.tracking.get("mlflow", {}).get("experiment_id", "0")
+        print_command(f".venv/bin/{mlflow_ui_command(settings)}")
+        console.print(
+            f"  then open {experiment_url('http://127.0.0.1:5000', experiment)}",
+            highlight=False,
+            markup=False,
             soft_wrap=True,
         )
     if batch.failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -106,6 +107,27 @@ def print_glance(batch: Any, baseline: str | None = None) -> None:
     console.print(f"{LEGEND}; bold: the best, told apart from the rest", style="dim", highlight=False)
 
 
+class _AboveBar(io.TextIOBase):
+    """A text stream writing to ``stream`` (rich's redirected stderr), which a rich console does not unwrap."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
 @contextlib.contextmanager
 def progress_bar(*columns: Any) -> Iterator[Any]:
     """A rich progress bar on the CLI's console with every log line printed above it, never on its line.
@@ -113,7 +135,10 @@ def progress_bar(*columns: Any) -> Iterator[Any]:
     Log handlers write to the stream they were given when made (Prefect's
     console handler to its own rich console on the original stderr), past
     rich's redirection of ``sys.stderr``; for the bar's lifetime they write to
-    the redirected stream, which prints each line above the bar.
+    the redirected stream, which prints each line above the bar. A rich
+    console given rich's redirected stream unwraps it back to the terminal
+    (``Console.file`` follows ``rich_proxied_file``), so it is given
+    :class:`_AboveBar` around it instead.
     """
     from rich.progress import Progress
 
@@ -126,8 +151,8 @@ def progress_bar(*columns: Any) -> Iterator[Any]:
             for handler in {h for lg in loggers for h in lg.handlers}:
                 inner = getattr(handler, "console", None)
                 if isinstance(inner, Console):
-                    swapped.append((inner, "file", inner.file))
-                    inner.file = sys.stderr
+                    swapped.append((inner, "file", inner._file))
+                    inner.file = _AboveBar(sys.stderr)
                 elif isinstance(handler, logging.StreamHandler) and handler.stream in (sys.__stderr__, sys.__stdout__):
                     swapped.append((handler, "stream", handler.stream))
                     handler.setStream(sys.stderr)
@@ -177,7 +202,31 @@ def print_verdicts(batch: Any) -> None:
             highlight=False,
         )
     if batch.forest_plot:
-        console.print(f"Forest plot: {batch.forest_plot}", highlight=False, soft_wrap=True)
+        print_location("Forest plot", str(batch.forest_plot))
+
+
+def print_location(label: str, location: str) -> None:
+    """``label: location`` on one line when it fits the terminal, else the location on its own line below.
+
+    A path or address is never broken by wrapping, so it can be copied or clicked whole.
+    """
+    line = f"{label}: {location}"
+    if len(line) <= console.width:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    else:
+        console.print(f"{label}:", highlight=False, markup=False)
+        console.print(f"  {location}", highlight=False, markup=False, soft_wrap=True)
+
+
+def print_command(command: str, indent: int = 2) -> None:
+    """A shell command, indented; one too wide for the terminal is continued over lines at its options."""
+    pad = " " * indent
+    if indent + len(command) <= console.width:
+        console.print(pad + command, highlight=False, markup=False, soft_wrap=True)
+        return
+    head, *options = command.split(" --")
+    lines = [head, *(f"    --{option}" for option in options)]
+    console.print(" \\\n".join(pad + line for line in lines), highlight=False, markup=False, soft_wrap=True)
 
 
 def as_json(value: Any) -> str:

@@ -37,3 +37,7 @@ def _main(
     """wtb: test LangGraph workflows on Prefect and Ray."""
     if verbose:
         os.environ["WTB_VERBOSE"] = "1"  # read by this process and inherited by its workers
+    if console.no_color or not console.is_terminal:
+        # Ray prefixes the worker lines it prints here with colour codes whatever the output is;
+        # its own switch turns them off for a file, a pipe or NO_COLOR.
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
