@@ -105,8 +105,9 @@ def _shape(outcome: dict[str, Any]) -> list[tuple]:
     return [(v["variant"], v["status"], v["verdict"], v["cases"], v["dropped_after"]) for v in outcome["verdicts"]]
 
 
-def _task_runs(flow_run_id: str, expected: int, timeout: float = 90.0) -> list[Any]:
-    """The flow run's task runs once the server has all ``expected`` of them started (it records them from events)."""
+def _task_runs(flow_run_id: str, ids: set[str], timeout: float = 90.0) -> dict[str, Any]:
+    """The flow run's task runs, by id, once the server has every one of ``ids`` with its start time
+    (it records them from events, asynchronously)."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -116,9 +117,9 @@ def _task_runs(flow_run_id: str, expected: int, timeout: float = 90.0) -> list[A
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
             )
-            started = [r for r in runs if r.start_time is not None]
-            if len(started) >= expected or time.monotonic() > deadline:
-                return started
+            started = {str(r.id): r for r in runs if r.start_time is not None}
+            if ids <= set(started) or time.monotonic() > deadline:
+                return {str(r.id): r for r in runs}
             time.sleep(0.5)
 
 
@@ -160,12 +161,14 @@ def test_a_race_drops_the_worse_variant_and_runs_nothing_of_it_after(bench):
     assert retrievals.count("computed") == CASES and retrievals.count("shared") == len(raced) - CASES
 
     # the Prefect server's record: no task run of the dropped variant started after the round that dropped it
-    runs = _task_runs(raced.flow_run_id, expected=2 * len(raced))
-    assert len(runs) == 2 * len(raced)
-    of_wrong = [r for r in runs if "| answerer=wrong |" in r.name]
+    task_run_of = {n.task_run_id: r for r in raced for n in r.nodes}
+    assert None not in task_run_of
+    runs = _task_runs(raced.flow_run_id, set(task_run_of))
+    assert set(runs) == set(task_run_of), sorted(runs[i].name for i in set(runs) - set(task_run_of))
+    of_wrong = [runs[i] for i, r in task_run_of.items() if r.variant_label == "answerer=wrong"]
     assert len(of_wrong) == 2 * dropped_after
-    later_cases = {f"case {c}" for c in order[dropped_after:]}
-    later = [r for r in runs if r.name.rsplit(" | ", 1)[-1] in later_cases]
+    later_cases = set(order[dropped_after:])
+    later = [runs[i] for i, r in task_run_of.items() if r.case_id in later_cases]
     assert later and max(r.start_time for r in of_wrong) < min(r.start_time for r in later)
 
     # the decision's cost against the full matrix's
