@@ -159,3 +159,39 @@ def test_a_bad_race_spec_exits_2_before_anything_starts(monkeypatch) -> None:
     )
     assert result.exit_code == EXIT_BAD_INPUT
     assert "--race" in result.output and "neither a goal" in result.output
+
+
+def test_the_race_books_dollars_only_when_model_calls_were_priced() -> None:
+    from wtb_prefect.batch.race import prepare_race, run_race
+    from wtb_prefect.results import NodeRecord
+
+    labels = ["a", "b"]
+
+    def runs(priced: bool):
+        def run(pairs: list) -> list:
+            out = []
+            for position, item in pairs:
+                v = int(item.execution_id[1])
+                node = NodeRecord("answer", "impl", "1", 0.0, 0.1, "completed", run_s=0.1)
+                if priced:
+                    node.usage, node.cost_usd = {"gpt": {"input": 10}}, 0.01 * (v + 1)
+                result = _result(labels[v], int(item.execution_id.split("c")[1]), 1.0)
+                result.nodes, result.execution_id = [node], item.execution_id
+                out.append((position, result))
+            return out
+
+        return run
+
+    items = [type("I", (), {"execution_id": f"v{v}c{c}", "repetition": 0})() for c in range(20) for v in range(2)]
+    variant_of = {i.execution_id: int(i.execution_id[1]) for i in items}
+    case_of = {i.execution_id: int(i.execution_id.split("c")[1]) for i in items}
+    for priced in (False, True):
+        race = prepare_race({"max_cases": 20}, labels=labels, evaluators=[], cases=20, repetitions=1, concurrency=2)
+        run_race(race, items, variant_of, case_of, 1, runs(priced))
+        cost = race.outcome["cost"]
+        if priced:
+            ran = {v["variant"]: v["cases"] for v in race.outcome["verdicts"]}
+            assert cost["dollars"] == pytest.approx(0.01 * ran["a"] + 0.02 * ran["b"])
+            assert cost["full_dollars"] == pytest.approx(0.6)  # 20 cases of each, at each one's cost
+        else:
+            assert "dollars" not in cost  # nothing priced: no dollar figure rather than a false zero

@@ -268,10 +268,8 @@ def race_outcome(
         calls[label] += len(result.nodes)
         seconds[label] += sum(record.own_time_s for record in result.nodes)
         for record in result.nodes:
-            cost = getattr(record, "cost_usd", None)  # recorded once node calls book their cost
-            if cost is not None:
-                priced = True
-                dollars[label] += float(cost)
+            dollars[label] += float(record.cost_usd)  # a reused call costs nothing here
+            priced = priced or bool(record.usage or record.saved_usage)  # a model call was booked
     full_executions = cases * repetitions
 
     def full(per_variant: Mapping[str, float]) -> float:
