@@ -614,9 +614,15 @@ def call_node(
 ) -> tuple[Any, dict[str, Any]]:
     """Run one node call on its lane and wait for it: ``(result, extras)`` as the worker returns them.
 
+    ``extras`` also says where the call ran (``lane``, ``lane_reason``) and how
+    many rate-limit answers of the provider its limit group absorbed
+    (``rate_limited``): such a call goes again once the group lets it, with
+    the whole of its timeout, and counts no failed attempt.
+
     Raises:
         TimeoutError: the body ran longer than ``timeout``.
-        NodeQueueTimeoutError: the call waited longer than the node's ``queue_timeout`` to start.
+        NodeQueueTimeoutError: the call waited longer than the node's ``queue_timeout`` to start
+            (waits for its limit group, back-off included, count here).
         Exception: whatever the body raised (as itself), or Ray's error for a dead worker.
     """
     deadline = time.monotonic() + spec.queue_timeout
