@@ -218,6 +218,20 @@ def _artifacts(flow_run_id: str) -> list:
         )
 
 
+def _glance_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """The one-glance table of a summary artifact: ``{variant cell: {heading: cell}}``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant |"))
+    headings = [h.strip() for h in lines[start].strip("|").split("|")]
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(headings[1:], cells[1:], strict=True))
+    return rows
+
+
 def test_prefect_summary_names_the_best_variant_and_links_the_report(report_batch):
     report = Path(report_batch.tracking["report"])  # written when the batch ended
     assert report.is_file() and report.name == f"report_qa-batch-{report_batch.batch_id}.html"
@@ -226,11 +240,13 @@ def test_prefect_summary_names_the_best_variant_and_links_the_report(report_batc
     markdown = summaries[0].data
     # the one-glance answer: four cases are too few for a verdict, and it says so instead of naming a "best"
     assert "**Too few cases to tell the variants apart: 4 paired cases, a verdict needs at least 10.**" in markdown
-    assert "| variant | success | exact_match | run s |" in markdown
-    assert (
-        "| `default` (baseline) | 1.000 | 1.000 |" in markdown
-        and "| `retriever=paris_rome` | 1.000 ? | 0.500 ? |" in markdown
-    )
+    rows = _glance_rows(markdown)
+    headings = list(rows["`default` (baseline)"])
+    # quality first (success, as a case failed; then every score), latency last
+    assert headings[0] == "success" and "exact_match" in headings and headings[-1] == "run s", headings
+    assert rows["`default` (baseline)"]["success"] == rows["`default` (baseline)"]["exact_match"] == "1.000"
+    assert rows["`retriever=paris_rome`"]["success"] == "1.000 ?"  # '?': too few cases for a verdict
+    assert rows["`retriever=paris_rome`"]["exact_match"] == "0.500 ?"
     assert f"]({report.as_uri()})" in markdown and str(report) in markdown
     assert "`retriever=no_germany` case `berlin`: ValueError" in markdown  # the failure
     assert "retriever=paris_rome" in markdown
