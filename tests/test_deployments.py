@@ -222,6 +222,8 @@ def test_deploy_all_registers_the_deployments(deployed: dict) -> None:
         "resume",
         "batch_id",
         "repetitions",
+        "race",
+        "budget_usd",
     }
     assert "wtb-project/<block name>" in properties["project"]["description"]
     assert on_demand.parameters["project"] == "examples.quickstart.project:build_project"

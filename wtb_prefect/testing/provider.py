@@ -212,7 +212,15 @@ class _State:
                 return True
             return False
 
-    def reset(self) -> None:
+    def reset(self, settle_s: float = 5.0) -> None:
+        # A client gets its answer before the handler books it: wait (bounded) for
+        # requests still being booked, or their entries would land after the clear.
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.in_flight == 0:
+                    break
+            time.sleep(0.005)
         with self.lock:
             self.log.clear()
             self.max_in_flight_seen = self.in_flight
@@ -443,9 +451,11 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, _completion(entry.id, model, reply))
         finally:
-            state.leave()
+            # Booked before it stops counting as in flight, so reset() (which waits
+            # for in-flight requests to finish) never misses or keeps a stale entry.
             entry.finished = time.time()
             state.record(entry)
+            state.leave()
 
     def _stream(self, cid: str, model: str, reply: _Answer, include_usage: bool) -> None:
         self.send_response(200)
