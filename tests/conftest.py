@@ -96,7 +96,7 @@ def prefect_api(wtb_home: Path) -> Iterator[str]:
 
     os.environ.pop("PREFECT_API_URL", None)
     server = PrefectServer(get_settings())
-    info = server.start(port=free_port(), timeout=300)  # a loaded 2-core machine needs minutes
+    info = server.start(port=free_port(), timeout=300)  # a loaded machine needs minutes to start it
     try:
         # Prefect reads its settings when it is imported (at collection, before this
         # fixture): without this context, clients made by tests would talk to an

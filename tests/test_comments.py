@@ -21,6 +21,7 @@ FORBIDDEN = re.compile(
     r"\b(?![45]\d\ds\b)\d+(\.\d+)?\s?(ms|s|µs|us|MB|GB)\b"  # a measured figure (not HTTP 429s)
     r"|\bissue\s?#?\d+"  # an issue of the tracker
     r"|\bmachine [A-H]\b"  # a benchmark machine
+    r"|\b\d+-core machine\b"  # a machine's size standing in for a measurement
     r"|\bDESIGN\.md\b",  # the design document outside the repository
     re.IGNORECASE,
 )

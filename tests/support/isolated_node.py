@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("WTB_TEST_NODE_CACHE", Path.home() / ".cache" / "wtb-tests" / "node-venvs"))
 NODE_IP = "127.0.0.2"
 HEAD_IP = "127.0.0.1"
-START_TIMEOUT_S = 300.0  # a raylet's start on a loaded 2-core machine takes tens of seconds
+START_TIMEOUT_S = 300.0  # a raylet starts slowly on a loaded machine
 
 
 def _uv() -> str:

@@ -1,7 +1,7 @@
 """The batch's progress artifact in the Prefect UI, updated off the batch's critical path.
 
 Updating a progress artifact is an API call. During a batch the server is busy
-recording its task runs, and one update can take a second on a 2-core machine.
+recording its task runs, so one update can wait long on a loaded server.
 Made from the flow's thread, the last update (100%) would sit between the last
 execution's end and the batch's analysis and records. :class:`BatchProgress`
 sends updates from a background thread instead, the latest value only, and
