@@ -157,5 +157,3 @@ def node_calls_markdown(batch_id: str, calls: dict) -> str:
 
 
 register_observer_factory(lambda plan: ComparisonArtifactObserver())
-
-import wtb_prefect.integrations.race_table  # noqa: E402, F401  (a raced batch's table, with this plugin)
