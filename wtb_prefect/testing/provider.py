@@ -212,15 +212,27 @@ class _State:
                 return True
             return False
 
-    def reset(self, settle_s: float = 5.0) -> None:
-        # A client gets its answer before the handler books it: wait (bounded) for
-        # requests still being booked, or their entries would land after the clear.
+    def settle(self, settle_s: float = 5.0) -> None:
+        """Wait (bounded) until no request is in flight.
+
+        A client gets its last byte before the handler books the request, so a
+        reader that does not wait could miss an answer it already holds.
+        """
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
             with self.lock:
                 if self.in_flight == 0:
-                    break
+                    return
             time.sleep(0.005)
+
+    def entries(self) -> list[ServedRequest]:
+        """The log once settled (see :meth:`settle`)."""
+        self.settle()
+        with self.lock:
+            return list(self.log)
+
+    def reset(self) -> None:
+        self.settle()  # or a request still being booked would land after the clear
         with self.lock:
             self.log.clear()
             self.max_in_flight_seen = self.in_flight
@@ -373,9 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == f"{CONTROL_PREFIX}/log":
-            with self.state.lock:
-                entries = [asdict(e) for e in self.state.log]
-            self._json(200, entries)
+            self._json(200, [asdict(e) for e in self.state.entries()])
         elif self.path == f"{CONTROL_PREFIX}/stats":
             self._json(200, self.state.stats())
         elif self.path.rstrip("/") == "/v1/models":
@@ -623,8 +633,7 @@ class StandInProvider:
     def requests(self) -> list[ServedRequest]:
         """Every request served so far (429s and faults included), in the order they finished."""
         if self._server is not None:
-            with self._server.state.lock:
-                return list(self._server.state.log)
+            return self._server.state.entries()
         return [ServedRequest(**e) for e in self._control("log")]
 
     def stats(self) -> dict[str, Any]:
