@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
 import tokenize
 from collections.abc import Iterator
@@ -32,13 +33,22 @@ QUOTED = re.compile(r"``[^`]*``|`[^`]*`|\"[^\"]*\"|(?<!\w)'[^']*'(?!\w)")
 
 
 def _sources() -> Iterator[Path]:
-    for path in sorted(ROOT.rglob("*.py")):
-        parts = path.relative_to(ROOT).parts
-        if not SKIPPED.intersection(parts) and not any(p.startswith(".") for p in parts[:-1]):
-            yield path
+    """The repository's Python files, skipped and hidden folders pruned before the walk enters them (the virtualenv)."""
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED and not name.startswith(".")]
+        found.extend(Path(folder, name) for name in files if name.endswith(".py"))
+    yield from sorted(found)
+
+
+def _may_comment(line: str) -> bool:
+    """Whether a comment on ``line`` (it runs from one of its ``#`` to the end) could be an offence."""
+    return any(FORBIDDEN.search(QUOTED.sub("", line[at:])) for at, char in enumerate(line) if char == "#")
 
 
 def _comments(source: str) -> Iterator[tuple[int, str]]:
+    if not any(_may_comment(line) for line in source.splitlines() if "#" in line):
+        return  # no line could hold an offending comment: tokenizing finds none either
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
             yield token.start[0], token.string
