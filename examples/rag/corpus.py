@@ -40,6 +40,7 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same words recur in every query, passage and sentence
 def _stem(word: str) -> str:
     """A light suffix stripper: enough to match 'iterating'/'iterates'/'iterate'."""
     if word.startswith("_") or len(word) <= 4:
