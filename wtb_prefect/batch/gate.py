@@ -85,23 +85,28 @@ def enforce_regression_gate(
         if "race" in batch.tracking
         else ""
     )
-    try:
-        from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
 
-        from wtb_prefect.services.prefect_outage import best_effort
+    if FlowRunContext.get() is None:  # nothing to attach it to, and Prefect would start a temporary server for it
+        logger.debug("no regression-gate artifact outside a flow run")
+    else:
+        try:
+            from prefect.artifacts import create_table_artifact
 
-        best_effort(
-            "regression-gate artifact",
-            create_table_artifact,
-            key=artifact_key(batch.project, "regression-gate"),
-            table=rows
-            or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
-            description=f"Regression gate of batch {batch.batch_id} against {base_label}: "
-            + (f"{len(regressions)} regression(s)" if regressions else "passed")
-            + race_note,
-        )
-    except Exception:  # outside a flow run there is nothing to attach it to
-        logger.debug("no regression-gate artifact", exc_info=True)
+            from wtb_prefect.services.prefect_outage import best_effort
+
+            best_effort(
+                "regression-gate artifact",
+                create_table_artifact,
+                key=artifact_key(batch.project, "regression-gate"),
+                table=rows
+                or [{"verdict": "passed", "baseline": base_label, "metrics": ", ".join(parse_tolerances(tolerances))}],
+                description=f"Regression gate of batch {batch.batch_id} against {base_label}: "
+                + (f"{len(regressions)} regression(s)" if regressions else "passed")
+                + race_note,
+            )
+        except Exception:  # the gate's verdict stands without its artifact
+            logger.debug("no regression-gate artifact", exc_info=True)
     batch.tracking["regressions"] = [str(r) for r in regressions]
     if "race" in batch.tracking:
         batch.tracking["gate"] = {"gated": "decided race verdicts only", "not_gated": dict(not_gated)}
