@@ -252,8 +252,14 @@ def t_interval(differences: Sequence[float] | np.ndarray, confidence: float = 0.
     d = np.asarray(differences, dtype=float)
     if d.size < 2 or np.ptp(d) == 0:
         return float(d.mean()), float(d.mean())
-    half = _scipy_stats().t.ppf(1 - (1 - confidence) / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    half = _t_quantile(confidence, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
     return float(d.mean() - half), float(d.mean() + half)
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(confidence: float, df: int) -> float:
+    """The two-sided ``confidence`` quantile of Student's t: the comparisons of a batch share a few (level, n)."""
+    return float(_scipy_stats().t.ppf(1 - (1 - confidence) / 2, df))
 
 
 _CHUNK = 1_000_000  # weights per block: bounds the memory one block of resamples takes
