@@ -478,11 +478,15 @@ def test_two_processes_on_one_persistent_cache_compute_each_call_once(bench, tmp
 
 HOLD_LOCK = """
 import sys, time
-from wtb_prefect.run.node_cache import lock_call_across_processes
-lock = lock_call_across_processes(__import__("pathlib").Path(sys.argv[1]), sys.argv[2], 0)
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
 print("held", flush=True)
 time.sleep(120)
 """
+# The holder takes the very lock file lock_call_across_processes uses (its path read from a lock
+# taken and released here first), with the library it uses, and imports nothing else: a stuck
+# process needs none of the node cache's Prefect and LangGraph imports.
 
 
 def test_a_call_locked_by_a_stuck_process_runs_after_the_longest_wait_and_a_dead_one_frees_it(tmp_path, caplog):
@@ -494,13 +498,17 @@ def test_a_call_locked_by_a_stuck_process_runs_after_the_longest_wait_and_a_dead
     from wtb_prefect.run.node_cache import lock_call_across_processes
 
     key = "proj/fetch/0123abcd"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path), key], stdout=subprocess.PIPE, text=True)
+    mine = lock_call_across_processes(tmp_path, key, wait_s=0)
+    assert mine is not None
+    lock_file = mine.lock_file
+    mine.release()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lock_file], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="wtb_prefect.run.node_cache.locks"):
-            assert lock_call_across_processes(tmp_path, key, wait_s=1.0) is None
-        assert time.monotonic() - start >= 1.0
+            assert lock_call_across_processes(tmp_path, key, wait_s=0.5) is None
+        assert time.monotonic() - start >= 0.5
         assert "computing it here instead" in caplog.text
     finally:
         holder.kill()
