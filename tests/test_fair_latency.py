@@ -11,8 +11,6 @@ import statistics
 import uuid
 from pathlib import Path
 
-from mlflow import MlflowClient
-
 from tests.graphs import equal_time
 from wtb_prefect.integrations.mlflow import tracking_uri
 
@@ -67,6 +65,8 @@ def test_cold_workers_make_no_latency_difference_and_mlflow_has_the_verdicts(ben
     # the forest plot is saved with the batch, and MLflow's parent run has it and a verdict per variant
     assert batch.forest_plot and Path(batch.forest_plot).read_bytes()[:4] == b"\x89PNG"
     assert Path(batch.forest_plot).parent.name == batch.batch_id
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri())
     parent_id = batch.tracking["mlflow"]["parent_run_id"]
     assert "forest.png" in [a.path for a in client.list_artifacts(parent_id)]

@@ -6,14 +6,17 @@ import json
 import statistics
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from mlflow import MlflowClient
 
 from tests.graphs import scored_qa
 from wtb_prefect.analysis.stats import mean_ci, percentile
 from wtb_prefect.batch.observers import BatchObserver, register_observer_factory
 from wtb_prefect.integrations.mlflow import mlflow_ui_command, tracking_uri
+
+if TYPE_CHECKING:  # MLflow is imported by the tests that use it: collecting the fast subset needs none of it
+    from mlflow import MlflowClient
 
 
 def _runs(client: MlflowClient, project: str, batch_id: str):
@@ -56,6 +59,8 @@ def test_node_metrics_reach_the_node_records(qa_batch):
 
 
 def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path):
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri())
     runs = _runs(client, "mlflow_qa", qa_batch.batch_id)
     parents = [r for r in runs if r.data.tags.get("wtb.kind") == "batch"]
@@ -124,6 +129,8 @@ def test_batch_has_one_parent_and_a_child_run_per_combination(qa_batch, tmp_path
 
 def test_batch_reads_back_set_up_for_comparison(qa_batch, tmp_path):
     """What MLflow's UI shows: the runs view, one plain metric per quantity, short params, the forest plot."""
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("mlflow_qa")
     # opens on the runs view (ML experiment), not on the GenAI overview
@@ -173,6 +180,8 @@ def test_single_run_is_no_batch_parent(ray_cluster):
     bench.register_project(scored_qa.qa_project("mlflow_single"))
     result = bench.run(project="mlflow_single", initial_state={"question": scored_qa.CASES[0]["question"]})
     assert result.ok, result.error
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("mlflow_single")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
@@ -213,6 +222,8 @@ def test_two_batches_at_once_keep_their_runs_apart(ray_cluster):
     for t in threads:
         t.join(timeout=480)
     assert not errors, errors
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri())
     spans = []
     expected_accuracy = {"default": 1.0, "retriever=first": 0.25, "retriever=paris_rome": 0.5}
@@ -277,5 +288,7 @@ def test_processes_opening_a_new_store_at_once_all_record(tmp_path):
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-2000:] for e in errors)
+    from mlflow import MlflowClient
+
     names = {e.name for e in MlflowClient(tracking_uri=uri).search_experiments()}
     assert {f"opened by {p.pid}" for p in procs} <= names
