@@ -5,15 +5,17 @@ from __future__ import annotations
 import operator
 import sqlite3
 import threading
-import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Annotated, TypedDict
+from unittest import mock
 
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
+from wtb_prefect.run import sqlite_saver
 from wtb_prefect.run.sqlite_saver import GroupCommitSqliteSaver
 
 
@@ -33,6 +35,18 @@ def _config(thread_id: str) -> dict:
 def _put_from_threads(saver: GroupCommitSqliteSaver, thread_ids: list[str]) -> dict[str, BaseException | None]:
     """Each thread id's checkpoint put from its own thread, all queued while the saver's lock is held."""
     outcomes: dict[str, BaseException | None] = {}
+    queued = threading.Condition()
+    waiting = 0
+
+    class QueuedWrite(Future):
+        """A put's write, counted when the put waits for its commit (it has queued the write by then)."""
+
+        def result(self, timeout: float | None = None) -> None:
+            nonlocal waiting
+            with queued:
+                waiting += 1
+                queued.notify_all()
+            return super().result(timeout)
 
     def put(thread_id: str) -> None:
         try:
@@ -42,16 +56,14 @@ def _put_from_threads(saver: GroupCommitSqliteSaver, thread_ids: list[str]) -> d
             outcomes[thread_id] = exc
 
     threads = [threading.Thread(target=put, args=(t,)) for t in thread_ids]
-    with saver.lock:  # the writer waits here: every put queues behind it
+    with mock.patch.object(sqlite_saver, "Future", QueuedWrite):
+        with saver.lock:  # the writer waits here: every put queues behind it
+            for thread in threads:
+                thread.start()
+            with queued:  # the writer holds the first put(s) it took, the rest are queued
+                assert queued.wait_for(lambda: waiting >= len(thread_ids), timeout=60), "puts did not queue"
         for thread in threads:
-            thread.start()
-        # The writer holds the first put(s) it found; the rest queue. Bounded: if it took more
-        # than one, the queue never reaches n - 1, and the test goes on after the deadline.
-        deadline = time.monotonic() + 10
-        while saver._pending.qsize() < len(thread_ids) - 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    for thread in threads:
-        thread.join(30)
+            thread.join(30)
     return outcomes
 
 
