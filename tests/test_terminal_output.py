@@ -39,8 +39,9 @@ def home() -> Iterator[Path]:
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "WTB_HOME": str(home), "COLUMNS": "120", "LINES": "40", **extra}
+    env = {**os.environ, "WTB_HOME": str(home), "COLUMNS": "120", "LINES": "40"}
     env.pop("PREFECT_API_URL", None)
+    env.update(extra)
     if "NO_COLOR" not in extra:
         env.pop("NO_COLOR", None)
     return env
@@ -56,8 +57,11 @@ def _screen_lines(output: str) -> list[str]:
     return [_ANSI.sub("", part) for line in output.split("\n") for part in re.split(r"\r|\x1b\[[0-9]*[AGK]", line)]
 
 
-def test_demo_in_a_120_column_terminal_fits_keeps_logs_off_the_progress_bar_and_honours_no_color(home):
-    env = _env(home, TERM="xterm-256color", NO_COLOR="1")
+def test_demo_in_a_120_column_terminal_fits_keeps_logs_off_the_progress_bar_and_honours_no_color(
+    home, prefect_api: str, ray_cluster: dict
+):
+    # joins the session's services, as a run after `wtb up` does (the piped test below starts its own)
+    env = _env(home, TERM="xterm-256color", NO_COLOR="1", PREFECT_API_URL=prefect_api)
     child = pexpect.spawn(
         _WTB, _DEMO, env=env, dimensions=(40, 120), timeout=900, encoding="utf-8", codec_errors="replace"
     )
@@ -65,7 +69,6 @@ def test_demo_in_a_120_column_terminal_fits_keeps_logs_off_the_progress_bar_and_
         child.expect(pexpect.EOF)
     finally:
         child.close()
-        _stop_services(env)
     output = child.before or ""
     assert child.exitstatus == 0, output[-3000:]
     lines = _screen_lines(output)
