@@ -7,6 +7,7 @@ workers import it (by reference) to run them, also inside the uv envs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -103,6 +104,51 @@ def test_granularity_decides_which_environments_apply():
     assert resolved("variant", {"retriever": "reg"}) is registered
     assert resolved("variant", {}) is node
     assert resolved("variant", {"retriever": "cfg"}, use_current_env=True) is None
+
+
+def test_an_environment_the_granularity_ignores_is_named_in_a_warning_once():
+    from wtb_prefect import EnvSpec
+    from wtb_prefect.define.resolution import ignored_environments, parse_variant_choice
+    from wtb_prefect.run.compile import _warn_ignored_environments
+
+    declared = {
+        "node_environments": {"retriever": EnvSpec(dependencies=["a"])},
+        "variant_environments": {"retriever:cfg": EnvSpec(dependencies=["b"])},
+    }
+    for granularity, expected in (
+        ("workflow", ["variant_environments['retriever:cfg']", "node_environments['retriever']"]),
+        ("node", ["variant_environments['retriever:cfg']"]),
+        ("variant", []),
+    ):
+        project = _project(f"ign_{granularity}", granularity=granularity, **declared)
+        project.register_variant("retriever", "cfg", probe)
+        project.register_variant("retriever", "reg", probe, environment=EnvSpec(dependencies=["c"]))
+        cfg = parse_variant_choice(project, {"retriever": "cfg"})
+        ignored = ignored_environments(project, cfg, "retriever")
+        assert [i.split(" (")[0] for i in ignored] == expected, granularity
+        reg = ignored_environments(project, parse_variant_choice(project, {"retriever": "reg"}), "retriever")
+        assert any("register_variant('retriever', 'reg')" in i for i in reg) == (granularity != "variant")
+        default = ignored_environments(project, parse_variant_choice(project, {}), "retriever")
+        assert [i.split(" (")[0] for i in default] == expected[1:]
+
+    project = _project("ign_warn", granularity="node", **declared)
+    project.register_variant("retriever", "cfg", probe)
+    choice = parse_variant_choice(project, {"retriever": "cfg"})
+    # a handler of its own: Prefect's logging set-up may replace the root logger's handlers (caplog's among them)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    compile_logger = logging.getLogger("wtb_prefect.run.compile")
+    compile_logger.addHandler(handler)
+    try:
+        _warn_ignored_environments(project, choice, "retriever")
+        _warn_ignored_environments(project, choice, "retriever")  # the second batch of a session: no repeat
+    finally:
+        compile_logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in records]
+    assert len(warnings) == 1, warnings
+    assert "variant_environments['retriever:cfg']" in warnings[0] and "granularity is 'node'" in warnings[0]
+    assert "Fix:" in warnings[0]
 
 
 def test_env_key_follows_what_decides_the_env_contents(tmp_path):

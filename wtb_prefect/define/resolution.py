@@ -14,6 +14,7 @@ from wtb_prefect.errors import UnknownNodeError, UnknownVariantError
 
 __all__ = [
     "VariantChoice",
+    "ignored_environments",
     "parse_variant_choice",
     "resolve_environment",
     "resolve_implementation",
@@ -137,3 +138,25 @@ def resolve_environment(project: WorkflowProject, choice: VariantChoice, node: s
         if spec is not None:
             return spec
     return env.default_env
+
+
+def ignored_environments(project: WorkflowProject, choice: VariantChoice, node: str) -> list[str]:
+    """Environments declared for ``node`` under ``choice`` that ``EnvironmentConfig.granularity`` ignores.
+
+    Each entry names the declaration and the granularity that would apply it,
+    e.g. ``variant_environments['retriever:bm25'] (needs 'variant')``: an
+    environment declared and silently unused reads as a bug.
+    """
+    env = project.environment
+    if env.use_current_env:
+        return []
+    ignored: list[str] = []
+    variant = choice.variant_of(node)
+    if env.granularity != "variant" and variant != DEFAULT:
+        if project.get_variant(node, variant).environment is not None:
+            ignored.append(f"the environment given to register_variant({node!r}, {variant!r}) (needs 'variant')")
+        if f"{node}:{variant}" in env.variant_environments:
+            ignored.append(f"variant_environments['{node}:{variant}'] (needs 'variant')")
+    if env.granularity == "workflow" and node in env.node_environments:
+        ignored.append(f"node_environments[{node!r}] (needs 'node' or 'variant')")
+    return ignored

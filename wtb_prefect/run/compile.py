@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
+import threading
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from wtb_prefect.define.introspect import build_graph, callable_name, source_hash
 from wtb_prefect.define.project import DEFAULT, WorkflowProject
-from wtb_prefect.define.resolution import VariantChoice, resolve_environment, resolve_implementation, resolve_resources
+from wtb_prefect.define.resolution import (
+    VariantChoice,
+    ignored_environments,
+    resolve_environment,
+    resolve_implementation,
+    resolve_resources,
+)
 from wtb_prefect.run.context import BatchExecutor, CompiledVariant, NodePlan
 from wtb_prefect.run.dispatch import body_and_accepts, make_node_callable, node_task_for
 from wtb_prefect.run.environments import prepare_node_environment
@@ -27,6 +35,28 @@ from wtb_prefect.run.rate_limits import group_of
 __all__ = ["compile_variant"]
 
 _DEFAULT_ERROR_HANDLER = "__default_error_handler__"
+
+
+logger = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_ignored_environments(project: WorkflowProject, choice: VariantChoice, node: str) -> None:
+    """Warn once per project and declaration about an environment the granularity ignores."""
+    granularity = project.environment.granularity
+    for what in ignored_environments(project, choice, node):
+        with _warned_lock:
+            if (project.name, what) in _warned:
+                continue
+            _warned.add((project.name, what))
+        logger.warning(
+            "project %r: %s is ignored because EnvironmentConfig.granularity is %r. "
+            "Fix: set EnvironmentConfig(granularity=...) as noted, or remove the declaration",
+            project.name,
+            what,
+            granularity,
+        )
 
 
 def _env_user(project: str, choice: VariantChoice, node: str) -> str:
@@ -76,6 +106,7 @@ def compile_variant(
         func, accepts = body_and_accepts(override if override is not None else runnable)
         resources = resolve_resources(project, choice, name)
         rate_config = group_of(execution.rate_limits, resources.rate_limit, _env_user(project.name, choice, name))
+        _warn_ignored_environments(project, choice, name)
         # Built (or reused) here, before any work starts: a bad spec raises now.
         node_env = prepare_node_environment(
             project.environment,
