@@ -17,6 +17,7 @@ own run time, so waiting for a worker or for resources never spends it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -50,14 +51,81 @@ class AsyncBody:
         setattr(self, COROUTINE_ATTR, afunc)
 
     def __call__(self, state: Any, **kwargs: Any) -> Any:
-        return asyncio.run(self.__wrapped__(state, **kwargs))
+        return run_coroutine(self.__wrapped__(state, **kwargs))
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: threading.Thread | None = None
+_loop_lock = threading.Lock()
+
+
+def _process_loop() -> asyncio.AbstractEventLoop:
+    """This process's event loop for async node bodies, started on first use in a daemon thread.
+
+    One loop for the life of the process, not one per call: LLM clients
+    (``ChatOpenAI``'s shared ``httpx.AsyncClient`` among them) keep
+    connections bound to the loop that opened them, and a per-call
+    ``asyncio.run`` closes that loop, so the next call fails with "Event
+    loop is closed".
+    """
+    global _loop, _loop_thread
+    with _loop_lock:
+        if _loop is None or _loop.is_closed() or _loop_thread is None or not _loop_thread.is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="wtb-async-bodies", daemon=True)
+            thread.start()
+            _loop, _loop_thread = loop, thread
+        return _loop
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Run ``coro`` to completion on the process's event loop and return its result (blocking).
+
+    It runs in a copy of the caller's context (as ``asyncio.run`` would), so
+    context variables such as the node's usage capture reach it. If the
+    caller is interrupted (the node's timeout), the coroutine is cancelled.
+    Called from that loop's own thread, it runs on a fresh loop in a helper
+    thread instead (waiting there would deadlock the loop).
+    """
+    loop = _process_loop()
+    if threading.current_thread() is _loop_thread:
+        with ThreadPoolExecutor(1) as helper:
+            return helper.submit(contextvars.copy_context().run, asyncio.run, coro).result()
+    context = contextvars.copy_context()
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    started: list[asyncio.Task[Any]] = []
+
+    def finish(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            done.cancel()
+        elif task.exception() is not None:
+            done.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            done.set_result(task.result())
+
+    def start() -> None:
+        try:
+            task = loop.create_task(coro, context=context)
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting caller)
+            done.set_exception(exc)
+            return
+        started.append(task)
+        task.add_done_callback(finish)
+
+    loop.call_soon_threadsafe(start)
+    try:
+        return done.result()
+    except BaseException:
+        if started and not started[0].done():
+            loop.call_soon_threadsafe(started[0].cancel)
+        raise
 
 
 def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call ``fn`` with ``args`` and ``kwargs``; run it to completion if it is a coroutine."""
     result = fn(*args, **kwargs)
     if inspect.iscoroutine(result):
-        result = asyncio.run(result)
+        result = run_coroutine(result)
     return result
 
 
