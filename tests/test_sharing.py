@@ -424,8 +424,9 @@ def test_two_processes_on_one_persistent_cache_compute_each_call_once(bench, tmp
     lock_call = sharing.lock_call_across_processes
 
     def observed_lock_call(locks_dir, key, wait_s):  # noqa: ANN001, ANN202 (the product's signature)
-        with waiting_lock:
-            waiting.append(key)
+        if key.startswith(f"{name}/"):  # this project's calls only (a call key starts with its project)
+            with waiting_lock:
+                waiting.append(key)
         return lock_call(locks_dir, key, wait_s)
 
     monkeypatch.setattr(sharing, "lock_call_across_processes", observed_lock_call)  # observes, then the real wait
