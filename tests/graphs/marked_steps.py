@@ -32,6 +32,7 @@ class CtlState(TypedDict, total=False):
     sleep: float
     fail_node: str
     gate: str
+    crash_node: str
 
 
 def _mark(state: CtlState, config: RunnableConfig, suffix: str, text: str) -> None:
@@ -48,8 +49,19 @@ def _step(name: str, state: CtlState, config: RunnableConfig) -> dict:
             wait_for_gate(state["gate"], f"node {name}")
     if state.get("fail_node") == name:
         raise RuntimeError(f"node {name} fails on purpose")
+    if state.get("crash_node") == name and _first_crash(state):
+        os._exit(1)  # the worker process dies mid-call, as an out-of-memory kill would end it
     _mark(state, config, "runs", name)
     return {"x": state["x"] * 3 + len(state.get("log", [])), "log": [name]}
+
+
+def _first_crash(state: CtlState) -> bool:
+    """True for the first call that reaches its ``crash_node`` in this marker folder (later calls go on)."""
+    try:
+        with open(Path(state["marker_dir"]) / "crashed", "x"):
+            return True
+    except FileExistsError:
+        return False
 
 
 GATE_WAIT_S = 240.0
