@@ -67,11 +67,45 @@ def test_summary_and_cost_give_dollars_per_case_and_per_passed_case_and_what_sha
     assert cost["by_variant"]["base"]["usd_per_passed_case"] == 2 * one
 
 
-def test_cli_refuses_a_bad_budget_before_any_work() -> None:
+@pytest.mark.parametrize("budget", ["-3", "five"])
+def test_cli_refuses_a_bad_budget_before_any_work(budget: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wtb_prefect.cli.runs as runs
+
+    def no_work(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the bad budget must be refused before Ray is joined or a project loaded")
+
+    monkeypatch.setattr(runs, "join_ray_early", no_work)
+    monkeypatch.setattr(runs, "load_project", no_work)
     out = CliRunner().invoke(
-        app, ["batch", "tests.graphs.llm_costed:project", "--cases", json.dumps([{"question": "q"}]), "--budget", "-3"]
+        app,
+        ["batch", "tests.graphs.llm_costed:project", "--cases", json.dumps([{"question": "q"}]), "--budget", budget],
     )
     assert out.exit_code == 2 and "--budget" in out.output and "not an amount of dollars" in out.output
+
+
+def test_cli_passes_its_budget_to_the_batch_and_names_the_budget_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's side of ``--budget``; what a budget does to a real batch is tested in test_cost.py."""
+    import wtb_prefect.cli.runs as runs
+
+    asked: dict[str, Any] = {}
+    stopped = {"spent_usd": 0.0021, "saved_usd": 0.0, "budget_usd": 0.002, "outcome": "budget_exceeded"}
+    stopped.update({"batch_id": "b7", "finished": 1, "stopped": ["e2"], "not_started": 3})
+
+    class Bench:
+        def run_batch_test(self, **kwargs: Any) -> BatchTestResult:
+            asked.update(kwargs)
+            results = [_result("default", "c0", [_node("plan", MINI)])]
+            return BatchTestResult("b7", "costed", results, tracking={"cost": stopped})
+
+    monkeypatch.setattr(runs, "join_ray_early", lambda: None)  # no Ray: the batch is the stand-in above
+    monkeypatch.setattr(runs, "bench_with", lambda *projects: Bench())
+    cases = json.dumps([{"question": "q"}])
+    out = CliRunner().invoke(app, ["batch", "tests.graphs.llm_costed:project", "--cases", cases, "--budget", "0.002"])
+    assert out.exit_code == 0, out.output
+    assert asked["budget_usd"] == 0.002
+    text = " ".join(out.output.split())  # rich wraps long lines
+    assert "(budget $0.0020)" in text and "budget_exceeded: batch b7 stopped at its budget" in text
+    assert "--resume b7 --budget" in text
 
 
 def test_cli_estimate_runs_nothing_and_names_the_nodes_without_history() -> None:
