@@ -232,3 +232,38 @@ def test_racing_needs_two_variants_and_a_valid_policy() -> None:
         RacePolicy(epsilon=-1)
     with pytest.raises(ConfigError, match="race.goal"):
         RaceConfig(goal="fastest")
+
+
+def test_difference_sequences_follow_the_race_order_and_separate_a_planted_difference(tmp_path) -> None:
+    from PIL import Image
+
+    from wtb_prefect.analysis.race_plot import difference_sequences, race_plot
+
+    rng = np.random.default_rng(11)
+    cases = 150
+    base = rng.random(cases) < 0.5
+    same = base.copy()  # an identical variant: every paired difference is 0
+    better = base | (rng.random(cases) < 0.6)  # solves what the baseline solves, and more than half the rest
+    per_case = np.vstack([base, same, better]).astype(float)
+    per_case[2, 7] = np.nan  # a case the variant has no value for is left out of its pairs
+    order = list(rng.permutation(cases))
+    sequences = difference_sequences(per_case, order, ["base", "same", "better"], 0, (0.0, 1.0), 0.05)
+    by_name = {s["variant"]: s for s in sequences}
+    assert set(by_name) == {"same", "better"} and by_name["better"]["level"] == 0.025
+    assert by_name["better"]["cases"] == [c for c in order if c != 7]
+    for seq in sequences:  # nested bounds around the running mean, as a sequence valid at every look is
+        lower, upper, mean = (np.array(seq[k], dtype=float) for k in ("lower", "upper", "mean"))
+        assert np.all(lower <= mean + 1e-12) and np.all(mean <= upper + 1e-12)
+        assert np.all(np.diff(lower) >= 0) and np.all(np.diff(upper) <= 0)
+    assert by_name["same"]["lower"][-1] <= 0 <= by_name["same"]["upper"][-1]
+    assert by_name["better"]["lower"][-1] > 0  # the planted difference is shown, and the truth is inside
+    assert by_name["better"]["lower"][-1] <= np.nanmean(per_case[2] - per_case[0]) <= by_name["better"]["upper"][-1]
+
+    # an unbounded metric (a timing) gets the asymptotic sequence: no bound before its first 30 cases
+    timing = difference_sequences(per_case * 2.0 + 1.0, order, ["base", "same", "better"], 0, None, 0.05)
+    assert timing[1]["lower"][0] is None and timing[1]["lower"][-1] is not None
+
+    path = race_plot(sequences, tmp_path / "race.png", metric="answer_hit", epsilon=0.02, dropped_after={"same": 60})
+    assert Image.open(path).size[0] == 900
+    with pytest.raises(ValueError, match="at least one variant"):
+        race_plot([{**by_name["same"], "cases": []}], tmp_path / "none.png", metric="answer_hit")

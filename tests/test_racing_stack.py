@@ -194,12 +194,21 @@ def test_a_race_drops_the_worse_variant_and_runs_nothing_of_it_after(bench):
         )
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert {r["variant"]: r["dropped after"] for r in rows}["answerer=wrong"] == f"{dropped_after} cases"
+    # each variant's confidence sequence against the baseline: in the table at the last look, and plotted
+    sequences = {s["variant"]: s for s in race["sequences"]}
+    assert set(sequences) == {"answerer=wrong", "answerer=mostly"}
+    assert [f"c{c}" for c in sequences["answerer=wrong"]["cases"]] == order[:dropped_after]
+    assert sequences["answerer=wrong"]["upper"][-1] < 0  # shown worse than the baseline when it was dropped
+    sequence_cell = {r["variant"]: r[f"minus {BASE} (sequence)"] for r in rows}["answerer=wrong"]
+    assert sequence_cell.startswith("-1.000 [") and sequence_cell.endswith(f"after {dropped_after}")
+    assert Path(race["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and race["plot"] in artifact.description
     assert f"{cost['node_calls']} node calls of the full matrix's {cost['full_node_calls']}" in artifact.description
     tracked = raced.tracking["mlflow"]
     mlflow = MlflowClient(tracked["tracking_uri"])
     parent = mlflow.get_run(tracked["parent_run_id"])
     assert parent.data.metrics["race.node_calls"] == cost["node_calls"]
     assert parent.data.metrics["race.full_node_calls"] == cost["full_node_calls"]
+    assert "race.png" in {a.path for a in mlflow.list_artifacts(tracked["parent_run_id"])}
     wrong_run = mlflow.get_run(tracked["child_run_ids"]["answerer=wrong"])
     assert wrong_run.data.tags["race.verdict"] == f"dropped: {wrong['verdict']}"
 

@@ -1,10 +1,11 @@
-"""What a batch adds to its results once its executions are done: the judges and the forest plot.
+"""What a batch adds to its results once its executions are done: the judges, the forest and race plots.
 
 :func:`analyse_finished_batch` runs the project's comparative evaluators
 (:mod:`wtb_prefect.batch.judges`) against the baseline (the first combination
 of the matrix, as in the batch's comparison tables) and saves the forest plot of the paired analysis
 as ``<state>/projects/<project>/batches/<batch id>/forest.png``
-(:attr:`BatchTestResult.forest_plot`). Neither can fail the batch: a problem
+(:attr:`BatchTestResult.forest_plot`); a raced batch also gets ``race.png``
+beside it (its path in ``tracking["race"]["plot"]``). None can fail the batch: a problem
 is logged and the batch keeps its results.
 """
 
@@ -58,3 +59,23 @@ def analyse_finished_batch(plan: BatchPlan, batch: BatchTestResult) -> None:
             batch.forest_plot = str(path)
     except Exception:
         logger.warning("no forest plot for batch %s", batch.batch_id, exc_info=True)
+    race = batch.tracking.get("race")
+    if isinstance(race, dict) and race.get("sequences"):
+        try:
+            from wtb_prefect.analysis.race_plot import race_plot
+
+            dropped = {v["variant"]: v.get("dropped_after") for v in race.get("verdicts", [])}
+            path = race_plot(
+                race["sequences"],
+                forest_plot_path(plan.project.name, batch.batch_id).with_name("race.png"),
+                metric=race["primary_metric"],
+                epsilon=float(race.get("epsilon") or 0.0),
+                dropped_after=dropped,
+                title=f"{plan.project.name} batch {batch.batch_id}: race on {race['primary_metric']}, "
+                f"each variant minus {race['sequences'][0]['against']} (confidence sequences, alpha {race['alpha']:g})",
+            )
+            race["plot"] = str(path)
+        except ValueError:
+            pass  # no variant ran a case beside the baseline: nothing to draw
+        except Exception:
+            logger.warning("no race plot for batch %s", batch.batch_id, exc_info=True)

@@ -36,6 +36,7 @@ import numpy as np
 
 from wtb_prefect.analysis.comparison import METRIC_ALIASES
 from wtb_prefect.analysis.evaluation import is_latency, lower_is_better
+from wtb_prefect.analysis.race_plot import difference_sequences
 from wtb_prefect.analysis.racing import Race, RacePolicy
 from wtb_prefect.analysis.replay import case_orders
 from wtb_prefect.analysis.sequential import SequentialPassRate
@@ -241,6 +242,17 @@ def run_race(
         rounds.append({"cases": len(chosen), "dropped": dropped})
     state.stop()
     race.outcome = race_outcome(race, state, sequential, rounds, ran, repetitions, cases)
+    race.outcome["sequences"] = _sequences(race, values)
+
+
+def _sequences(race: BatchRace, values: np.ndarray) -> list[dict[str, Any]]:
+    """The race's confidence sequences against its baseline, for its plot (see :mod:`wtb_prefect.analysis.race_plot`)."""
+    seen = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_case = np.where(seen.any(axis=2), np.where(seen, values, 0.0).sum(axis=2) / seen.sum(axis=2), np.nan)
+    return difference_sequences(
+        per_case, race.order, race.labels, race.policy.baseline, race.policy.bounds, race.config.alpha
+    )
 
 
 def race_outcome(

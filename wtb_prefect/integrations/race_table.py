@@ -3,9 +3,11 @@
 A batch run with ``race=`` carries its outcome in ``batch.tracking["race"]``
 (:mod:`wtb_prefect.batch.race`). This observer publishes it when the batch
 ends: a Prefect table artifact (variant, status, dropped after N cases,
-verdict, node calls) with the decision's cost against the full matrix's in its
+verdict, node calls, the difference to the baseline with its confidence
+sequence at the last look) with the decision's cost against the full matrix's in its
 description, and the same table, cost metrics and verdict tags on the batch's
-MLflow parent run (after the MLflow observer has created it).
+MLflow parent run (after the MLflow observer has created it), with the race's
+plot (``race.png``: each variant's confidence sequence over cases) as an artifact.
 """
 
 from __future__ import annotations
@@ -27,8 +29,23 @@ __all__ = ["RaceTableObserver", "cost_line", "race_rows"]
 logger = logging.getLogger(__name__)
 
 
+def _last_interval(race: dict[str, Any], variant: str) -> str:
+    """The variant's difference to the baseline at the race's last look, with its confidence sequence there."""
+    seq = next((s for s in race.get("sequences") or [] if s["variant"] == variant), None)
+    if seq is None or not seq.get("mean"):
+        return ""
+
+    def bound(x: float | None) -> str:
+        return "unbounded" if x is None else f"{x:+.3f}"
+
+    return f"{seq['mean'][-1]:+.3f} [{bound(seq['lower'][-1])}, {bound(seq['upper'][-1])}] after {len(seq['mean'])}"
+
+
 def race_rows(race: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per variant: status, dropped after N cases, the verdict in words, node calls, mean."""
+    """One row per variant: status, dropped after N cases, the verdict in words, node calls, mean,
+    and its difference to the baseline with the confidence sequence at the last look."""
+    against = next((s["against"] for s in race.get("sequences") or []), None)
+    column = f"minus {against} (sequence)" if against else "minus baseline (sequence)"
     return [
         {
             "variant": v["variant"],
@@ -37,6 +54,7 @@ def race_rows(race: dict[str, Any]) -> list[dict[str, Any]]:
             "verdict": v["verdict"],
             "node calls": v.get("node_calls"),
             "mean": v.get("mean"),
+            column: _last_interval(race, v["variant"]),
         }
         for v in race.get("verdicts", [])
     ]
@@ -79,7 +97,8 @@ class RaceTableObserver(BatchObserver):
             create_table_artifact,
             key=artifact_key(batch.project, "race"),
             table=race_rows(race),
-            description=f"Batch {batch.batch_id}, {_title(race)}: {cost_line(race)}",
+            description=f"Batch {batch.batch_id}, {_title(race)}: {cost_line(race)}"
+            + (f". Confidence sequences over cases: {race['plot']}" if race.get("plot") else ""),
         )
         self._log_mlflow(batch, race)
 
@@ -104,6 +123,8 @@ class RaceTableObserver(BatchObserver):
         ]
         tags = [RunTag("race", _title(race)), RunTag("race.cost", cost_line(race))]
         client.log_batch(run_id, metrics=metrics, tags=tags)
+        if race.get("plot"):
+            client.log_artifact(run_id, race["plot"])  # race.png: each variant's confidence sequence over cases
         for label, child in (tracked.get("child_run_ids") or {}).items():
             verdict = next((v for v in race.get("verdicts", []) if v["variant"] == label), None)
             if verdict is not None:
