@@ -97,6 +97,36 @@ def test_tokens_booked_per_node_equal_the_provider_log(bench: Any, provider: Sta
         assert metrics["tokens.input"] == sum(n.usage[g.MODELS[n.node]]["input"] for n in result.nodes)
         assert metrics["node.agent.llm_calls"] == 2
     assert set(by_node) == set(provider.usage_by_model())
+    _assert_report_and_mlflow_show_cost(batch)
+
+
+def _assert_report_and_mlflow_show_cost(batch: Any) -> None:
+    """The HTML report's grid has each cell's cost and each variant's spend; each MLflow variant run its totals."""
+    from mlflow import MlflowClient
+
+    from wtb_prefect.integrations.mlflow import tracking_uri
+    from wtb_prefect.integrations.report import ReportLinks, grid_data, render_report
+
+    groups = batch.by_variant()
+    grid = grid_data(batch, next(iter(groups)), ReportLinks())
+    by_id = {r.execution_id: r for r in batch.results}
+    cells = [cell for case in grid["cases"] for cell in case["cells"]]
+    assert len(cells) == len(batch.results)
+    for cell in cells:
+        assert cell["c"] == pytest.approx(by_id[cell["x"]].cost_usd, abs=1e-6) and cell["c"] > 0
+    for label, group in groups.items():
+        assert grid["costs"][label]["spent"] == pytest.approx(sum(r.cost_usd for r in group), abs=1e-6)
+    assert '"costs":{' in render_report(batch, ReportLinks())  # the page carries them to its script
+    client = MlflowClient(tracking_uri())
+    for label, run_id in batch.tracking["mlflow"]["child_run_ids"].items():
+        group, metrics = groups[label], client.get_run(run_id).data.metrics
+        assert metrics["spent_usd.total"] == pytest.approx(sum(r.cost_usd for r in group))
+        assert metrics["saved_usd.total"] == 0.0  # node_cache off: nothing reused
+        assert metrics["cost_usd"] == pytest.approx(sum(r.cost_usd for r in group) / len(group))
+        tokens = sum(counts["input"] for r in group for counts in r.usage.values())
+        assert metrics["tokens.input.total"] == tokens > 0
+    parent = client.get_run(batch.tracking["mlflow"]["parent_run_id"]).data.metrics
+    assert parent["spent_usd.total"] == pytest.approx(_spent(batch))
 
 
 def test_sharing_books_saved_dollars_that_reconcile_with_an_unshared_batch(

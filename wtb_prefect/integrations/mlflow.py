@@ -5,9 +5,13 @@ A child run's params name the combination, its workflow variant and each
 node's implementation, source version, resources and environment; its metrics
 aggregate the test cases (:func:`wtb_prefect.analysis.evaluation.aggregate_metrics`:
 success/error rate, mean and 95% interval of every score and reported metric,
-p50/p95 of total and per-node latency); the per-case results are an MLflow
-table (``cases.json``). The parent run holds every case and the comparison
-against the first combination.
+p50/p95 of total and per-node latency; where nodes called a chat model, the
+mean ``cost_usd``, ``saved_usd`` and ``tokens.*`` per case and, from
+:func:`cost_totals`, the combination's ``spent_usd.total``,
+``saved_usd.total``, ``tokens.<kind>.total`` and ``usd_per_passed_case``);
+the per-case results are an MLflow table (``cases.json``). The parent run
+holds every case, the batch's ``spent_usd.total`` and ``saved_usd.total``,
+and the comparison against the first combination.
 
 Tracking store: ``WTB_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else
 SQLite at ``<WTB_HOME>/mlflow.db`` with artifacts in ``<WTB_HOME>/mlartifacts``;
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MlflowObserver",
     "artifact_root",
+    "cost_totals",
     "experiment_url",
     "mlflow_client",
     "mlflow_ui_command",
@@ -213,6 +218,29 @@ def run_metrics(figures: dict[str, float]) -> dict[str, float]:
     return {_key(k.removesuffix(".mean")): float(v) for k, v in figures.items() if k != "cases"}
 
 
+def cost_totals(results: Iterable[ExecutionResult]) -> dict[str, float]:
+    """What a group of executions spent and saved in all, as MLflow metrics (none when no node called a model).
+
+    ``spent_usd.total``, ``saved_usd.total``, ``tokens.<kind>.total`` and ``llm_calls.total``
+    beside the per-case means ``cost_usd``, ``saved_usd`` and ``tokens.<kind>``, and
+    ``usd_per_passed_case`` (what was spent over the executions that completed).
+    """
+    results = list(results)
+    if not any(n.usage or n.saved_usage for r in results for n in r.nodes):
+        return {}
+    spent = sum(r.cost_usd for r in results)
+    totals = {"spent_usd.total": spent, "saved_usd.total": sum(r.saved_usd for r in results)}
+    for result in results:
+        for counts in result.usage.values():
+            for kind, n in counts.items():
+                key = "llm_calls.total" if kind == "calls" else f"tokens.{kind}.total"
+                totals[key] = totals.get(key, 0.0) + float(n)
+    passed = sum(1 for r in results if r.ok)
+    if passed:
+        totals["usd_per_passed_case"] = spent / passed
+    return totals
+
+
 def _case_row(result: ExecutionResult) -> dict[str, Any]:
     row = {k: v for k, v in result.row().items()}
     row["input"] = _param(result.initial_state)
@@ -343,6 +371,7 @@ class MlflowObserver(BatchObserver):
             results = groups.get(label, [])
             figures = aggregate_metrics(results)
             named = run_metrics(figures)
+            named.update({_key(k): v for k, v in cost_totals(results).items()})
             # MLflow's compare view plots the first metric a run logged: the one that tells the variants apart
             order = sorted(named, key=lambda k: k != lead)
             metrics = [Metric(k, named[k], now, 0) for k in order]
@@ -357,6 +386,7 @@ class MlflowObserver(BatchObserver):
             "failed": float(len(batch.failed)),
             "duration_s": batch.duration_s,
         }
+        overall.update({k: v for k, v in cost_totals(batch.results).items() if k.endswith("_usd.total")})
         calls = batch.tracking.get("node_calls") or {}
         overall.update(
             {f"node_calls.{k}": float(calls[k]) for k in ("computed", "reused", "shared", "cached") if k in calls}

@@ -17,8 +17,10 @@ JavaScript, the forest plot as a base64 PNG):
   a case's regression and disagreement are decided on its scores (on its
   outputs only where no score exists), never on paths or ids; workspace
   paths in outputs are hidden unless ``show_paths`` asks for them;
-- per cell, links to its Prefect flow and task runs and its MLflow run, and
-  its error when it failed.
+- per cell, what its model calls cost (and what reused calls saved), links
+  to its Prefect flow and task runs and its MLflow run, and its error when
+  it failed; per variant, in the grid's heading, what it spent and saved in
+  all (the one-glance table has its mean cost per case);
 
 ``wtb report BATCH_ID`` rebuilds a batch from the execution index
 (:func:`load_batch`) and writes its report; every batch also writes its
@@ -222,6 +224,10 @@ def _cell(result: ExecutionResult, base: ExecutionResult | None, is_base: bool, 
         "fr": result.flow_run_id,
         "t": [[n.node, n.task_run_id, n.status] for n in result.nodes if n.task_run_id],
     }
+    if any(n.usage or n.saved_usage for n in result.nodes):  # a node called a chat model
+        cell["c"] = round(result.cost_usd, 6)
+        if result.saved_usd:
+            cell["sv"] = round(result.saved_usd, 6)
     if base is not None and not is_base and base.ok and result.ok:
         cell["d"] = {k: _better(k, v, base.scores[k]) for k, v in result.scores.items() if k in base.scores}
     if result.error is not None:
@@ -306,9 +312,15 @@ def grid_data(batch: BatchTestResult, baseline: str, links: ReportLinks, paths: 
                 ],
             }
         )
+    costs = batch.cost()["by_variant"]
     return {
         "variants": variants,
         "baseline": baseline,
+        "costs": {  # per variant, only where its nodes called a chat model
+            label: {"spent": round(c["spent_usd"], 6), "saved": round(c["saved_usd"], 6)}
+            for label, c in costs.items()
+            if c
+        },
         "scores": sorted({k for r in batch.results for k in r.scores}),
         "cases": cases,
         "prefectUi": links.prefect_ui,
