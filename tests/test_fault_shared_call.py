@@ -113,7 +113,7 @@ def test_the_computing_execution_overruns_its_timeout_while_another_waits_on_its
     project = marked_steps.make_project(name, "sqlite", node_cache="batch", node_timeouts={"b": 4})
     project.register_variant("d", "alt", marked_steps.node_d)
     bench.register_project(project)
-    # b's body is held at a gate nobody opens: it overruns its 4 s timeout in whichever execution runs it
+    # b's body is held at a gate nobody opens: it overruns its timeout in whichever execution runs it
     case = _state(tmp_path, slow_node="b", gate=str(tmp_path / "never-opened"))
     _, batch = _run_with_b_held(bench, tmp_path, monkeypatch, name, case, open_gate=False)
     assert [r.status for r in batch] == ["failed", "failed"], [str(r.error) for r in batch]
