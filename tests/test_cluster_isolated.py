@@ -12,11 +12,15 @@ project folder of its own, as a user's ``wtb batch`` would be.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,7 +35,8 @@ CHECKOUT_FILE = str(REPO / "pyproject.toml")
 
 @pytest.fixture(scope="module")
 def cluster(wtb_home: Path):
-    with IsolatedCluster(resources={"isolated": 2}, hidden=[wtb_home]) as running:
+    # the dashboard is what `ray job submit` talks to
+    with IsolatedCluster(resources={"isolated": 2}, hidden=[wtb_home], dashboard=True) as running:
         yield running
 
 
@@ -113,13 +118,17 @@ def test_a_batch_on_a_node_that_shares_no_files_is_right_and_the_second_is_warm(
     installs = _node_env_installs(cluster)
     assert installs >= 1
 
-    second = _drive(cluster, project_dir, prefect_api, {"probe_timeout": 5})
+    # the second batch on the cluster, and beside it the same batch on one machine (the driver's own
+    # local Ray, which touches neither the cluster nor its node): two drivers at once
+    with ThreadPoolExecutor(2) as pool:
+        warm = pool.submit(_drive, cluster, project_dir, prefect_api, {"probe_timeout": 5})
+        alone = pool.submit(_drive, cluster, project_dir, prefect_api, {"on_node": False, "address": "local"})
+        second, local = warm.result(), _by_execution(alone.result())
     assert second["pushed"] == 0, second["packages"]  # the same code: nothing uploaded again
     assert _node_env_installs(cluster) == installs  # the same lock: no environment built again
     assert {k: r["state"] for k, r in _by_execution(second).items()} == {k: r["state"] for k, r in rows.items()}
 
-    # the same batch on one machine (the driver's own local Ray): the same answers, the checkout visible
-    local = _by_execution(_drive(cluster, project_dir, prefect_api, {"on_node": False, "address": "local"}))
+    # on one machine: the same answers, the checkout visible
     assert local.keys() == rows.keys()
     for key, row in local.items():
         assert row["status"] == "completed" and row["state"]["saw_checkout"] is True
@@ -167,11 +176,141 @@ def test_an_environment_the_node_cannot_build_is_a_typed_error_not_a_hang(
             assert "wtb-localonly-pkg" in message and "could not be set up" in message and "Fix:" in message
 
 
+@pytest.fixture()
+def postgres_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A Prefect server of its own on a fresh PostgreSQL database, dropped afterwards: (API URL, database URL)."""
+    import psycopg
+
+    from tests.support.prerequisites import POSTGRES_URL
+    from wtb_prefect.services.ports import free_port
+    from wtb_prefect.services.prefect_server import PrefectServer
+    from wtb_prefect.settings import WTBSettings
+
+    name = f"wtb_iso_jobs_{uuid.uuid4().hex[:12]}"  # a fresh database each run: nothing left from the last one
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    server = PrefectServer(WTBSettings(home=tmp_path_factory.mktemp("pg_prefect")))
+    try:
+        info = server.start(port=free_port(), database_url=database_url, timeout=300)
+        yield info.url, database_url
+    finally:
+        server.stop()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _finished_job(client, job_id: str, timeout: float = 400) -> tuple[str, str]:  # noqa: ANN001 (a JobSubmissionClient)
+    """Wait for a Ray job to end: its final status and its logs."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    status = client.get_job_status(job_id)
+    while not status.is_terminal():
+        assert time.monotonic() < deadline, (
+            f"the Ray job {job_id} did not end within {timeout:.0f}s ({status}):\n{client.get_job_logs(job_id)[-6000:]}"
+        )
+        time.sleep(1)
+        status = client.get_job_status(job_id)
+    return str(JobStatus(status).value), client.get_job_logs(job_id)
+
+
+def _task_runs(api_url: str, flow_run_id: str, expect: int, timeout: float = 120) -> tuple[str, list]:
+    """The flow run's final state and its task runs, once ``expect`` of them are final (the server records
+    task runs from events, a moment after the flow run ends)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if sum(1 for r in runs if r.state and r.state.is_final()) >= expect or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        flow_run = client.read_flow_run(flow_run_id)
+    return flow_run.state.type.value, runs
+
+
+@pytest.mark.postgres
+def test_a_batch_submitted_as_a_ray_job_reports_to_prefect_on_postgresql_and_to_mlflow(
+    cluster: IsolatedCluster,
+    project_dir: Path,
+    postgres_prefect: tuple[str, str],
+    wtb_home: Path,
+    tmp_path: Path,
+):
+    import psycopg
+    from mlflow import MlflowClient
+    from ray.job_submission import JobSubmissionClient
+
+    api_url, database_url = postgres_prefect
+    job_home = tmp_path / "job_home"  # the driver's state folder, on the head's machine
+    job_home.mkdir()
+    tracking = f"sqlite:///{job_home / 'mlflow.db'}"
+    client = JobSubmissionClient(cluster.dashboard_url)
+    # as `ray job submit --working-dir <project> --runtime-env-json ... -- python drive.py`
+    job_id = client.submit_job(
+        entrypoint=f"{shlex.quote(sys.executable)} drive.py",
+        runtime_env={
+            "working_dir": str(project_dir),
+            "env_vars": {
+                "PREFECT_API_URL": api_url,
+                "WTB_HOME": str(job_home),
+                "WTB_ENV_DIR": str(wtb_home / "envs"),  # the variant's environment, built once on this machine
+                "WTB_MLFLOW_ENABLED": "true",
+                "WTB_MLFLOW_TRACKING_URI": tracking,
+                "WTB_ISO_SPEC": json.dumps({"checkout_file": CHECKOUT_FILE}),
+            },
+        },
+    )
+    status, logs = _finished_job(client, job_id)
+    assert status == "SUCCEEDED", logs[-6000:]
+    outcomes = [line for line in logs.splitlines() if line.startswith("OUTCOME ")]
+    assert outcomes, logs[-6000:]
+    outcome = json.loads(outcomes[-1][len("OUTCOME ") :])
+
+    rows = _by_execution(outcome)
+    assert len(rows) == 6 and all(r["status"] == "completed" for r in rows.values()), rows
+    bm25 = _locked_bm25(wtb_home)
+    for (variant, case), row in rows.items():
+        state = row["state"]
+        assert state["x"] == (int(case) + 1) * 10 + 3
+        assert state["node_ip"] == NODE_IP and state["saw_checkout"] is False  # ran where the checkout is not
+        if variant != "default":
+            assert state["bm25"] == bm25
+
+    # MLflow: the batch's parent run and a child run per variant, as from a local driver
+    ml = MlflowClient(tracking)
+    experiment = ml.get_experiment_by_name("iso_probe")
+    assert experiment is not None, f"no MLflow experiment iso_probe in {tracking}"
+    runs = ml.search_runs([experiment.experiment_id], f"tags.`wtb.batch_id` = '{outcome['batch_id']}'")
+    parents = [r for r in runs if r.data.tags.get("wtb.kind") == "batch"]
+    children = [r for r in runs if r.data.tags.get("wtb.kind") == "variant"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", runs
+    assert {c.data.tags["wtb.variant"] for c in children} == {variant for variant, _ in rows}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+    # Prefect: the batch's flow run and a completed task run per node call, kept in PostgreSQL
+    flow_run_id = parents[0].data.tags["prefect.flow_run_id"]
+    flow_state, task_runs = _task_runs(api_url, flow_run_id, expect=18)
+    assert flow_state == "COMPLETED"
+    for node in ("prep", "probe", "finish"):
+        calls = [t for t in task_runs if t.name.split(" | ")[0] == node]
+        assert len(calls) == 6 and all(t.state.is_completed() for t in calls), [t.name for t in task_runs]
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT state_type FROM flow_run WHERE id = %s", (flow_run_id,)).fetchone()
+    assert stored is not None and stored[0] == "COMPLETED"
+
+
 def test_a_node_lost_mid_batch_fails_its_calls_with_a_named_error_and_nothing_hangs(  # last: the node stays down
     cluster: IsolatedCluster, project_dir: Path, prefect_api: str, tmp_path: Path
 ):
     kill_file = tmp_path / "first-result"
-    full_spec = {"cases": 6, "parallelism": 2, "sleep_s": 3.0, "kill_file": str(kill_file)}
+    # every execution at once: two probes run on the node, the others wait in Ray's queue for its
+    # resource, so once the node is gone they all find out at the same check instead of in turns
+    full_spec = {"cases": 6, "parallelism": 12, "sleep_s": 3.0, "kill_file": str(kill_file)}
     driver: dict = {}
 
     def run() -> None:

@@ -194,6 +194,7 @@ class IsolatedCluster:
         self.hidden = [Path(p) for p in (hidden or [])]
         self.port = 0
         self.dashboard_port = 0
+        self.agent_port = 0
         self.work = Path(tempfile.mkdtemp(prefix="wtbiso-"))  # short: Ray's socket paths have a length limit
         self.head_temp = str(self.work / "h")
         self.node_temp = f"/tmp/wtbiso-node-{self.work.name}"  # inside the node's own /tmp
@@ -220,6 +221,15 @@ class IsolatedCluster:
             "RAY_USAGE_STATS_ENABLED": "0",
             # the raylet's default wait for its agents is too short on a loaded machine
             "RAY_agent_register_timeout_ms": "300000",
+            # The head's GCS declares a node dead after this many failed health checks in a
+            # row, one a second: a killed node's checks fail at once (nothing listens), so it
+            # is noticed in a few seconds instead of Ray's default of several times longer.
+            # A live but slow node is not declared dead by it: each check keeps Ray's default
+            # time to be answered, so only three such waits in a row without an answer would do it.
+            "RAY_health_check_initial_delay_ms": "1000",
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            "RAY_health_check_timeout_ms": "10000",
         }
 
     def driver_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -252,13 +262,14 @@ class IsolatedCluster:
         self.stop()
 
     def start(self) -> IsolatedCluster:
-        """Build (or reuse) the node's venv, start the head, then the node; wait until both are in the cluster."""
-        self.venv = node_venv(self.repo)
-        self._start_head()
+        """Start the head, build (or reuse) the node's venv meanwhile, then the node; wait until both are in the cluster."""
+        self._launch_head()
+        self.venv = node_venv(self.repo)  # built while the head starts
+        self._wait_head()
         self.start_node()
         return self
 
-    def _start_head(self) -> None:
+    def _launch_head(self) -> None:
         self.port = _free_port()
         ray = Path(sys.executable).with_name("ray")
         command = [
@@ -274,10 +285,13 @@ class IsolatedCluster:
         ]
         if self.dashboard:
             self.dashboard_port = _free_port()
+            self.agent_port = _free_port()
             command += [
                 "--include-dashboard=true",
                 f"--dashboard-host={HEAD_IP}",
                 f"--dashboard-port={self.dashboard_port}",
+                # a port of its own: the node's agent, on the same network, takes Ray's default one
+                f"--dashboard-agent-listen-port={self.agent_port}",
             ]
         else:
             command += ["--include-dashboard=false"]
@@ -287,9 +301,16 @@ class IsolatedCluster:
         self.head = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
+
+    def _wait_head(self) -> None:
         self._wait(lambda: _answers(HEAD_IP, self.port) and "Ray runtime started" in self.head_log(), self.head, "head")
         if self.dashboard:
             self._wait(lambda: _answers(HEAD_IP, self.dashboard_port), self.head, "head's dashboard")
+            # `ray job submit` goes through the head's job agent, which registers with the GCS
+            # right after its HTTP server listens, seconds after the dashboard answers; a job
+            # submitted before that waits only a few seconds for it, then fails with "No
+            # available agent to submit job".
+            self._wait(lambda: _answers(HEAD_IP, self.agent_port), self.head, "head's job agent (dashboard agent)")
 
     def node_command(self) -> list[str]:
         """The shell command run in the node's mount namespace: hide the driver's files, then ``ray start``."""
