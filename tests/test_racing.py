@@ -267,3 +267,30 @@ def test_difference_sequences_follow_the_race_order_and_separate_a_planted_diffe
     assert Image.open(path).size[0] == 900
     with pytest.raises(ValueError, match="at least one variant"):
         race_plot([{**by_name["same"], "cases": []}], tmp_path / "none.png", metric="answer_hit")
+
+    # the report's race section: the sentence with the race's cost, a row per variant and the plot inside the page
+    from wtb_prefect.analysis.batch_result import BatchTestResult
+    from wtb_prefect.integrations.race_table import race_html
+
+    race = {
+        "primary_metric": "answer_hit",
+        "goal": "baseline",
+        "alpha": 0.05,
+        "epsilon": 0.02,
+        "kind": "anytime-valid",
+        "decided": True,
+        "sequences": sequences,
+        "plot": str(path),
+        "cost": {"node_calls": 40, "full_node_calls": 90, "node_seconds": 4.0, "full_node_seconds": 9.0},
+        "verdicts": [
+            {"variant": "base", "status": "baseline", "verdict": "baseline", "node_calls": 30, "mean": 0.5},
+            {"variant": "same", "status": "dropped", "verdict": "no better than base", "dropped_after": 60},
+            {"variant": "better", "status": "kept", "verdict": "better than base", "node_calls": 10, "mean": 0.8},
+        ],
+    }
+    section = race_html(BatchTestResult("b1", "p", [], tracking={"race": race}))
+    assert section.startswith("<h2 id='race'>Race</h2>")
+    assert "40 node calls of the full matrix&#x27;s 90 (44%)" in section
+    assert section.count("<tr>") == 4 and "60 cases" in section and "better than base" in section
+    assert "src='data:image/png;base64,iVBORw0KGgo" in section  # the PNG itself, so the page stands alone
+    assert race_html(BatchTestResult("b2", "p", [])) == ""  # a batch that was not raced has no race section

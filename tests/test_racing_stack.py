@@ -211,6 +211,10 @@ def test_a_race_drops_the_worse_variant_and_runs_nothing_of_it_after(bench):
     assert "race.png" in {a.path for a in mlflow.list_artifacts(tracked["parent_run_id"])}
     wrong_run = mlflow.get_run(tracked["child_run_ids"]["answerer=wrong"])
     assert wrong_run.data.tags["race.verdict"] == f"dropped: {wrong['verdict']}"
+    # and in the batch's report: the race's section with its cost and its plot inside the page
+    report = Path(raced.tracking["report"]).read_text()
+    assert "<h2 id='race'>Race</h2>" in report and "id='race-plot'" in report
+    assert f"{cost['node_calls']} node calls of the full matrix&#x27;s {cost['full_node_calls']}" in report
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,16 @@ sequence at the last look) with the decision's cost against the full matrix's in
 description, and the same table, cost metrics and verdict tags on the batch's
 MLflow parent run (after the MLflow observer has created it), with the race's
 plot (``race.png``: each variant's confidence sequence over cases) as an artifact.
+:func:`race_html` is the same table and plot as the report's "Race" section.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wtb_prefect.batch.gate import artifact_key
@@ -24,7 +28,7 @@ if TYPE_CHECKING:
     from wtb_prefect.analysis.batch_result import BatchTestResult
     from wtb_prefect.batch.plan import BatchPlan
 
-__all__ = ["RaceTableObserver", "cost_line", "race_rows"]
+__all__ = ["RaceTableObserver", "cost_line", "race_html", "race_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,34 @@ def _title(race: dict[str, Any]) -> str:
         f"epsilon {race['epsilon']:g}; {race['kind']} verdicts, "
         f"{'decided' if race.get('decided') else 'not decided when the cases ran out'})"
     )
+
+
+def race_html(batch: BatchTestResult) -> str:
+    """The report's "Race" section as HTML: what the race decided, for what share of the full matrix's
+    calls, the table of :func:`race_rows` and the plot (embedded); empty for a batch that was not raced."""
+    race = batch.tracking.get("race")
+    if not isinstance(race, dict) or not race.get("verdicts"):
+        return ""
+    rows = race_rows(race)
+    head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if v is None else _cell(v))}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    plot = ""
+    path = Path(race["plot"]) if race.get("plot") else None
+    if path is not None and path.is_file():
+        data = base64.b64encode(path.read_bytes()).decode()
+        plot = f"<img id='race-plot' alt='each variant minus the baseline over cases, with its confidence sequence' src='data:image/png;base64,{data}'>"
+    return (
+        f"<h2 id='race'>Race</h2><p>{html.escape(_title(race))}: {html.escape(cost_line(race))}.</p>"
+        f"<div class='wide'><table class='comparison race'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        + plot
+    )
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 class RaceTableObserver(BatchObserver):

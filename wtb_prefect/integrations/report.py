@@ -10,6 +10,9 @@ JavaScript, the forest plot as a base64 PNG):
   metric: means, the difference with its confidence interval, the p-value
   and the verdict (better / worse / no detectable difference);
 - the forest plot of those differences;
+- for a raced batch, the race (:func:`wtb_prefect.integrations.race_table.race_html`):
+  each variant's status and verdict, the calls it took against the full
+  matrix's, and each variant's confidence sequence over cases;
 - a grid of test cases x variant combinations with each output inline, every
   score coloured against the baseline's score on the same case, filters for
   regressions, disagreements and failures (also driven by the URL:
@@ -51,6 +54,7 @@ from wtb_prefect.analysis.paired import PairedComparison, interval_label
 from wtb_prefect.batch.analysis import forest_plot_path
 from wtb_prefect.errors import ConfigError
 from wtb_prefect.integrations.previous_run import previous_html
+from wtb_prefect.integrations.race_table import race_html
 from wtb_prefect.results import ErrorInfo, ExecutionResult
 from wtb_prefect.settings import WTBSettings, get_settings
 
@@ -445,7 +449,7 @@ def render_report(
         title=html.escape(f"{batch.project}: batch {batch.batch_id}"),
         header=_header_html(batch, base, links),
         glance=glance_html(one_glance(batch, base)),
-        comparison=_comparison_html(verdicts) + previous_html(batch),
+        comparison=_comparison_html(verdicts) + race_html(batch) + previous_html(batch),
         plot=plot,
         data=_script_json(grid_data(batch, base, links, show_paths)),
     )
