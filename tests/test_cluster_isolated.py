@@ -240,6 +240,7 @@ def test_a_batch_submitted_as_a_ray_job_reports_to_prefect_on_postgresql_and_to_
     postgres_prefect: tuple[str, str],
     wtb_home: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     import psycopg
     from mlflow import MlflowClient
@@ -249,6 +250,9 @@ def test_a_batch_submitted_as_a_ray_job_reports_to_prefect_on_postgresql_and_to_
     job_home = tmp_path / "job_home"  # the driver's state folder, on the head's machine
     job_home.mkdir()
     tracking = f"sqlite:///{job_home / 'mlflow.db'}"
+    # Ray's job client takes RAY_API_SERVER_ADDRESS, then RAY_ADDRESS, over the address it is given;
+    # this session's drivers have RAY_ADDRESS naming the session's own cluster
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", cluster.dashboard_url)
     client = JobSubmissionClient(cluster.dashboard_url)
     # as `ray job submit --working-dir <project> --runtime-env-json ... -- python drive.py`
     job_id = client.submit_job(
