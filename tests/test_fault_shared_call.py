@@ -24,18 +24,26 @@ MATRIX = [{}, {"d": "alt"}]
 
 @contextlib.contextmanager
 def _observe_waits(monkeypatch) -> Iterator[list[str]]:
-    """Records every wait of an execution for another execution's identical call (then waits for real)."""
+    """Records the node of every wait of an execution for another execution's identical call (then waits
+    for real). Whether the second execution waits on a at all depends on timing (it may find a's result
+    already there), so the tests look for its wait on b."""
     waits: list[str] = []
     lock = threading.Lock()
-    real = sharing.stepping_aside
+    calling = threading.local()
+    real_aside, real_begin = sharing.stepping_aside, sharing.NodeSharing.begin
+
+    def begin(self, plan, *args, **kwargs):  # noqa: ANN001, ANN202 (NodeSharing.begin's own signature)
+        calling.node = plan.node
+        return real_begin(self, plan, *args, **kwargs)
 
     @contextlib.contextmanager
     def observed() -> Iterator[None]:
         with lock:
-            waits.append(threading.current_thread().name)
-        with real():
+            waits.append(getattr(calling, "node", "?"))
+        with real_aside():
             yield
 
+    monkeypatch.setattr(sharing.NodeSharing, "begin", begin)
     monkeypatch.setattr(sharing, "stepping_aside", observed)
     yield waits
 
@@ -59,10 +67,11 @@ def test_the_computing_execution_raises_while_another_waits_on_its_call(bench, t
                 what="node b to start in the computing execution",
             )
             wait_for(
-                lambda: len(waits) >= 2,
+                lambda: "b" in waits or not thread.is_alive(),
                 timeout=HANG_GUARD_S,
-                what="the second execution to wait on the shared calls of a and b",
+                what="the second execution to wait on the computing execution's b",
             )
+            assert "b" in waits, f"the batch ended before the second execution waited on b (waits: {waits})"
         finally:
             gate.touch()  # b raises now, while the other execution waits on it
         thread.join(HANG_GUARD_S)
@@ -78,7 +87,7 @@ def test_the_computing_execution_raises_while_another_waits_on_its_call(bench, t
 
 
 def _run_with_b_held(bench, tmp_path, monkeypatch, name: str, case: dict, open_gate: bool) -> tuple[list, object]:
-    """Run the two-variant batch until the second execution waits on the shared calls, then let b go on
+    """Run the two-variant batch until the second execution waits on the shared call of b, then let b go on
     (``open_gate``) or leave it held; returns the waits seen and the batch."""
     gate = Path(case["gate"])
     with _observe_waits(monkeypatch) as waits:
@@ -92,10 +101,11 @@ def _run_with_b_held(bench, tmp_path, monkeypatch, name: str, case: dict, open_g
                 what="node b to start in the computing execution",
             )
             wait_for(
-                lambda: len(waits) >= 2,
+                lambda: "b" in waits or not thread.is_alive(),
                 timeout=HANG_GUARD_S,
-                what="the second execution to wait on the shared calls of a and b",
+                what="the second execution to wait on the computing execution's b",
             )
+            assert "b" in waits, f"the batch ended before the second execution waited on b (waits: {waits})"
             if open_gate:
                 gate.touch()
             thread.join(HANG_GUARD_S)
