@@ -240,6 +240,104 @@ def test_a_lost_probe_is_replaced():
     assert kind == "task" and probe
 
 
+def test_a_verdict_is_announced_once_it_is_reached():
+    from wtb_prefect.run.auto_lane import AutoLane
+
+    lane = AutoLane()
+    heard: list[str] = []
+    lane.when_decided(heard.append)
+    for _ in range(3):
+        lane.choose(time.monotonic() + 5)
+    lane.measured(0.01, 1.0)
+    lane.measured(0.01, 1.0)
+    assert heard == [], "no verdict before the third probe"
+    lane.measured(0.01, 1.0)
+    lane.when_decided(heard.append)  # already known: told at once
+    assert heard == ["actor", "actor"]
+
+
+_NEW_DRIVER = """
+import time
+from wtb_prefect.run.auto_lane import AutoLane
+lane = AutoLane("proj|default|call|tests.node|abc")
+kind, reason, probe = lane.choose(time.monotonic() + 1)
+print(kind, probe, reason)
+"""
+
+
+def _new_driver(home: Path) -> str:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WTB_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", _NEW_DRIVER], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_later_driver_starts_from_the_verdict_an_earlier_one_reached(tmp_path, monkeypatch):
+    """A CLI run or a deployment's flow run is a new driver each time: it does not probe a node again."""
+    from wtb_prefect.run.auto_lane import VERDICTS_FILE, AutoLane
+
+    monkeypatch.setenv("WTB_HOME", str(tmp_path))
+    assert _new_driver(tmp_path).startswith("task True finding out"), "nothing known yet: the call probes"
+    lane = AutoLane("proj|default|call|tests.node|abc")
+    for _ in range(3):
+        lane.choose(time.monotonic() + 5)
+    for _ in range(3):
+        lane.measured(0.01, 1.0)
+    assert (tmp_path / VERDICTS_FILE).exists()
+    kind, probe, reason = _new_driver(tmp_path).split(" ", 2)
+    assert (kind, probe) == ("actor", "False") and reason.startswith("measured earlier: waits"), reason
+    (tmp_path / VERDICTS_FILE).write_text("{not json")
+    assert _new_driver(tmp_path).startswith("task True finding out"), "an unreadable file: the node probes again"
+
+
+class _FakePool:
+    """An I/O lane's pool without Ray: what batch_lanes starts and stops."""
+
+    started: list[_FakePool] = []
+
+    def __init__(self, options, per_actor):
+        self.per_actor, self.actors, self.users, self.killed = per_actor, [], 0, False
+        _FakePool.started.append(self)
+
+    def grow(self, size, bodies):
+        self.actors = [object()] * max(size, len(self.actors))
+        return []
+
+    def kill(self):
+        self.killed = True
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "stopped"),
+    [(("task", "task"), True), (("task", "actor"), False), (("actor", "task"), False)],
+)
+def test_the_lane_started_while_nodes_are_probed_stops_once_all_compute(monkeypatch, verdicts, stopped):
+    """Nodes still to be found out get their I/O lane started with the batch (so one found to wait
+    finds it up); it is stopped, returning its reservation, once every one of them computes."""
+    from wtb_prefect.run import lanes
+    from wtb_prefect.run.lanes import batch_lanes, lane_spec
+
+    monkeypatch.setattr(lanes, "ActorPool", _FakePool)
+    monkeypatch.setattr(lanes, "_session", lambda: f"fake-{verdicts}")
+    _FakePool.started.clear()
+    specs = [
+        lane_spec(name, lambda state: state, NodeResourceConfig(), {}, limit_key="", queue_timeout=5)
+        for name in ("a", "b")
+    ]
+    with batch_lanes(specs, concurrency=40):
+        [pool] = _FakePool.started
+        assert len(pool.actors) == 2 and not pool.killed, "started, sized for the batch, before any verdict"
+        for spec, verdict in zip(specs, verdicts, strict=True):
+            for _ in range(3):
+                spec.auto.choose(time.monotonic() + 5)
+            for _ in range(3):
+                spec.auto.measured(0.01 if verdict == "actor" else 0.9, 1.0)
+        assert pool.killed is stopped
+
+
 def _auto_project(name, factory) -> WorkflowProject:
     # No resources written: the bench finds out where each node runs.
     return WorkflowProject(
@@ -274,8 +372,8 @@ def test_unmarked_waiting_nodes_move_to_the_io_lane_with_the_same_results(bench)
 def test_unmarked_computing_nodes_stay_on_ray_tasks(bench):
     from tests.graphs import unmarked
 
-    bench.register_project(_auto_project("auto_computing", unmarked.computing_graph))
     cases = [{"x": i, "seconds": 0.3} for i in range(6)]
+    bench.register_project(_auto_project("auto_computing", unmarked.computing_graph))
     batch = bench.run_batch_test("auto_computing", [{}], cases, parallelism=2)
     assert not batch.failed, batch.failed[0].error
     assert [r.final_state["y"] for r in batch.results] == [3 * i + 1 for i in range(6)]

@@ -24,16 +24,27 @@ otherwise queue as Ray tasks holding a CPU each, which is what the I/O lane is
 there to avoid. The probe calls themselves reserve at most
 :data:`IO_ACTOR_CPUS` CPU each, so that the three run at once. The verdict
 holds for the rest of the batch and for the driver's later batches of the
-same node implementation (its code unchanged). Values are never affected: the
-lane decides where the body runs, not what it gets or returns.
+same node implementation (its code unchanged), and is kept in the state folder
+(:data:`VERDICTS_FILE`) for later drivers: a CLI run or a deployment's flow run
+starts a new driver each time, and should not pay for the probe again. A
+verdict found earlier says so in its reason ("measured earlier"); to make a
+node probe again, change its code, mark it, or delete that file. Values are
+never affected: the lane decides where the body runs, not what it gets or
+returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from wtb_prefect.config import NodeResourceConfig
@@ -43,6 +54,7 @@ __all__ = [
     "HOLD_S",
     "IO_ACTOR_CPUS",
     "PROBE_CALLS",
+    "VERDICTS_FILE",
     "WAIT_SHARE",
     "AutoLane",
     "body_key",
@@ -64,7 +76,12 @@ IO_ACTOR_CPUS = 0.1
 EXPLICIT_REQUEST = ("num_cpus", "num_gpus", "memory", "custom_resources")
 """Resource fields that, when written, keep a node on the lane its resources say (a Ray task per call)."""
 
+VERDICTS_FILE = "lane_verdicts.json"
+"""The file of the state folder that keeps the verdicts for later drivers."""
+
 Kind = Literal["actor", "task"]
+
+_log = logging.getLogger(__name__)
 
 
 def fixed_lane(resources: NodeResourceConfig, is_async: bool) -> tuple[Kind | None, str]:
@@ -83,6 +100,55 @@ def fixed_lane(resources: NodeResourceConfig, is_async: bool) -> tuple[Kind | No
 
 _verdicts: dict[str, tuple[Kind, str]] = {}
 _verdicts_lock = threading.Lock()
+_loaded_from: Path | None = None
+
+
+def _verdicts_path() -> Path:
+    from wtb_prefect.settings import get_settings
+
+    return get_settings().state_dir / VERDICTS_FILE
+
+
+def _read(path: Path) -> dict[str, tuple[Kind, str]]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        _log.debug("lane verdicts at %s unreadable; nodes probe again", path, exc_info=True)
+        return {}
+    return {
+        key: (value[0], value[1])
+        for key, value in raw.items()
+        if isinstance(value, list) and len(value) == 2 and value[0] in ("actor", "task")
+    }
+
+
+def _known(key: str) -> tuple[Kind, str] | None:
+    """The verdict on ``key`` from this driver, or from an earlier one (the state folder's file)."""
+    global _loaded_from
+    with _verdicts_lock:
+        path = _verdicts_path()
+        if _loaded_from != path:  # the first look of this driver (or a new state folder)
+            _verdicts.update({k: v for k, v in _read(path).items() if k not in _verdicts})
+            _loaded_from = path
+        return _verdicts.get(key)
+
+
+def _keep(key: str, verdict: tuple[Kind, str]) -> None:
+    """Record a new verdict here and in the state folder (other drivers may write beside this one)."""
+    with _verdicts_lock:
+        _verdicts[key] = verdict
+        path = _verdicts_path()
+        try:
+            merged = {**_read(path), key: verdict}
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".verdicts-", delete=False) as out:
+                json.dump({k: list(v) for k, v in merged.items()}, out)
+            os.replace(out.name, path)
+        except OSError:  # a read-only state folder: later drivers probe again, nothing else changes
+            _log.debug("could not keep the lane verdict of %s in %s", key, path, exc_info=True)
+            with contextlib.suppress(NameError, OSError):
+                os.unlink(out.name)
 
 
 def body_key(where: str, func: Callable[..., Any]) -> str:
@@ -108,12 +174,22 @@ class AutoLane:
         self.reason = ""
         self.concurrency = 1
         """The batch's concurrency, which sizes the I/O lane's pool when the node moves there."""
-        known = _verdicts.get(key) if key is not None else None
-        if known is not None:  # found out by an earlier batch of this driver
+        self._listeners: list[Callable[[Kind], None]] = []
+        known = _known(key) if key is not None else None
+        if known is not None:  # found out by an earlier batch of this driver, or by an earlier driver
             self.verdict, self.reason = known[0], known[1].replace("measured:", "measured earlier:", 1)
 
     def __deepcopy__(self, memo: dict) -> AutoLane:  # one verdict per node plan, however its options are copied
         return self
+
+    def when_decided(self, listener: Callable[[Kind], None]) -> None:
+        """Call ``listener(verdict)`` once the verdict is reached (at once when it is known)."""
+        with self._cond:
+            verdict = self.verdict
+            if verdict is None:
+                self._listeners.append(listener)
+                return
+        listener(verdict)
 
     def choose(self, deadline: float) -> tuple[Kind, str, bool]:
         """The lane of the next call: ``(kind, reason, is_probe)``; a probe must report :meth:`measured` or :meth:`lost`."""
@@ -137,6 +213,7 @@ class AutoLane:
 
     def measured(self, cpu_s: float, wall_s: float) -> None:
         """A probe call ended: its process spent ``cpu_s`` of CPU over ``wall_s`` seconds."""
+        decided: Kind | None = None
         with self._cond:
             self._probing -= 1
             self._measured += 1
@@ -149,10 +226,14 @@ class AutoLane:
                     self.verdict, self.reason = "actor", f"measured: waits ({what})"
                 else:
                     self.verdict, self.reason = "task", f"measured: computes ({what})"
-                if self.key is not None:
-                    with _verdicts_lock:
-                        _verdicts[self.key] = (self.verdict, self.reason)
+                decided = self.verdict
+            listeners, self._listeners = (self._listeners, []) if decided else ([], self._listeners)
             self._cond.notify_all()
+        if decided is not None:
+            if self.key is not None:
+                _keep(self.key, (decided, self.reason))
+            for listener in listeners:
+                listener(decided)
 
     def lost(self) -> None:
         """A probe call ended without a measure (its worker died): another call probes instead."""

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -493,15 +494,23 @@ def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
     import ray
 
     needed: dict[str, list[LaneSpec]] = {}
+    hoped: dict[str, list[LaneSpec]] = {}  # I/O lanes of nodes still to be found out
     for spec in specs:
-        if spec.auto is not None:
+        if spec.auto is not None and spec.io_spec is not None:
             spec.auto.concurrency = concurrency  # sizes its I/O lane if it moves there
+            if spec.auto.verdict == "actor":  # found to wait by an earlier batch: its lane starts now
+                needed.setdefault(spec.io_spec.pool_key, []).append(spec.io_spec)
+            elif spec.auto.verdict is None:
+                hoped.setdefault(spec.io_spec.pool_key, []).append(spec)
         if spec.kind == "actor":
             needed.setdefault(spec.pool_key, []).append(spec)
     with _pools_lock:
         pools = _pools_of_session()
-        for key in [k for k, p in pools.items() if p.users == 0 and k not in needed]:
+        for key in [k for k, p in pools.items() if p.users == 0 and k not in needed and k not in hoped]:
             pools.pop(key).kill()
+        stop_when_decided = [
+            _start_hoped_lane(pools, key, group, concurrency) for key, group in hoped.items() if key not in needed
+        ]
         held: list[ActorPool] = []
         waits: list[tuple[LaneSpec, list[Any]]] = []
         for key, group in needed.items():
@@ -513,6 +522,8 @@ def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
             pool.users += 1
             held.append(pool)
             waits.append((group[0], refs))
+    for watch in stop_when_decided:
+        watch()
     try:
         for spec, refs in waits:
             if not refs:
@@ -526,6 +537,44 @@ def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
         with _pools_lock:
             for pool in held:
                 pool.users -= 1
+
+
+def _start_hoped_lane(
+    pools: dict[str, ActorPool], key: str, group: list[LaneSpec], concurrency: int
+) -> Callable[[], None]:
+    """Start, without waiting, the I/O lane that nodes still being found out move to if they wait.
+
+    Its actors start while the first calls are measured, so that a node found
+    to wait finds its lane up. The lane is stopped once every node of the
+    group is found to compute (its reservation then goes back to the
+    computing calls). The caller holds ``_pools_lock`` and calls the returned
+    function once it has let go of it.
+    """
+    io_spec = group[0].io_spec
+    assert io_spec is not None
+    pool = pools.get(key)
+    if pool is None:
+        pool = pools[key] = ActorPool(io_spec.actor_options, io_spec.calls_per_worker)
+    calls = max(min(concurrency, s.max_in_flight or concurrency) for s in group)
+    pool.grow(max(1, math.ceil(calls / pool.per_actor)), [s.body for s in group])
+    undecided = {id(s) for s in group}
+    state = {"wanted": False}
+
+    def decided(spec: LaneSpec, verdict: str) -> None:
+        with _pools_lock:
+            undecided.discard(id(spec))
+            state["wanted"] |= verdict == "actor"
+            if undecided or state["wanted"] or pool.users or pools.get(key) is not pool:
+                return
+            pools.pop(key)
+        pool.kill()
+
+    def watch() -> None:
+        for spec in group:
+            assert spec.auto is not None
+            spec.auto.when_decided(functools.partial(decided, spec))
+
+    return watch
 
 
 # --- calling a node --------------------------------------------------------------------------
