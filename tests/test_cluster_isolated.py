@@ -97,15 +97,9 @@ def _by_execution(outcome: dict) -> dict[tuple[str, str], dict]:
     return {(row["variant"], row["case"]): row for row in outcome["results"]}
 
 
-def test_a_batch_on_a_node_that_shares_no_files_is_right_and_the_second_is_warm(
-    cluster: IsolatedCluster, project_dir: Path, prefect_api: str, wtb_home: Path
-):
-    site = next((cluster.venv or Path()).glob("lib/python*/site-packages"))
-    assert not list(site.glob("rank_bm25*")), "the node image must lack rank-bm25"
-
-    # a probe timeout shorter than installing rank-bm25 on the node: that install is queue time
-    first = _drive(cluster, project_dir, prefect_api, {"probe_timeout": 5})
-    rows = _by_execution(first)
+def _assert_ran_right_on_the_node(outcome: dict, wtb_home: Path) -> dict[tuple[str, str], dict]:
+    """Every execution completed with the right state, on the node that shares no file with the driver."""
+    rows = _by_execution(outcome)
     assert len(rows) == 6 and all(r["status"] == "completed" for r in rows.values()), rows
     bm25 = _locked_bm25(wtb_home)
     for (variant, case), row in rows.items():
@@ -114,6 +108,18 @@ def test_a_batch_on_a_node_that_shares_no_files_is_right_and_the_second_is_warm(
         assert state["node_ip"] == NODE_IP and state["saw_checkout"] is False  # ran where the checkout is not
         if variant != "default":
             assert state["bm25"] == bm25
+    return rows
+
+
+def test_a_batch_on_a_node_that_shares_no_files_is_right_and_the_second_is_warm(
+    cluster: IsolatedCluster, project_dir: Path, prefect_api: str, wtb_home: Path
+):
+    site = next((cluster.venv or Path()).glob("lib/python*/site-packages"))
+    assert not list(site.glob("rank_bm25*")), "the node image must lack rank-bm25"
+
+    # a probe timeout shorter than installing rank-bm25 on the node: that install is queue time
+    first = _drive(cluster, project_dir, prefect_api, {"probe_timeout": 5})
+    rows = _assert_ran_right_on_the_node(first, wtb_home)
     assert first["pushed"] >= 1  # the project folder (and wtb_prefect) went to the cluster
     installs = _node_env_installs(cluster)
     assert installs >= 1
@@ -275,15 +281,7 @@ def test_a_batch_submitted_as_a_ray_job_reports_to_prefect_on_postgresql_and_to_
     assert outcomes, logs[-6000:]
     outcome = json.loads(outcomes[-1][len("OUTCOME ") :])
 
-    rows = _by_execution(outcome)
-    assert len(rows) == 6 and all(r["status"] == "completed" for r in rows.values()), rows
-    bm25 = _locked_bm25(wtb_home)
-    for (variant, case), row in rows.items():
-        state = row["state"]
-        assert state["x"] == (int(case) + 1) * 10 + 3
-        assert state["node_ip"] == NODE_IP and state["saw_checkout"] is False  # ran where the checkout is not
-        if variant != "default":
-            assert state["bm25"] == bm25
+    rows = _assert_ran_right_on_the_node(outcome, wtb_home)
 
     # MLflow: the batch's parent run and a child run per variant, as from a local driver
     ml = MlflowClient(tracking)
