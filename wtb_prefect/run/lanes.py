@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import inspect
 import json
 import math
@@ -514,11 +513,7 @@ def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
         held: list[ActorPool] = []
         waits: list[tuple[LaneSpec, list[Any]]] = []
         for key, group in needed.items():
-            pool = pools.get(key)
-            if pool is None:
-                pool = pools[key] = ActorPool(group[0].actor_options, group[0].calls_per_worker)
-            calls = max(min(concurrency, s.max_in_flight or concurrency) for s in group)
-            refs = pool.grow(max(1, math.ceil(calls / pool.per_actor)), [s.body for s in group])
+            pool, refs = _grown_pool(pools, key, group, concurrency)
             pool.users += 1
             held.append(pool)
             waits.append((group[0], refs))
@@ -539,6 +534,22 @@ def batch_lanes(specs: Iterable[LaneSpec], concurrency: int) -> Iterator[None]:
                 pool.users -= 1
 
 
+def _grown_pool(
+    pools: dict[str, ActorPool], key: str, group: list[LaneSpec], concurrency: int
+) -> tuple[ActorPool, list[Any]]:
+    """The pool under ``key``, started if missing and grown for the batch; with its new actors' readiness refs.
+
+    It gets ``ceil(min(concurrency, max_in_flight) / calls_per_worker)`` actors
+    for the busiest node of ``group`` (the specs of the lane); the caller holds
+    ``_pools_lock``.
+    """
+    pool = pools.get(key)
+    if pool is None:
+        pool = pools[key] = ActorPool(group[0].actor_options, group[0].calls_per_worker)
+    calls = max(min(concurrency, s.max_in_flight or concurrency) for s in group)
+    return pool, pool.grow(max(1, math.ceil(calls / pool.per_actor)), [s.body for s in group])
+
+
 def _start_hoped_lane(
     pools: dict[str, ActorPool], key: str, group: list[LaneSpec], concurrency: int
 ) -> Callable[[], None]:
@@ -550,21 +561,13 @@ def _start_hoped_lane(
     computing calls). The caller holds ``_pools_lock`` and calls the returned
     function once it has let go of it.
     """
-    io_spec = group[0].io_spec
-    assert io_spec is not None
-    pool = pools.get(key)
-    if pool is None:
-        pool = pools[key] = ActorPool(io_spec.actor_options, io_spec.calls_per_worker)
-    calls = max(min(concurrency, s.max_in_flight or concurrency) for s in group)
-    pool.grow(max(1, math.ceil(calls / pool.per_actor)), [s.body for s in group])
-    undecided = {id(s) for s in group}
-    state = {"wanted": False}
+    pool, _ = _grown_pool(pools, key, [s.io_spec for s in group if s.io_spec is not None], concurrency)
 
-    def decided(spec: LaneSpec, verdict: str) -> None:
+    def stop_if_all_compute(_verdict: str) -> None:
         with _pools_lock:
-            undecided.discard(id(spec))
-            state["wanted"] |= verdict == "actor"
-            if undecided or state["wanted"] or pool.users or pools.get(key) is not pool:
+            if any(s.auto is None or s.auto.verdict != "task" for s in group):
+                return  # one still to be found out, or found to wait
+            if pool.users or pools.get(key) is not pool:
                 return
             pools.pop(key)
         pool.kill()
@@ -572,7 +575,7 @@ def _start_hoped_lane(
     def watch() -> None:
         for spec in group:
             assert spec.auto is not None
-            spec.auto.when_decided(functools.partial(decided, spec))
+            spec.auto.when_decided(stop_if_all_compute)
 
     return watch
 
