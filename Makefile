@@ -7,8 +7,9 @@ setup:
 demo: setup
 	.venv/bin/wtb demo
 
+# Two workers sharing the session's Prefect server and Ray cluster (see tests/conftest.py).
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadgroup
 
 # The fast subset: no Prefect server, no Ray cluster (a unit test that starts one fails).
 test-unit: setup

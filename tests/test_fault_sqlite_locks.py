@@ -18,11 +18,11 @@ from tests.test_control import _name, _state
 EXECUTIONS = 125  # x 4 nodes = 500 task runs
 
 
-def test_500_task_batch_with_worker_heartbeats_leaves_no_database_locked_error(bench, wtb_home, tmp_path):
+def test_500_task_batch_with_worker_heartbeats_leaves_no_database_locked_error(bench, prefect_server_log, tmp_path):
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    server_log = wtb_home / "prefect" / "server.log"
+    server_log = prefect_server_log
     offset = server_log.stat().st_size
     pool = f"wtb-heartbeats-{uuid.uuid4().hex[:6]}"
     with get_client(sync_client=True) as client:
