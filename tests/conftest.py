@@ -25,11 +25,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import prerequisites, service_guard
 from wtb_prefect.services.ports import free_port
+
+if TYPE_CHECKING:
+    from wtb_prefect.services.prefect_server import PrefectServer
 
 SHARED_SERVICES_ENV = "WTB_TEST_SHARED_SERVICES"
 """The state folder of the session's Prefect server, named once by the controller for every worker."""
@@ -81,6 +85,10 @@ def _xdist_group(item: pytest.Item) -> str:
     return "one_work_pool" if module in ONE_WORK_POOL else module
 
 
+_TERMINAL_SIZE = ("COLUMNS", "LINES")
+_CONTROLLER_TERMINAL_ENV = "WTB_TEST_CONTROLLER_TERMINAL"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The controller (or a run without workers) names the shared services' state folder.
 
@@ -99,8 +107,12 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ.pop(name, None)
 
 
-_TERMINAL_SIZE = ("COLUMNS", "LINES")
-_CONTROLLER_TERMINAL_ENV = "WTB_TEST_CONTROLLER_TERMINAL"
+def _shared_server(folder: str | None = None) -> PrefectServer:
+    """The session's Prefect server, in the state folder the controller named."""
+    from wtb_prefect.services.prefect_server import PrefectServer
+    from wtb_prefect.settings import WTBSettings
+
+    return PrefectServer(WTBSettings(home=Path(folder or os.environ[SHARED_SERVICES_ENV])))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -110,11 +122,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     folder = os.environ.pop(SHARED_SERVICES_ENV, None)
     if folder is None:
         return
-    if (Path(folder) / "prefect" / "server.json").exists():  # a unit run imports no Prefect here
-        from wtb_prefect.services.prefect_server import PrefectServer
-        from wtb_prefect.settings import WTBSettings
-
-        PrefectServer(WTBSettings(home=Path(folder))).stop()  # always: a server left running loads the machine
+    _shared_server(folder).stop()  # always: a server left running loads the machine (none ran: no-op)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -179,12 +187,10 @@ def prefect_api(wtb_home: Path) -> Iterator[str]:
     The first worker to need it starts it; the others find it running in the
     shared state folder; :func:`pytest_unconfigure` stops it.
     """
-    from wtb_prefect.services.prefect_server import PrefectServer, use_prefect_api
-    from wtb_prefect.settings import WTBSettings
+    from wtb_prefect.services.prefect_server import use_prefect_api
 
     os.environ.pop("PREFECT_API_URL", None)
-    server = PrefectServer(WTBSettings(home=Path(os.environ[SHARED_SERVICES_ENV])))
-    info = server.start(port=free_port(), timeout=300)  # a loaded machine needs minutes to start it
+    info = _shared_server().start(port=free_port(), timeout=300)  # a loaded machine needs minutes to start it
     # Prefect reads its settings when it is imported (at collection, before this
     # fixture): without this context, clients made by tests would talk to an
     # ephemeral server of their own instead of the session's.
@@ -198,7 +204,9 @@ def prefect_api(wtb_home: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def prefect_server_log(prefect_api: str) -> Path:
     """The log file of the session's Prefect server."""
-    return Path(os.environ[SHARED_SERVICES_ENV]) / "prefect" / "server.log"
+    info = _shared_server().status()
+    assert info is not None, "the session's Prefect server stopped answering"
+    return Path(info.log_file)
 
 
 @pytest.fixture(scope="session")
